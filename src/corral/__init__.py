@@ -1,0 +1,75 @@
+"""corral: run model and plugin code in isolated worker processes and call it fast.
+
+The names a target's own code needs (``current``, the exceptions) import eagerly and
+cheaply, because this package is also imported inside every worker. Host names (``Worker``)
+load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .exceptions import (
+    ArgumentError,
+    CorralError,
+    InvalidState,
+    MethodNotFound,
+    ProtocolError,
+    RemoteError,
+    SetupError,
+    WorkerCrashed,
+    WorkerError,
+    WorkerStartupError,
+)
+from .protocol.messages import Chunk, Done, Log, Metric, MethodInfo, Progress
+from .worker.scope import Scope, current
+
+if TYPE_CHECKING:
+    from .host.calls import AsyncCallFuture, AsyncCallStream, CallFuture, CallStream
+    from .host.worker import CallOptions, Health, Stats, Worker
+
+_HOST_NAMES = {
+    "Worker": "corral.host.worker",
+    "CallOptions": "corral.host.worker",
+    "Health": "corral.host.worker",
+    "Stats": "corral.host.worker",
+    "CallFuture": "corral.host.calls",
+    "CallStream": "corral.host.calls",
+    "AsyncCallFuture": "corral.host.calls",
+    "AsyncCallStream": "corral.host.calls",
+}
+
+__all__ = [
+    "__version__",
+    "current",
+    "Scope",
+    "Log",
+    "Progress",
+    "Metric",
+    "Chunk",
+    "Done",
+    "MethodInfo",
+    "CorralError",
+    "InvalidState",
+    "MethodNotFound",
+    "ArgumentError",
+    "RemoteError",
+    "WorkerError",
+    "WorkerStartupError",
+    "SetupError",
+    "WorkerCrashed",
+    "ProtocolError",
+    *_HOST_NAMES,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOST_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corral' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,197 @@
+"""Every error corral raises, in one place.
+
+::
+
+    CorralError
+     ├── InvalidState ............ the Worker is not in a state that allows this (not started, stopped)
+     ├── MethodNotFound .......... the target has no such public method        (also an AttributeError)
+     ├── ArgumentError ........... the arguments do not fit the method's signature   (also a TypeError)
+     ├── RemoteError ............. user code raised during a call; the worker is still usable
+     │                             (a builtin type is also catchable as itself: ``except ValueError``)
+     └── WorkerError ............. the worker process itself is broken
+          ├── WorkerStartupError . it never became ready: interpreter, handshake or version mismatch
+          │    └── SetupError .... loading the target or its ``setup()`` raised
+          ├── WorkerCrashed ...... the process died while calls were in flight
+          └── ProtocolError ...... it sent a frame that is oversize, truncated or undecodable
+
+This module is shared by the host and the worker side, so it imports nothing but the stdlib.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+__all__ = [
+    "CorralError",
+    "InvalidState",
+    "MethodNotFound",
+    "ArgumentError",
+    "RemoteError",
+    "WorkerError",
+    "WorkerStartupError",
+    "SetupError",
+    "WorkerCrashed",
+    "ProtocolError",
+]
+
+
+class CorralError(Exception):
+    """Base class of every error raised by corral itself."""
+
+
+class InvalidState(CorralError):
+    """Raised when an operation does not fit the Worker's state, e.g. a call before ``start()``."""
+
+
+class MethodNotFound(CorralError, AttributeError):
+    """Raised when a call names a method the target does not expose."""
+
+    def __init__(self, method: str, available: list[str]):
+        self.method = method
+        self.available = available
+        listed = ", ".join(available) if available else "none"
+        super().__init__(f"target has no public method {method!r} (available: {listed})")
+
+
+class ArgumentError(CorralError, TypeError):
+    """Raised when a call's arguments do not fit the method's signature."""
+
+    def __init__(self, method: str, signature: str, detail: str):
+        self.method = method
+        self.signature = signature
+        self.detail = detail
+        super().__init__(f"bad arguments for {method}{signature}: {detail}")
+
+
+class RemoteError(CorralError):
+    """Raised when user code in the worker raised; the worker stays usable.
+
+    ``type_name`` is the remote exception's qualified type name, ``message`` its text and
+    ``remote_traceback`` the full formatted traceback (cause chain included). An explicit
+    ``raise ... from`` cause is kept as ``__cause__`` (another RemoteError). The remote
+    traceback is also attached as a note, so an uncaught error prints it.
+    """
+
+    type_name: str
+    message: str
+    remote_traceback: str
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str = ""):
+        # Deliberately not super().__init__: builtin twins such as UnicodeDecodeError
+        # validate their own __init__ arguments.
+        Exception.__init__(self, f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+        if remote_traceback:
+            self.add_note("Remote traceback (in the worker):\n" + remote_traceback.rstrip())
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+    def __reduce__(self):
+        return (_rebuild_remote_error, (self.type_name, self.message, self.remote_traceback))
+
+
+_twins: dict[type, type] = {}
+
+
+def _builtin_exception(type_name: str) -> type | None:
+    if not type_name.startswith("builtins."):
+        return None
+    obj = getattr(builtins, type_name[len("builtins.") :], None)
+    if isinstance(obj, type) and issubclass(obj, Exception):
+        return obj
+    return None
+
+
+def remote_error_class(type_name: str) -> type[RemoteError]:
+    """The class to raise for a remote exception type: RemoteError, or a subclass that is
+    also the builtin exception type, so ``except ValueError`` catches a remote ValueError."""
+    base = _builtin_exception(type_name)
+    if base is None:
+        return RemoteError
+    twin = _twins.get(base)
+    if twin is None:
+        twin = type(f"Remote{base.__name__}", (RemoteError, base), {"__module__": __name__})
+        _twins[base] = twin
+    return twin
+
+
+def _rebuild_remote_error(type_name: str, message: str, remote_traceback: str) -> RemoteError:
+    cls = remote_error_class(type_name)
+    err = cls.__new__(cls)
+    RemoteError.__init__(err, type_name, message, remote_traceback)
+    return err
+
+
+def make_remote_error(info: Any) -> RemoteError:
+    """Build the exception for a remote error description (``protocol.messages.ErrorInfo``),
+    following its ``cause`` chain."""
+    err = _rebuild_remote_error(info.type, info.message, info.traceback)
+    if info.cause is not None:
+        err.__cause__ = make_remote_error(info.cause)
+    elif info.context is not None:
+        err.__context__ = make_remote_error(info.context)
+    return err
+
+
+class WorkerError(CorralError):
+    """Base class for a worker process that is broken; ``pid`` names it when known."""
+
+    pid: int | None = None
+
+
+class WorkerStartupError(WorkerError):
+    """Raised when a worker does not become ready: the interpreter could not start it,
+    the handshake failed or its protocol version does not match the host's.
+    ``stderr`` holds the last lines the process wrote."""
+
+    def __init__(self, message: str, stderr: str = ""):
+        self.stderr = stderr
+        if stderr:
+            message = f"{message}\n--- worker stderr (last lines) ---\n{stderr.rstrip()}"
+        super().__init__(message)
+
+
+class SetupError(WorkerStartupError):
+    """Raised when loading the target or running its ``setup()`` raised.
+
+    ``logs`` holds what setup wrote (stdout and stderr lines), ``remote_traceback`` the
+    formatted traceback and ``error_type`` the remote exception's qualified type name.
+    """
+
+    def __init__(self, message: str, *, error_type: str = "", remote_traceback: str = "",
+                 logs: list[str] | None = None):
+        self.error_type = error_type
+        self.remote_traceback = remote_traceback
+        self.logs = list(logs or [])
+        super().__init__(message)
+        if remote_traceback:
+            self.add_note("Remote traceback (in the worker):\n" + remote_traceback.rstrip())
+        if self.logs:
+            self.add_note("Setup logs:\n" + "\n".join(self.logs))
+
+
+class WorkerCrashed(WorkerError):
+    """Raised for calls in flight when the worker process dies.
+
+    ``exitcode`` is the process's exit code (negative: killed by that signal),
+    ``signal_name`` e.g. ``"SIGKILL"``, and ``stderr`` its last stderr lines.
+    """
+
+    def __init__(self, message: str, *, pid: int | None = None, exitcode: int | None = None,
+                 signal_name: str | None = None, stderr: str = ""):
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signal_name = signal_name
+        self.stderr = stderr
+        if stderr:
+            message = f"{message}\n--- worker stderr (last lines) ---\n{stderr.rstrip()}"
+        super().__init__(message)
+
+
+class ProtocolError(WorkerError):
+    """Raised when a worker sends an oversize, truncated or undecodable frame, or a message
+    that breaks the protocol. The worker is then defunct: it is killed and its calls fail."""

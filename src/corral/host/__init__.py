@@ -1,0 +1,1 @@
+"""The host side: start workers, talk to them, supervise them."""

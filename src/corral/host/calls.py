@@ -1,0 +1,289 @@
+"""What a caller holds while a call runs: a future, a stream, or their asyncio twins.
+
+Each receives the call's messages from the connection's reader thread through four
+methods (``_event``, ``_chunk``, ``_done``, ``_failed``) and records the call's events:
+``events`` (every Log, Progress and Metric in order), ``logs`` (the log lines), ``metrics``
+(accumulated by each metric's mode), ``progress`` (the latest Progress) and ``run_time``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+from typing import Any, Callable
+
+from ..protocol import messages as m
+
+log = logging.getLogger("corral")
+
+EventCallback = Callable[[Any], None]
+
+_END = object()
+
+
+class CallRecord:
+    """The events of one call, as they arrive."""
+
+    id: int
+    method: str
+    events: list
+    metrics: dict[str, Any]
+    run_time: float | None
+
+    def _init_record(self, call_id: int, method: str, on_event: EventCallback | None) -> None:
+        self.id = call_id
+        self.method = method
+        self.events = []
+        self.metrics = {}
+        self.run_time = None
+        self._on_event = on_event
+
+    @property
+    def logs(self) -> list[str]:
+        """The call's log lines (stdout and stderr, in order)."""
+        return [e.text for e in self.events if type(e) is m.Log]
+
+    @property
+    def progress(self) -> m.Progress | None:
+        """The latest progress report, if any."""
+        for e in reversed(self.events):
+            if type(e) is m.Progress:
+                return e
+        return None
+
+    def _record(self, event: Any) -> None:
+        self.events.append(event)
+        if type(event) is m.Metric:
+            _apply_metric(self.metrics, event)
+
+    def _notify(self, event: Any) -> None:
+        cb = self._on_event
+        if cb is not None:
+            try:
+                cb(event)
+            except Exception:  # noqa: BLE001 - a caller's callback must not break the channel
+                log.exception("on_event callback for call %s raised", self.id)
+
+
+def _apply_metric(metrics: dict[str, Any], ev: m.Metric) -> None:
+    if ev.mode == "increment":
+        try:
+            metrics[ev.name] = metrics.get(ev.name, 0) + ev.value
+        except TypeError:
+            metrics[ev.name] = ev.value
+    elif ev.mode == "append":
+        current = metrics.get(ev.name)
+        if not isinstance(current, list):
+            current = metrics[ev.name] = []
+        current.append(ev.value)
+    else:
+        metrics[ev.name] = ev.value
+
+
+class CallFuture(CallRecord, concurrent.futures.Future):
+    """A ``concurrent.futures.Future`` for one call, with the call's events.
+
+    For a streaming method, the result is the list of every chunk.
+    """
+
+    def __init__(self, call_id: int, method: str, streams: bool,
+                 on_event: EventCallback | None = None):
+        concurrent.futures.Future.__init__(self)
+        self._init_record(call_id, method, on_event)
+        self._chunks: list | None = [] if streams else None
+        self.set_running_or_notify_cancel()
+
+    def _event(self, event: Any) -> None:
+        self._record(event)
+        self._notify(event)
+
+    def _chunk(self, value: Any) -> None:
+        if self._chunks is not None:
+            self._chunks.append(value)
+
+    def _done(self, value: Any, run_time: float) -> None:
+        self.run_time = run_time
+        self.set_result(self._chunks if self._chunks is not None else value)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.set_exception(exc)
+
+    def __repr__(self) -> str:
+        return f"<CallFuture id={self.id} method={self.method!r} state={self._state}>"
+
+
+class CallStream(CallRecord):
+    """An iterator over a call's output: each chunk of a streaming method as it is
+    produced, or the single result of any other method.
+
+    With ``events=True`` it yields every message instead: ``Log``, ``Progress``, ``Metric``
+    and ``Chunk`` as they arrive, then a final ``Done``. A failed call raises from
+    ``next()``.
+    """
+
+    def __init__(self, call_id: int, method: str, streams: bool,
+                 on_event: EventCallback | None = None, events: bool = False):
+        self._init_record(call_id, method, on_event)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._streams = streams
+        self._yield_events = events
+        self._finished = False
+
+    def _event(self, event: Any) -> None:
+        self._record(event)
+        self._notify(event)
+        if self._yield_events:
+            self._queue.put(event)
+
+    def _chunk(self, value: Any) -> None:
+        self._queue.put(m.Chunk(self.id, value) if self._yield_events else value)
+
+    def _done(self, value: Any, run_time: float) -> None:
+        self.run_time = run_time
+        if self._yield_events:
+            self._queue.put(m.Done(self.id, value, run_time))
+        elif not self._streams:
+            self._queue.put(value)
+        self._queue.put(_END)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._queue.put(_Raise(exc))
+
+    def __iter__(self) -> "CallStream":
+        return self
+
+    def __next__(self) -> Any:
+        if self._finished:
+            raise StopIteration
+        item = self._queue.get()
+        if item is _END:
+            self._finished = True
+            raise StopIteration
+        if type(item) is _Raise:
+            self._finished = True
+            raise item.exc
+        return item
+
+    def __enter__(self) -> "CallStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop reading; chunks that still arrive are dropped."""
+        self._finished = True
+
+    def __repr__(self) -> str:
+        return f"<CallStream id={self.id} method={self.method!r}>"
+
+
+class _Raise:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class AsyncCallFuture(CallRecord, asyncio.Future):
+    """The asyncio twin of CallFuture: await it for the result. Messages arrive on the
+    connection's reader thread and are handed to the event loop."""
+
+    def __init__(self, call_id: int, method: str, streams: bool,
+                 on_event: EventCallback | None, loop: asyncio.AbstractEventLoop):
+        asyncio.Future.__init__(self, loop=loop)
+        self._init_record(call_id, method, on_event)
+        self._chunks: list | None = [] if streams else None
+
+    def _event(self, event: Any) -> None:
+        self._record(event)
+        if self._on_event is not None:
+            self.get_loop().call_soon_threadsafe(self._notify, event)
+
+    def _chunk(self, value: Any) -> None:
+        if self._chunks is not None:
+            self._chunks.append(value)
+
+    def _done(self, value: Any, run_time: float) -> None:
+        self.run_time = run_time
+        result = self._chunks if self._chunks is not None else value
+        self.get_loop().call_soon_threadsafe(self._settle, result, None)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.get_loop().call_soon_threadsafe(self._settle, None, exc)
+
+    def _settle(self, result: Any, exc: BaseException | None) -> None:
+        if self.done():
+            return
+        if exc is not None:
+            self.set_exception(exc)
+        else:
+            self.set_result(result)
+
+
+class AsyncCallStream(CallRecord):
+    """The asyncio twin of CallStream: ``async for chunk in stream``."""
+
+    def __init__(self, call_id: int, method: str, streams: bool,
+                 on_event: EventCallback | None, loop: asyncio.AbstractEventLoop,
+                 events: bool = False):
+        self._init_record(call_id, method, on_event)
+        self._loop = loop
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._inner = CallStream(call_id, method, streams, None, events)
+        self._finished = False
+
+    def _deliver(self) -> None:
+        # Move whatever the sync stream queued into the asyncio queue, on the loop.
+        q = self._inner._queue
+        while True:
+            try:
+                self._queue.put_nowait(q.get_nowait())
+            except queue.Empty:
+                return
+
+    def _event(self, event: Any) -> None:
+        self._record(event)
+        self._inner._event(event)
+        if self._on_event is not None:
+            self._loop.call_soon_threadsafe(self._notify, event)
+        self._loop.call_soon_threadsafe(self._deliver)
+
+    def _chunk(self, value: Any) -> None:
+        self._inner._chunk(value)
+        self._loop.call_soon_threadsafe(self._deliver)
+
+    def _done(self, value: Any, run_time: float) -> None:
+        self.run_time = run_time
+        self._inner._done(value, run_time)
+        self._loop.call_soon_threadsafe(self._deliver)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._inner._failed(exc)
+        self._loop.call_soon_threadsafe(self._deliver)
+
+    def __aiter__(self) -> "AsyncCallStream":
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._finished:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if item is _END:
+            self._finished = True
+            raise StopAsyncIteration
+        if type(item) is _Raise:
+            self._finished = True
+            raise item.exc
+        return item
+
+    async def aclose(self) -> None:
+        self._finished = True
+
+    async def __aenter__(self) -> "AsyncCallStream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()

@@ -1,0 +1,289 @@
+"""The host's end of one worker's sockets: send calls, route replies by call id.
+
+::
+
+    caller threads ──submit()──► window? ──yes──► data socket ──► worker
+                                   │no                              │
+                                   ▼                                │
+                              waiting deque ◄── freed by replies ◄──┤
+    futures/streams ◄── route by id ◄── reader thread ◄── data socket
+    control requests ◄── route by seq ◄── control thread ◄── control socket
+
+A call is sent at once while the *window* has room (``slots + prefetch`` calls and at most
+``WINDOW_BYTES`` of frames in flight), so the worker always has its next call queued in
+the socket (pipelining) while the socket buffers can never fill up and block a sender.
+Beyond the window calls wait in a host-side deque and are sent, in order, by the reader
+thread as replies free room.
+
+Everything the worker sends is untrusted: a frame that is oversize, truncated or does not
+decode, or a reply for a call that was never sent, makes the worker defunct (``on_broken``)
+and fails every call with the error; the reader thread never raises.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections import deque
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from ..exceptions import ProtocolError
+from ..protocol import messages as m
+from ..protocol.framing import HEADER, FrameError, FrameReader
+from ..protocol.values import make_decoder, make_encoder
+
+log = logging.getLogger("corral")
+
+#: Bytes of call frames in flight before further calls wait on the host. Well below the
+#: kernel's Unix socket buffer, so a send never blocks on a worker that is busy.
+WINDOW_BYTES = 128 * 1024
+
+
+class Connection:
+    def __init__(self, control: Any, data: Any, *, window: int, allow_pickle: bool,
+                 max_frame: int, on_worker_log: Callable[[str, str], None],
+                 on_broken: Callable[[BaseException | None], BaseException],
+                 make_error: Callable[[Any, m.ErrorInfo], BaseException]):
+        self._control = control
+        self._data = data
+        self._window = window
+        self._on_worker_log = on_worker_log
+        self._on_broken = on_broken
+        self._make_error = make_error
+        self._encode = make_encoder().encode
+        self._data_reader = FrameReader(data, max_frame)
+        self._control_reader = FrameReader(control, max_frame)
+        self._data_decoder = make_decoder(m.WorkerData, allow_pickle)
+        self._control_decoder = make_decoder(m.WorkerControl, allow_pickle)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self.completed = 0
+        self._send_lock = threading.Lock()
+        self._control_send_lock = threading.Lock()
+        self._pending: dict[int, Any] = {}
+        self._sizes: dict[int, int] = {}
+        self._waiting: deque[tuple[int, bytes]] = deque()
+        self._in_flight = 0
+        self._in_flight_bytes = 0
+        self._ids = itertools.count(1)
+        self._last_id = 0
+        self._seqs = itertools.count(1)
+        self._requests: dict[int, Future] = {}
+        self._broken: BaseException | None = None
+        self._failed_all = False
+        self._threads: list[threading.Thread] = []
+
+    # -- handshake (before the reader threads run) -----------------------------------------
+
+    def read_control(self) -> Any:
+        """Read one control message synchronously; None at end of stream."""
+        frame = self._control_reader.read()
+        return None if frame is None else self._control_decoder.decode(frame)
+
+    def send_control(self, msg: Any) -> None:
+        payload = self._encode(msg)
+        with self._control_send_lock:
+            self._control.sendall(HEADER.pack(len(payload)) + payload)
+
+    def start(self, pid: int) -> None:
+        for target, name in ((self._read_data, "data"), (self._read_control, "control")):
+            t = threading.Thread(target=target, name=f"corral-{name}-{pid}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def submit(self, call_id: int, payload: bytes, sink: Any) -> None:
+        """Register ``sink`` for ``call_id`` and send the encoded Call (now or when the
+        window has room)."""
+        size = len(payload) + 4
+        with self._lock:
+            if self._broken is not None:
+                sink._failed(self._broken)
+                return
+            self._pending[call_id] = sink
+            self._sizes[call_id] = size
+            if call_id > self._last_id:
+                self._last_id = call_id
+            if self._waiting or not self._fits(size):
+                self._waiting.append((call_id, payload))
+                return
+            self._in_flight += 1
+            self._in_flight_bytes += size
+        self._send_call(payload)
+
+    def encode(self, msg: Any) -> bytes:
+        return self._encode(msg)
+
+    def _fits(self, size: int) -> bool:
+        if self._in_flight == 0:
+            return True
+        return self._in_flight < self._window and self._in_flight_bytes + size <= WINDOW_BYTES
+
+    def _send_call(self, payload: bytes) -> None:
+        try:
+            with self._send_lock:
+                self._data.sendall(HEADER.pack(len(payload)) + payload)
+        except OSError:
+            pass  # the reader sees the worker's end and fails every pending call
+
+    def in_flight(self) -> int:
+        """Calls sent or waiting that have not finished."""
+        return len(self._pending)
+
+    def sent(self) -> int:
+        """Calls sent to the worker that have not finished."""
+        return self._in_flight
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        """Wait until no call is pending (True) or ``timeout`` passes (False)."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._pending, timeout)
+
+    # -- reader threads ---------------------------------------------------------------------
+
+    def _read_data(self) -> None:
+        decode = self._data_decoder.decode
+        read = self._data_reader.read
+        pending = self._pending
+        Done, Failed, Chunk = m.Done, m.Failed, m.Chunk
+        try:
+            while True:
+                frame = read()
+                if frame is None:
+                    self._fail_all(None)
+                    return
+                msg = decode(frame)
+                sink = pending.get(msg.id)
+                if sink is None:
+                    if msg.id > self._last_id or msg.id <= 0:
+                        raise ProtocolError(f"worker sent {type(msg).__name__} for call "
+                                            f"{msg.id}, which was never made")
+                    continue  # a late message of a call that already ended
+                kind = type(msg)
+                if kind is Done or kind is Failed:
+                    self._finish(msg.id)
+                    if kind is Done:
+                        sink._done(msg.value, msg.run_time)
+                    else:
+                        sink._failed(self._make_error(sink, msg.error))
+                elif kind is Chunk:
+                    sink._chunk(msg.value)
+                else:
+                    sink._event(msg)
+        except Exception as exc:  # noqa: BLE001 - anything the worker sent may be garbage
+            self._fail_all(_protocol_error(exc))
+
+    def _finish(self, call_id: int) -> None:
+        to_send = []
+        with self._lock:
+            self._pending.pop(call_id, None)
+            self.completed += 1
+            if not self._pending:
+                self._idle.notify_all()
+            self._in_flight -= 1
+            self._in_flight_bytes -= self._sizes.pop(call_id, 0)
+            waiting = self._waiting
+            while waiting and self._fits(len(waiting[0][1]) + 4):
+                cid, payload = waiting.popleft()
+                self._in_flight += 1
+                self._in_flight_bytes += len(payload) + 4
+                to_send.append(payload)
+        for payload in to_send:
+            self._send_call(payload)
+
+    def _read_control(self) -> None:
+        try:
+            while True:
+                frame = self._control_reader.read()
+                if frame is None:
+                    return  # the data reader reports the end
+                msg = self._control_decoder.decode(frame)
+                if type(msg) is m.WorkerLog:
+                    self._on_worker_log(msg.stream, msg.text)
+                elif type(msg) in (m.Pong, m.Ready, m.SetupFailed):
+                    fut = self._requests.pop(msg.seq, None)
+                    if fut is None:
+                        raise ProtocolError(f"worker answered control request {msg.seq}, "
+                                            "which was never made")
+                    fut.set_result(msg)
+                else:
+                    raise ProtocolError(f"unexpected {type(msg).__name__} on the control channel")
+        except Exception as exc:  # noqa: BLE001
+            err = _protocol_error(exc)
+            self._fail_all(err)
+
+    # -- control requests -------------------------------------------------------------------
+
+    def request(self, make: Callable[[int], Any]) -> Future:
+        """Send a control request built by ``make(seq)``; the future gets its reply."""
+        fut: Future = Future()
+        with self._lock:
+            if self._broken is not None:
+                fut.set_exception(self._broken)
+                return fut
+            seq = next(self._seqs)
+            self._requests[seq] = fut
+        try:
+            self.send_control(make(seq))
+        except OSError as exc:
+            self._requests.pop(seq, None)
+            fut.set_exception(exc)
+        return fut
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def _fail_all(self, error: BaseException | None) -> None:
+        """The worker is gone (``error`` None: end of stream) or broke the protocol: fail
+        every call and control request, once."""
+        with self._lock:
+            if self._failed_all:
+                return
+            self._failed_all = True
+            report = self._broken is None
+            if report:
+                # Provisional, so that no call registers while on_broken runs.
+                self._broken = error or ProtocolError("worker closed its data channel")
+        if report:
+            # on_broken reaps the process and builds what callers get (exit code, stderr).
+            self._broken = self._on_broken(error)
+        with self._lock:
+            sinks = list(self._pending.values())
+            self._pending.clear()
+            self._idle.notify_all()
+            self._waiting.clear()
+            requests = list(self._requests.values())
+            self._requests.clear()
+        for sink in sinks:
+            sink._failed(self._broken)
+        for fut in requests:
+            if not fut.done():
+                fut.set_exception(self._broken)
+
+    def close(self, error: BaseException) -> None:
+        """Fail what is left with ``error`` (the worker was stopped) and close the sockets."""
+        with self._lock:
+            if self._broken is None:
+                self._broken = error
+        for s in (self._data, self._control):
+            try:
+                s.shutdown(2)
+            except OSError:
+                pass
+        self._fail_all(error)
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(5.0)
+
+
+def _protocol_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, ProtocolError):
+        return exc
+    if isinstance(exc, FrameError):
+        return ProtocolError(f"bad frame from worker: {exc}")
+    return ProtocolError(f"undecodable message from worker: {type(exc).__name__}: {exc}")

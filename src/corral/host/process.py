@@ -1,0 +1,142 @@
+"""Start a worker process with its two sockets, keep the tail of its stderr, reap it."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+log = logging.getLogger("corral.worker")
+
+STDERR_TAIL_LINES = 40
+
+
+def describe_exit(code: int | None) -> tuple[str, str | None]:
+    """``(text, signal_name)`` for an exit code: ``"killed by SIGKILL (-9)"`` or
+    ``"exit code 3"``."""
+    if code is None:
+        return "still running", None
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name} ({code})", name
+    return f"exit code {code}", None
+
+
+class WorkerProcess:
+    """One worker OS process: its control and data sockets, its stderr tail, its exit."""
+
+    def __init__(self, python: str | None, env: dict[str, str] | None, max_frame: int,
+                 cwd: str | None = None):
+        control_host, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        data_host, data_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.control = control_host
+        self.data = data_host
+        self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        argv = [
+            python or sys.executable, "-m", "corral.worker",
+            "--control-fd", str(control_child.fileno()),
+            "--data-fd", str(data_child.fileno()),
+            "--parent-pid", str(os.getpid()),
+            # Linux ties PR_SET_PDEATHSIG to the *thread* that started the child: only ask
+            # for it from the main thread, or a worker started from a short-lived thread
+            # would die with that thread. End of stream on the control socket covers the rest.
+            *(["--die-with-parent"] if threading.current_thread() is threading.main_thread() else []),
+            "--max-frame", str(max_frame),
+        ]
+        try:
+            self.popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=(control_child.fileno(), data_child.fileno()),
+                env=full_env,
+                cwd=cwd,
+                # Its own session: a Ctrl-C in the host's terminal reaches the host, which
+                # then stops its workers in order, instead of killing them mid-call.
+                start_new_session=True,
+            )
+        except BaseException:
+            for s in (control_host, control_child, data_host, data_child):
+                s.close()
+            raise
+        finally:
+            control_child.close()
+            data_child.close()
+        self.pid = self.popen.pid
+        self._stderr_thread = threading.Thread(
+            target=self._read_stderr, name=f"corral-stderr-{self.pid}", daemon=True)
+        self._stderr_thread.start()
+
+    def _read_stderr(self) -> None:
+        stream = self.popen.stderr
+        assert stream is not None
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.tail.append(line)
+            log.debug("[worker %s stderr] %s", self.pid, line)
+        stream.close()
+
+    def note_output(self, stream: str, text: str) -> None:
+        """Output the worker wrote outside any call (it goes into the stderr tail too)."""
+        self.tail.append(text)
+        log.info("[worker %s %s] %s", self.pid, stream, text)
+
+    def stderr_tail(self, wait: float = 1.0) -> str:
+        """The last lines the worker wrote; after it exited, waits briefly for the pipe's end
+        so that a fatal error's last words are included."""
+        if self.popen.poll() is not None:
+            self._stderr_thread.join(wait)
+        return "\n".join(self.tail)
+
+    def wait(self, timeout: float | None) -> int | None:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def terminate(self, grace: float) -> int:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit code."""
+        if self.popen.poll() is None:
+            try:
+                self.popen.terminate()
+            except ProcessLookupError:
+                pass
+            if self.wait(grace) is None:
+                self.kill()
+        return self.popen.wait()
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                self.popen.kill()
+            except ProcessLookupError:
+                pass
+        self.popen.wait()
+
+    def close(self) -> None:
+        """Release the sockets and the stderr pipe; the process must have exited."""
+        for s in (self.control, self.data):
+            try:
+                s.close()
+            except OSError:
+                pass
+        self._stderr_thread.join(2.0)
+
+    def rss_bytes(self) -> int | None:
+        try:
+            with open(f"/proc/{self.pid}/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None

@@ -1,0 +1,113 @@
+"""Length-prefixed frames over stream sockets.
+
+A frame is a 4-byte little-endian length followed by that many bytes of msgpack. The
+reader buffers: one ``recv`` may deliver many small frames (pipelined calls), and a frame
+larger than the buffer is read straight into its own allocation. Frames above
+``max_frame`` are refused from the header alone, before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from typing import Any
+
+import msgspec
+
+HEADER = struct.Struct("<I")
+#: Largest frame accepted by default. Big arrays and bytes travel out of band, so a bigger
+#: frame means a peer that is broken or hostile.
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+_BUFFER_SIZE = 256 * 1024
+
+
+class FrameError(Exception):
+    """A frame that breaks the framing rules: oversize, or cut off by end of stream."""
+
+
+class FrameReader:
+    """Reads frames from one socket; not thread-safe (one reader thread per socket).
+
+    ``read()`` returns a memoryview valid only until the next ``read()``: decode it first.
+    """
+
+    def __init__(self, sock: socket.socket, max_frame: int = DEFAULT_MAX_FRAME):
+        self._sock = sock
+        self._max = max_frame
+        self._buf = bytearray(_BUFFER_SIZE)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+
+    def read(self) -> memoryview | None:
+        """The next frame's body, or None at a clean end of stream (between frames)."""
+        buf, view = self._buf, self._view
+        while True:
+            start, end = self._start, self._end
+            avail = end - start
+            if avail >= 4:
+                (size,) = HEADER.unpack_from(buf, start)
+                if size > self._max:
+                    raise FrameError(f"frame of {size} bytes exceeds the limit of {self._max} bytes")
+                if avail - 4 >= size:
+                    self._start = start + 4 + size
+                    return view[start + 4 : start + 4 + size]
+                if size + 4 > len(buf):
+                    return self._read_large(size)
+                if start + 4 + size > len(buf):
+                    self._compact()
+            elif start == end:
+                self._start = self._end = 0
+            elif len(buf) - start < 4:
+                self._compact()
+            got = self._sock.recv_into(view[self._end :])
+            if got == 0:
+                if self._end == self._start:
+                    return None
+                raise FrameError(
+                    f"stream ended inside a frame ({self._end - self._start} bytes of it received)"
+                )
+            self._end += got
+
+    def _compact(self) -> None:
+        avail = self._end - self._start
+        self._buf[0:avail] = self._buf[self._start : self._end]
+        self._start, self._end = 0, avail
+
+    def _read_large(self, size: int) -> memoryview:
+        frame = bytearray(size)
+        fview = memoryview(frame)
+        have = self._end - self._start - 4
+        fview[:have] = self._view[self._start + 4 : self._end]
+        self._start = self._end = 0
+        while have < size:
+            got = self._sock.recv_into(fview[have:])
+            if got == 0:
+                raise FrameError(f"stream ended inside a frame ({have} of {size} bytes received)")
+            have += got
+        return fview
+
+
+class FrameWriter:
+    """Encodes messages and writes them as frames; safe to share between threads."""
+
+    def __init__(self, sock: socket.socket, encoder: msgspec.msgpack.Encoder):
+        self._sock = sock
+        self._encoder = encoder
+        self._lock = threading.Lock()
+        self._buf = bytearray(_BUFFER_SIZE)
+
+    def send(self, msg: Any) -> int:
+        """Encode and send one message; returns the frame's size. Raises OSError when the
+        peer is gone and whatever the encoder raises for an unencodable message."""
+        with self._lock:
+            buf = self._buf
+            self._encoder.encode_into(msg, buf, 4)
+            size = len(buf) - 4
+            HEADER.pack_into(buf, 0, size)
+            self._sock.sendall(buf)
+            if len(buf) > _BUFFER_SIZE:
+                # Don't keep a huge buffer alive after one big message.
+                self._buf = bytearray(_BUFFER_SIZE)
+            return size

@@ -1,0 +1,179 @@
+"""Every message on the wire, as msgspec Structs.
+
+Two channels connect a host to a worker (see docs/architecture.md):
+
+* the **control** channel carries the lifecycle: handshake, init, reload, health, shutdown;
+* the **data** channel carries calls and everything that belongs to one call.
+
+Each direction of each channel has its own tagged union, decoded by one typed decoder.
+Structs are ``array_like`` with small integer tags: a no-op call and its reply are a few
+dozen bytes. New fields must come last and have defaults, so that old peers still decode.
+Every data message carries its call ``id``: the host routes by id, so a late message of a
+finished call can never reach another caller.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgspec
+
+
+class ErrorInfo(msgspec.Struct, array_like=True, omit_defaults=True):
+    """An exception raised in the worker, as data.
+
+    ``type`` is the qualified type name (``builtins.ValueError``, ``mypkg.mod.MyError``),
+    ``traceback`` the whole formatted traceback. ``cause`` is an explicit ``raise ... from``
+    cause, ``context`` an implicit one. ``kind`` says who is to blame: ``user`` code,
+    ``arguments`` that do not fit the signature, or an unknown ``method``.
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
+    cause: ErrorInfo | None = None
+    context: ErrorInfo | None = None
+    kind: str = "user"
+
+
+class MethodInfo(msgspec.Struct, array_like=True, omit_defaults=True):
+    """A callable method of the target: ``kind`` is sync, async, generator or asyncgen."""
+
+    kind: str
+    signature: str
+    doc: str = ""
+
+    @property
+    def streams(self) -> bool:
+        return self.kind in ("generator", "asyncgen")
+
+
+class TargetSpec(msgspec.Struct, array_like=True, omit_defaults=True):
+    """What the worker should host: a reference ``file.py:Name`` / ``pkg.mod:Name``, or a
+    cloudpickled local object (only between processes of one machine)."""
+
+    ref: str | None = None
+    pickled: bytes | None = None
+
+
+# ---- control channel, host -> worker -------------------------------------------------
+
+
+class Init(msgspec.Struct, tag=1, array_like=True):
+    target: TargetSpec
+    config: dict[str, Any]
+    slots: int
+    allow_pickle: bool = False
+
+
+class Reload(msgspec.Struct, tag=2, array_like=True):
+    seq: int
+    config: dict[str, Any]
+
+
+class Ping(msgspec.Struct, tag=3, array_like=True):
+    seq: int
+
+
+class Shutdown(msgspec.Struct, tag=4, array_like=True):
+    grace: float
+
+
+HostControl = Union[Init, Reload, Ping, Shutdown]
+
+
+# ---- control channel, worker -> host -------------------------------------------------
+
+
+class Hello(msgspec.Struct, tag=11, array_like=True):
+    protocol: int
+    corral_version: str
+    pid: int
+    python: str
+
+
+class Ready(msgspec.Struct, tag=12, array_like=True):
+    seq: int
+    target: str
+    methods: dict[str, MethodInfo]
+    setup_logs: list[str]
+    setup_time: float
+
+
+class SetupFailed(msgspec.Struct, tag=13, array_like=True):
+    seq: int
+    error: ErrorInfo
+    setup_logs: list[str]
+
+
+class Pong(msgspec.Struct, tag=14, array_like=True):
+    seq: int
+    busy: int
+
+
+class WorkerLog(msgspec.Struct, tag=15, array_like=True):
+    """Output written outside any call, or fd-level output that cannot be attributed."""
+
+    stream: str
+    text: str
+
+
+WorkerControl = Union[Hello, Ready, SetupFailed, Pong, WorkerLog]
+
+
+# ---- data channel, host -> worker ----------------------------------------------------
+
+
+class Call(msgspec.Struct, tag=21, array_like=True):
+    id: int
+    method: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    context: dict[str, Any] | None = None
+
+
+HostData = Call
+
+
+# ---- data channel, worker -> host ----------------------------------------------------
+
+
+class Log(msgspec.Struct, tag=31, array_like=True):
+    id: int
+    stream: str
+    text: str
+
+
+class Progress(msgspec.Struct, tag=32, array_like=True):
+    id: int
+    step: float
+    total: float | None = None
+    phase: str | None = None
+
+
+class Metric(msgspec.Struct, tag=33, array_like=True):
+    id: int
+    name: str
+    value: Any
+    mode: str = "replace"
+
+
+class Chunk(msgspec.Struct, tag=34, array_like=True):
+    id: int
+    value: Any
+
+
+class Done(msgspec.Struct, tag=35, array_like=True):
+    id: int
+    value: Any
+    run_time: float
+
+
+class Failed(msgspec.Struct, tag=36, array_like=True):
+    id: int
+    error: ErrorInfo
+
+
+WorkerData = Union[Log, Progress, Metric, Chunk, Done, Failed]
+
+METRIC_MODES = ("replace", "increment", "append")

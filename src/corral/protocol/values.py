@@ -1,0 +1,406 @@
+"""The value codec: Python values <-> msgpack with extension types, exactly.
+
+msgpack alone turns tuples into lists, sets into lists and refuses big ints; JSON peers lose
+even more. ``to_wire`` walks a value and replaces every type msgpack would not round-trip
+exactly with an ``Ext`` whose payload is itself msgpack; the decoder's ``ext_hook`` rebuilds
+it. Plain values (str, int, float, bool, None, bytes, lists of them, str-keyed dicts) pass
+through untouched, so small calls cost almost nothing.
+
+An unsupported value raises TypeError naming its type and where it sat, for example
+``kwargs['batch'][3]``. Pickle is used only when the Worker opted in (local only).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import pathlib
+import pickle
+import uuid
+from typing import Any, Callable
+
+import msgspec
+
+Ext = msgspec.msgpack.Ext
+
+# Extension codes. Never renumber: they are part of the protocol.
+TUPLE = 1
+SET = 2
+FROZENSET = 3
+BIGINT = 4
+COMPLEX = 5
+DICT = 6  # a dict with keys other than str: a list of [key, value] pairs
+BYTEARRAY = 7
+DATETIME = 8
+DATE = 9
+TIME = 10
+TIMEDELTA = 11
+DECIMAL = 12
+UUID = 13
+NDARRAY = 14
+NPSCALAR = 15
+PATH = 16
+PICKLE = 17
+
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_SCALARS = frozenset({str, float, bool, type(None), bytes})
+_FAST_LIST_TYPES = _SCALARS | {int}
+
+_packb = msgspec.msgpack.Encoder().encode
+
+
+class _Unsupported(Exception):
+    """Internal: carries the failing value's location outwards while the walk unwinds."""
+
+    def __init__(self, value: Any, reason: str):
+        self.value = value
+        self.reason = reason
+        self.path: list[str] = []
+
+
+def to_wire(value: Any, *, allow_pickle: bool = False, where: str = "value") -> Any:
+    """Return ``value`` with every non-plain part replaced by an Ext, ready for msgpack.
+
+    Raises TypeError naming the unsupported type and its location (``where`` + path).
+    """
+    try:
+        return _walk(value, allow_pickle)
+    except _Unsupported as exc:
+        location = where + "".join(reversed(exc.path))
+        raise TypeError(
+            f"cannot send a value of type {_type_name(exc.value)} at {location}: {exc.reason}"
+        ) from None
+
+
+def args_to_wire(args: tuple, kwargs: dict, allow_pickle: bool = False) -> tuple[list, dict]:
+    """``to_wire`` for a call's arguments, with locations such as ``args[0]``/``kwargs['x']``."""
+    if not args and not kwargs:
+        return [], {}
+    try:
+        wire_args = [_walk(a, allow_pickle) for a in args] if args else []
+    except _Unsupported:
+        for i, a in enumerate(args):
+            to_wire(a, allow_pickle=allow_pickle, where=f"args[{i}]")
+        raise
+    try:
+        wire_kwargs = {k: _walk(v, allow_pickle) for k, v in kwargs.items()} if kwargs else {}
+    except _Unsupported:
+        for k, v in kwargs.items():
+            to_wire(v, allow_pickle=allow_pickle, where=f"kwargs[{k!r}]")
+        raise
+    return wire_args, wire_kwargs
+
+
+def _type_name(value: Any) -> str:
+    t = type(value)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _walk(v: Any, allow_pickle: bool) -> Any:
+    t = type(v)
+    if t in _SCALARS:
+        return v
+    if t is int:
+        return v if _INT_MIN <= v <= _INT_MAX else Ext(BIGINT, str(v).encode())
+    if t is list:
+        return _walk_list(v, allow_pickle)
+    if t is dict:
+        return _walk_dict(v, allow_pickle)
+    encode = _ENCODERS.get(t)
+    if encode is not None:
+        return encode(v, allow_pickle)
+    return _walk_other(v, allow_pickle)
+
+
+def _walk_list(v: list, allow_pickle: bool) -> list:
+    types = set(map(type, v))
+    if types <= _FAST_LIST_TYPES and (int not in types or _ints_fit(v, types)):
+        return v
+    out = []
+    for i, x in enumerate(v):
+        try:
+            out.append(_walk(x, allow_pickle))
+        except _Unsupported as exc:
+            exc.path.append(f"[{i}]")
+            raise
+    return out
+
+
+def _ints_fit(v: list, types: set) -> bool:
+    ints = v if len(types) == 1 else [x for x in v if type(x) is int]
+    return not ints or (_INT_MIN <= min(ints) and max(ints) <= _INT_MAX)
+
+
+def _walk_items(items: Any, allow_pickle: bool) -> list:
+    out = []
+    for i, x in enumerate(items):
+        try:
+            out.append(_walk(x, allow_pickle))
+        except _Unsupported as exc:
+            exc.path.append(f"[{i}]")
+            raise
+    return out
+
+
+def _walk_dict(v: dict, allow_pickle: bool) -> Any:
+    if all(type(k) is str for k in v):
+        out = {}
+        for k, x in v.items():
+            try:
+                out[k] = _walk(x, allow_pickle)
+            except _Unsupported as exc:
+                exc.path.append(f"[{k!r}]")
+                raise
+        return out
+    pairs = []
+    for k, x in v.items():
+        try:
+            pairs.append([_walk(k, allow_pickle), _walk(x, allow_pickle)])
+        except _Unsupported as exc:
+            exc.path.append(f"[{k!r}]")
+            raise
+    return Ext(DICT, _packb(pairs))
+
+
+def _enc_tuple(v, ap):
+    return Ext(TUPLE, _packb(_walk_items(v, ap)))
+
+
+def _enc_set(v, ap):
+    return Ext(SET, _packb(_walk_items(v, ap)))
+
+
+def _enc_frozenset(v, ap):
+    return Ext(FROZENSET, _packb(_walk_items(v, ap)))
+
+
+def _enc_complex(v, ap):
+    return Ext(COMPLEX, _packb([v.real, v.imag]))
+
+
+def _enc_bytearray(v, ap):
+    return Ext(BYTEARRAY, bytes(v))
+
+
+def _tz_key(tz: Any) -> Any:
+    # A ZoneInfo keeps its name (DST rules); any other tzinfo crosses as a fixed offset.
+    key = getattr(tz, "key", None)
+    return key if isinstance(key, str) else None
+
+
+def _enc_datetime(v, ap):
+    return Ext(DATETIME, _packb([v.isoformat(), _tz_key(v.tzinfo), v.fold]))
+
+
+def _enc_date(v, ap):
+    return Ext(DATE, v.isoformat().encode())
+
+
+def _enc_time(v, ap):
+    return Ext(TIME, _packb([v.isoformat(), _tz_key(v.tzinfo), v.fold]))
+
+
+def _enc_timedelta(v, ap):
+    return Ext(TIMEDELTA, _packb([v.days, v.seconds, v.microseconds]))
+
+
+def _enc_decimal(v, ap):
+    return Ext(DECIMAL, str(v).encode())
+
+
+def _enc_uuid(v, ap):
+    return Ext(UUID, v.bytes)
+
+
+def _enc_path(v, ap):
+    return Ext(PATH, _packb([type(v).__name__, str(v)]))
+
+
+_ENCODERS: dict[type, Callable[[Any, bool], Any]] = {
+    tuple: _enc_tuple,
+    set: _enc_set,
+    frozenset: _enc_frozenset,
+    complex: _enc_complex,
+    bytearray: _enc_bytearray,
+    _dt.datetime: _enc_datetime,
+    _dt.date: _enc_date,
+    _dt.time: _enc_time,
+    _dt.timedelta: _enc_timedelta,
+    decimal.Decimal: _enc_decimal,
+    uuid.UUID: _enc_uuid,
+    pathlib.PosixPath: _enc_path,
+    pathlib.PurePosixPath: _enc_path,
+    pathlib.WindowsPath: _enc_path,
+    pathlib.PureWindowsPath: _enc_path,
+}
+
+
+def _walk_other(v: Any, allow_pickle: bool) -> Any:
+    module = type(v).__module__
+    if module == "numpy" or module.startswith("numpy."):
+        return _enc_numpy(v, allow_pickle)
+    if allow_pickle:
+        try:
+            return Ext(PICKLE, _pickle_dumps(v))
+        except Exception as exc:  # noqa: BLE001 - any pickling failure means "unsupported"
+            raise _Unsupported(v, f"pickling failed: {exc}") from None
+    raise _Unsupported(
+        v, "not a supported type (start the Worker with allow_pickle=True to pickle it)"
+    )
+
+
+def _pickle_dumps(v: Any) -> bytes:
+    try:
+        import cloudpickle
+    except ImportError:
+        return pickle.dumps(v, protocol=5)
+    return cloudpickle.dumps(v, protocol=5)
+
+
+# ---- numpy (imported only when a numpy value shows up) -------------------------------
+
+
+def _enc_numpy(v: Any, allow_pickle: bool) -> Any:
+    import numpy as np
+
+    if isinstance(v, np.ndarray):
+        if v.dtype.hasobject:
+            if allow_pickle:
+                return Ext(PICKLE, _pickle_dumps(v))
+            raise _Unsupported(v, "arrays of Python objects cannot cross without pickle")
+        if v.flags.c_contiguous:
+            order, data = "C", v.data if v.size else b""
+        elif v.flags.f_contiguous:
+            order, data = "F", v.T.data
+        else:
+            order, data = "C", np.ascontiguousarray(v).data
+        header = _packb(_walk([np.lib.format.dtype_to_descr(v.dtype), list(v.shape), order], False))
+        return Ext(NDARRAY, _HEADER_LEN.pack(len(header)) + header + bytes(data))
+    if isinstance(v, np.generic):
+        if v.dtype.hasobject:
+            raise _Unsupported(v, "numpy object scalars cannot cross without pickle")
+        header = _packb(_walk([np.lib.format.dtype_to_descr(v.dtype), [], "C"], False))
+        return Ext(NPSCALAR, _HEADER_LEN.pack(len(header)) + header + v.tobytes())
+    raise _Unsupported(v, "this numpy type is not supported")
+
+
+import struct as _struct  # noqa: E402
+
+_HEADER_LEN = _struct.Struct("<I")
+
+
+def _dec_numpy_parts(data: memoryview, decode: Callable):
+    import numpy as np
+
+    (n,) = _HEADER_LEN.unpack_from(data, 0)
+    # The header went through to_wire, so a structured descr keeps its tuples.
+    descr, shape, order = decode(data[4 : 4 + n])
+    dtype = np.lib.format.descr_to_dtype(descr)
+    return np, dtype, tuple(shape), order, data[4 + n :]
+
+
+def _dec_ndarray(data: memoryview, decode: Callable) -> Any:
+    np, dtype, shape, order, raw = _dec_numpy_parts(data, decode)
+    count = 1
+    for d in shape:
+        count *= d
+    if len(raw) != count * dtype.itemsize:
+        raise ValueError(f"array payload has {len(raw)} bytes, shape {shape} needs "
+                         f"{count * dtype.itemsize}")
+    flat = np.frombuffer(raw, dtype=dtype, count=count).copy()  # own the memory, writable
+    if order == "F":
+        return flat.reshape(shape[::-1]).T
+    return flat.reshape(shape)
+
+
+def _dec_npscalar(data: memoryview, decode: Callable) -> Any:
+    np, dtype, _shape, _order, raw = _dec_numpy_parts(data, decode)
+    if len(raw) != dtype.itemsize:
+        raise ValueError("numpy scalar payload has the wrong size")
+    return np.frombuffer(raw, dtype=dtype, count=1)[0].copy()
+
+
+# ---- decoding ------------------------------------------------------------------------
+
+
+def _rebuild_tz(iso: str, key: Any, cls: Any, fold: int) -> Any:
+    v = cls.fromisoformat(iso)
+    if key is not None:
+        from zoneinfo import ZoneInfo
+
+        v = v.replace(tzinfo=ZoneInfo(key))
+    return v.replace(fold=fold) if fold else v
+
+
+def make_ext_hook(allow_pickle: bool) -> Callable[[int, memoryview], Any]:
+    """The decoder hook for our extension types; pickle payloads only when allowed."""
+    decode = None
+
+    def ext_hook(code: int, data: memoryview) -> Any:
+        if code == TUPLE:
+            return tuple(decode(data))
+        if code == SET:
+            return set(decode(data))
+        if code == FROZENSET:
+            return frozenset(decode(data))
+        if code == BIGINT:
+            return int(bytes(data))
+        if code == COMPLEX:
+            real, imag = decode(data)
+            return complex(real, imag)
+        if code == DICT:
+            return {k: v for k, v in decode(data)}
+        if code == BYTEARRAY:
+            return bytearray(data)
+        if code == DATETIME:
+            iso, key, fold = decode(data)
+            return _rebuild_tz(iso, key, _dt.datetime, fold)
+        if code == DATE:
+            return _dt.date.fromisoformat(bytes(data).decode())
+        if code == TIME:
+            iso, key, fold = decode(data)
+            return _rebuild_tz(iso, key, _dt.time, fold)
+        if code == TIMEDELTA:
+            days, seconds, micros = decode(data)
+            return _dt.timedelta(days, seconds, micros)
+        if code == DECIMAL:
+            return decimal.Decimal(bytes(data).decode())
+        if code == UUID:
+            return uuid.UUID(bytes=bytes(data))
+        if code == NDARRAY:
+            return _dec_ndarray(data, decode)
+        if code == NPSCALAR:
+            return _dec_npscalar(data, decode)
+        if code == PATH:
+            kind, text = decode(data)
+            cls = {"PurePosixPath": pathlib.PurePosixPath,
+                   "PureWindowsPath": pathlib.PureWindowsPath}.get(kind, pathlib.Path)
+            return cls(text)
+        if code == PICKLE:
+            if not allow_pickle:
+                raise ValueError("received a pickled value but pickle is not enabled")
+            return pickle.loads(data)
+        raise ValueError(f"unknown extension type {code}")
+
+    decode = msgspec.msgpack.Decoder(ext_hook=ext_hook).decode
+    return ext_hook
+
+
+def make_decoder(kind: Any, allow_pickle: bool = False) -> msgspec.msgpack.Decoder:
+    """A typed decoder for ``kind`` (a message union) that rebuilds our extension values."""
+    return msgspec.msgpack.Decoder(kind, ext_hook=make_ext_hook(allow_pickle))
+
+
+def make_encoder() -> msgspec.msgpack.Encoder:
+    """The encoder for messages whose values already went through ``to_wire``."""
+    return msgspec.msgpack.Encoder()
+
+
+def from_wire_bytes(data: bytes, allow_pickle: bool = False) -> Any:
+    """Decode a standalone msgpack value (used by tests and tools)."""
+    return msgspec.msgpack.Decoder(ext_hook=make_ext_hook(allow_pickle)).decode(data)
+
+
+def encode_value(value: Any, allow_pickle: bool = False) -> bytes:
+    """Encode a standalone value (used by tests and tools)."""
+    return _packb(to_wire(value, allow_pickle=allow_pickle))

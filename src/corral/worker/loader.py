@@ -1,0 +1,172 @@
+"""Find the target, build it once, run ``setup(**config)``, and list its callable methods."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import pickle
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..protocol.messages import MethodInfo, TargetSpec
+
+#: Lifecycle hooks: run by corral, never callable as methods.
+LIFECYCLE = frozenset({"setup", "teardown"})
+
+
+class TargetError(Exception):
+    """The target reference is malformed or names nothing loadable."""
+
+
+@dataclass
+class Method:
+    fn: Callable[..., Any]
+    info: MethodInfo
+
+    @property
+    def is_async(self) -> bool:
+        return self.info.kind in ("async", "asyncgen")
+
+
+@dataclass
+class Loaded:
+    """A built target: the object, its methods, and a readable name for messages."""
+
+    obj: Any
+    name: str
+    methods: dict[str, Method]
+
+    def teardown(self) -> None:
+        hook = getattr(self.obj, "teardown", None) if not inspect.isfunction(self.obj) else None
+        if callable(hook):
+            hook()
+
+
+def resolve(spec: TargetSpec, allow_pickle: bool) -> Any:
+    """The class, instance or function the spec names (not built yet)."""
+    if spec.pickled is not None:
+        # The host shipped a local object; cloudpickle's output needs cloudpickle to load
+        # when it contains functions or classes defined by value.
+        try:
+            return pickle.loads(spec.pickled)
+        except ModuleNotFoundError as exc:
+            raise TargetError(
+                f"cannot unpickle the shipped target: {exc}. A local class, instance or "
+                "function needs cloudpickle (and its modules) in the worker's environment"
+            ) from exc
+    if not spec.ref:
+        raise TargetError("the target spec names neither a reference nor a pickled object")
+    return resolve_ref(spec.ref)
+
+
+def resolve_ref(ref: str) -> Any:
+    """Resolve ``path/to/file.py:Name`` or ``package.module:Name`` (``Name`` may be dotted)."""
+    module_part, sep, attr = ref.rpartition(":")
+    if not sep or not module_part or not attr:
+        raise TargetError(
+            f"target reference {ref!r} must look like 'path/to/file.py:Name' or 'package.module:Name'"
+        )
+    if module_part.endswith(".py") or os.sep in module_part or "/" in module_part:
+        module = _load_file(module_part)
+    else:
+        try:
+            module = importlib.import_module(module_part)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_part.startswith(exc.name):
+                raise TargetError(f"no module named {module_part!r} (from target {ref!r})") from exc
+            raise
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TargetError(f"{module_part!r} has no attribute {attr!r} (from target {ref!r})") from None
+    return obj
+
+
+def _load_file(path: str) -> Any:
+    full = os.path.abspath(path)
+    if not os.path.isfile(full):
+        raise TargetError(f"target file {path!r} does not exist")
+    name = "corral_target_" + os.path.splitext(os.path.basename(full))[0]
+    spec = importlib.util.spec_from_file_location(name, full)
+    if spec is None or spec.loader is None:
+        raise TargetError(f"cannot import {path!r} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    # Siblings of the file import as they would when running it directly.
+    sys.path.insert(0, os.path.dirname(full))
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def build(obj: Any, config: dict[str, Any], run_async: Callable[[Any], Any]) -> Loaded:
+    """Build the target once and run its ``setup(**config)``; ``run_async`` runs a coroutine
+    (an async ``setup``) to completion on the worker's event loop."""
+    if inspect.isfunction(obj) or inspect.isbuiltin(obj):
+        if config:
+            raise TypeError(
+                f"config {sorted(config)} given, but the function target {obj.__name__!r} "
+                "has no setup() to receive it"
+            )
+        methods = {obj.__name__: _method(obj, obj.__name__)}
+        if obj.__name__ != "predict":
+            methods["predict"] = methods[obj.__name__]
+        return Loaded(obj, _describe(obj), methods)
+    if isinstance(obj, type):
+        instance = obj()
+    else:
+        instance = obj
+    setup = getattr(instance, "setup", None)
+    if callable(setup):
+        result = setup(**config)
+        if inspect.isawaitable(result):
+            run_async(result)
+    elif config:
+        raise TypeError(
+            f"config {sorted(config)} given, but {_describe(instance)} has no setup() to receive it"
+        )
+    return Loaded(instance, _describe(obj), public_methods(instance))
+
+
+def public_methods(instance: Any) -> dict[str, Method]:
+    """Every public method of ``instance``: names not starting with ``_``, minus lifecycle
+    hooks; properties and plain attributes are skipped without being evaluated."""
+    methods = {}
+    for name in dir(type(instance)):
+        if name.startswith("_") or name in LIFECYCLE:
+            continue
+        raw = inspect.getattr_static(instance, name, None)
+        if not isinstance(raw, (staticmethod, classmethod)) and not inspect.isfunction(raw) \
+                and not inspect.isbuiltin(raw) and not inspect.ismethoddescriptor(raw):
+            continue
+        fn = getattr(instance, name)
+        if callable(fn):
+            methods[name] = _method(fn, name)
+    return methods
+
+
+def _method(fn: Callable[..., Any], name: str) -> Method:
+    if inspect.isasyncgenfunction(fn):
+        kind = "asyncgen"
+    elif inspect.iscoroutinefunction(fn):
+        kind = "async"
+    elif inspect.isgeneratorfunction(fn):
+        kind = "generator"
+    else:
+        kind = "sync"
+    try:
+        signature = str(inspect.signature(fn))
+    except (TypeError, ValueError):
+        signature = "(...)"
+    doc = inspect.getdoc(fn) or ""
+    return Method(fn, MethodInfo(kind, signature, doc.split("\n\n")[0]))
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, type) or inspect.isfunction(obj):
+        return f"{obj.__module__}.{obj.__qualname__}"
+    return f"{type(obj).__module__}.{type(obj).__qualname__} instance"

@@ -1,0 +1,190 @@
+"""The worker process: handshake, load the target, then serve calls until told to stop.
+
+Threads: the main thread reads the data socket and runs sync calls inline when there is one
+slot; ``corral-control`` reads the control socket (reload, ping, shutdown; its end of stream
+means the host is gone, and the worker exits at once); ``corral-capture`` forwards fd-level
+output. The worker also asks the kernel to kill it when its parent dies (Linux).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from .. import _version
+from ..protocol import messages as m
+from ..protocol.framing import DEFAULT_MAX_FRAME, FrameReader, FrameWriter
+from ..protocol.values import make_decoder, make_encoder
+from ..protocol.version import PROTOCOL_VERSION
+from .capture import Capture
+from .errors import error_info
+from .loader import Loaded, build, resolve
+from .runner import Runner
+
+
+def _die_with_parent(parent_pid: int, pdeathsig: bool) -> None:
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    # The parent may have died before prctl took effect.
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+class WorkerProcess:
+    def __init__(self, control_fd: int, data_fd: int, max_frame: int):
+        self.control = socket.socket(fileno=control_fd)
+        self.data = socket.socket(fileno=data_fd)
+        self.control_in = FrameReader(self.control, max_frame)
+        self.data_in = FrameReader(self.data, max_frame)
+        encoder = make_encoder()
+        self.control_out = FrameWriter(self.control, encoder)
+        self.data_out = FrameWriter(self.data, encoder)
+        self.runner: Runner | None = None
+        self.capture = Capture(self._worker_log, self._fd_target)
+        self.started = time.monotonic()
+
+    def _worker_log(self, stream: str, text: str) -> None:
+        try:
+            self.control_out.send(m.WorkerLog(stream, text))
+        except OSError:
+            pass
+
+    def _fd_target(self) -> Any:
+        if self.capture.setup_sink is not None:
+            return self.capture.setup_sink
+        return self.runner.fd_target() if self.runner is not None else None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.capture.install()
+        import faulthandler
+
+        faulthandler.enable(file=self.capture.original_stderr, all_threads=True)
+        self.control_out.send(m.Hello(PROTOCOL_VERSION, _version.__version__, os.getpid(),
+                                      sys.executable))
+        init = self._read_control()
+        if not isinstance(init, m.Init):
+            raise SystemExit(f"corral worker: expected Init, got {type(init).__name__}")
+        self.runner = Runner(init.slots, self.data_out.send, self.capture, init.allow_pickle)
+        self.allow_pickle = init.allow_pickle
+        loaded = self._setup(0, lambda: self._resolve(init), init.config)
+        if loaded is None:
+            return  # SetupFailed was sent; the host reaps us
+        self.runner.loaded = loaded
+        threading.Thread(target=self._control_loop, name="corral-control", daemon=True).start()
+        self._data_loop()
+
+    def _resolve(self, init: m.Init) -> Any:
+        self.found = resolve(init.target, init.allow_pickle)
+        return self.found
+
+    def _read_control(self) -> Any:
+        frame = self.control_in.read()
+        if frame is None:
+            os._exit(0)  # the host is gone
+        return self._control_decoder.decode(frame)
+
+    _control_decoder = make_decoder(m.HostControl)
+
+    def _setup(self, seq: int, find: Any, config: dict[str, Any]) -> Loaded | None:
+        sink = self.capture.setup_sink = _setup_sink()
+        t0 = time.perf_counter()
+        try:
+            loaded = build(find(), config, self.runner.run_coroutine)
+        except BaseException as exc:  # noqa: BLE001 - setup failures are reported, not raised
+            self.capture.drain()
+            sink.flush_partial()
+            self.capture.setup_sink = None
+            self.control_out.send(m.SetupFailed(seq, error_info(exc), sink.lines))
+            return None
+        self.capture.drain()
+        sink.flush_partial()
+        self.capture.setup_sink = None
+        methods = {name: meth.info for name, meth in loaded.methods.items()}
+        self.control_out.send(m.Ready(seq, loaded.name, methods, sink.lines,
+                                      time.perf_counter() - t0))
+        return loaded
+
+    def _control_loop(self) -> None:
+        runner = self.runner
+        assert runner is not None
+        while True:
+            try:
+                msg = self._read_control()
+            except Exception:  # noqa: BLE001 - a broken control channel means the host is gone
+                os._exit(0)
+            if isinstance(msg, m.Ping):
+                self.control_out.send(m.Pong(msg.seq, runner.busy()))
+            elif isinstance(msg, m.Reload):
+                self._reload(msg)
+            elif isinstance(msg, m.Shutdown):
+                self._shutdown(msg.grace)
+
+    def _reload(self, msg: m.Reload) -> None:
+        runner = self.runner
+        assert runner is not None
+        # The host stops sending calls and waits for in-flight ones before it asks to reload.
+        runner.wait_idle(None)
+        old, runner.loaded = runner.loaded, None
+        if old is not None:
+            try:
+                old.teardown()
+            except Exception:  # noqa: BLE001 - a failing teardown must not block the reload
+                pass
+        # Rebuild from what the reference named (a class is instantiated afresh).
+        runner.loaded = self._setup(msg.seq, lambda: self.found, msg.config)
+
+    def _shutdown(self, grace: float) -> None:
+        runner = self.runner
+        assert runner is not None
+        runner.wait_idle(grace)
+        if runner.loaded is not None:
+            try:
+                runner.loaded.teardown()
+            except Exception:  # noqa: BLE001
+                pass
+        self.capture.drain()
+        os._exit(0)
+
+    def _data_loop(self) -> None:
+        runner = self.runner
+        assert runner is not None
+        decode = make_decoder(m.HostData, allow_pickle=self.allow_pickle).decode
+        read = self.data_in.read
+        on_call = runner.on_call
+        while True:
+            frame = read()
+            if frame is None:
+                os._exit(0)
+            on_call(decode(frame))
+
+
+def _setup_sink() -> Any:
+    from .scope import SetupSink
+
+    return SetupSink()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m corral.worker")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--data-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--die-with-parent", action="store_true")
+    parser.add_argument("--max-frame", type=int, default=DEFAULT_MAX_FRAME)
+    args = parser.parse_args(argv)
+    _die_with_parent(args.parent_pid, args.die_with_parent)
+    WorkerProcess(args.control_fd, args.data_fd, args.max_frame).run()

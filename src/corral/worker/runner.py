@@ -1,0 +1,238 @@
+"""Run calls on the worker's slots.
+
+Admission: at most ``slots`` calls run at once; calls that arrive beyond that wait here, in
+arrival order, and start as running ones finish. The host may send calls ahead of free
+slots so that the socket never sits idle between calls (pipelining).
+
+Where a call runs:
+
+* sync and generator methods with ``slots == 1`` run inline on the main thread, which also
+  reads the data socket: no thread hand-off on the hot path;
+* sync methods with ``slots > 1`` run on a pool of ``slots`` threads;
+* async methods and async generators run as tasks on one event loop thread.
+"""
+
+from __future__ import annotations
+
+import inspect
+import queue
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+from ..protocol import messages as m
+from ..protocol.values import to_wire
+from .capture import Capture
+from .errors import error_info
+from .loader import Loaded, Method
+from .scope import Scope, _current
+
+
+class Runner:
+    def __init__(self, slots: int, send: Callable[[Any], Any], capture: Capture,
+                 allow_pickle: bool):
+        self.slots = slots
+        self.loaded: Loaded | None = None
+        self._send = send
+        self._capture = capture
+        self._allow_pickle = allow_pickle
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._running: dict[int, Scope] = {}
+        self._admitted = 0
+        self._waiting: deque[m.Call] = deque()
+        self._inline = slots == 1
+        self._pool: queue.SimpleQueue | None = None
+        self._loop: Any = None
+
+    # -- admission ------------------------------------------------------------------------
+
+    def busy(self) -> int:
+        return self._admitted
+
+    def on_call(self, call: m.Call) -> None:
+        """Called by the main thread for every Call read from the data socket."""
+        with self._lock:
+            if self._admitted >= self.slots:
+                self._waiting.append(call)
+                return
+            self._admitted += 1
+        self._start(call, inline=self._inline)
+
+    def _finished(self) -> None:
+        with self._lock:
+            if self._waiting:
+                call = self._waiting.popleft()
+            else:
+                self._admitted -= 1
+                if self._admitted == 0:
+                    self._idle.notify_all()
+                return
+        self._start(call, inline=False)
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        """Block until no call is running or waiting (True), or the timeout passes (False)."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self._admitted == 0, timeout)
+
+    def fd_target(self) -> Scope | None:
+        """The call that owns fd-level output right now: the only running one, if any."""
+        running = self._running
+        if len(running) == 1:
+            for scope in running.values():
+                return scope
+        return None
+
+    def _start(self, call: m.Call, inline: bool) -> None:
+        loaded = self.loaded
+        method = loaded.methods.get(call.method) if loaded is not None else None
+        if method is None:
+            self._send(m.Failed(call.id, m.ErrorInfo("corral.MethodNotFound", call.method,
+                                                     kind="method")))
+            self._finished()
+        elif method.is_async:
+            self._ensure_loop().call_soon_threadsafe(self._spawn_task, call, method)
+        elif inline:
+            self._run_sync(call, method)
+        else:
+            self._ensure_pool().put((call, method))
+
+    # -- sync -----------------------------------------------------------------------------
+
+    def _ensure_pool(self) -> queue.SimpleQueue:
+        with self._lock:
+            if self._pool is None:
+                self._pool = queue.SimpleQueue()
+                for i in range(self.slots):
+                    threading.Thread(target=self._pool_thread, name=f"corral-slot-{i}",
+                                     daemon=True).start()
+            return self._pool
+
+    def _pool_thread(self) -> None:
+        assert self._pool is not None
+        while True:
+            call, method = self._pool.get()
+            self._run_sync(call, method)
+
+    def _run_sync(self, call: m.Call, method: Method) -> None:
+        scope = self._enter(call)
+        send = self._send
+        try:
+            t0 = time.perf_counter()
+            try:
+                result = method.fn(*call.args, **call.kwargs)
+            except TypeError as exc:
+                self._reraise_as_arguments_error(exc, call, method)
+                raise
+            if method.info.kind == "generator":
+                for item in result:
+                    send(m.Chunk(call.id, to_wire(item, allow_pickle=self._allow_pickle,
+                                                  where=f"a chunk streamed by {call.method}()")))
+                result = None
+            run_time = time.perf_counter() - t0
+            value = to_wire(result, allow_pickle=self._allow_pickle,
+                            where=f"the return value of {call.method}()")
+            self._leave(scope)
+            send(m.Done(call.id, value, run_time))
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+            self._fail(scope, call, exc)
+        finally:
+            self._finished()
+
+    # -- async ----------------------------------------------------------------------------
+
+    def _ensure_loop(self) -> Any:
+        with self._lock:
+            if self._loop is None:
+                import asyncio
+
+                loop = asyncio.new_event_loop()
+                started = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(started.set)
+                    loop.run_forever()
+
+                threading.Thread(target=run, name="corral-loop", daemon=True).start()
+                started.wait()
+                self._loop = loop
+            return self._loop
+
+    def run_coroutine(self, coro: Any) -> Any:
+        """Run a coroutine on the worker's loop and wait for it (used by async setup)."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop()).result()
+
+    def _spawn_task(self, call: m.Call, method: Method) -> None:
+        self._loop.create_task(self._run_async(call, method))
+
+    async def _run_async(self, call: m.Call, method: Method) -> None:
+        scope = self._enter(call)
+        send = self._send
+        try:
+            t0 = time.perf_counter()
+            try:
+                result = method.fn(*call.args, **call.kwargs)
+            except TypeError as exc:
+                self._reraise_as_arguments_error(exc, call, method)
+                raise
+            if method.info.kind == "asyncgen":
+                async for item in result:
+                    send(m.Chunk(call.id, to_wire(item, allow_pickle=self._allow_pickle,
+                                                  where=f"a chunk streamed by {call.method}()")))
+                result = None
+            else:
+                result = await result
+            run_time = time.perf_counter() - t0
+            value = to_wire(result, allow_pickle=self._allow_pickle,
+                            where=f"the return value of {call.method}()")
+            self._leave(scope)
+            send(m.Done(call.id, value, run_time))
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(scope, call, exc)
+        finally:
+            self._finished()
+
+    # -- shared ---------------------------------------------------------------------------
+
+    def _enter(self, call: m.Call) -> Scope:
+        scope = Scope(call.id, call.method, call.context, self._send)
+        self._running[call.id] = scope
+        _current.set(scope)
+        return scope
+
+    def _leave(self, scope: Scope) -> None:
+        # Everything the call wrote, at the Python or the fd level, goes out before its result.
+        self._capture.drain()
+        scope.flush_partial()
+        self._running.pop(scope.id, None)
+        _current.set(None)
+
+    def _fail(self, scope: Scope, call: m.Call, exc: BaseException) -> None:
+        if self._running.get(call.id) is scope:
+            self._leave(scope)
+        kind = getattr(exc, "_corral_kind", "user")
+        info = error_info(exc, skip_frames=0 if kind != "user" else 1, kind=kind)
+        try:
+            self._send(m.Failed(call.id, info))
+        except OSError:
+            pass
+
+    @staticmethod
+    def _reraise_as_arguments_error(exc: TypeError, call: m.Call, method: Method) -> None:
+        """A TypeError raised by the call itself (not inside the method's body) means the
+        arguments do not fit: say so with the signature instead of a bare TypeError."""
+        tb = exc.__traceback__
+        if tb is None or tb.tb_next is not None:
+            return
+        try:
+            inspect.signature(method.fn).bind(*call.args, **call.kwargs)
+        except TypeError as bind_error:
+            err = TypeError(str(bind_error))
+            err._corral_kind = "arguments"  # type: ignore[attr-defined]
+            raise err from None
+        except ValueError:
+            return
