@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import logging
 import queue
+import threading
 from typing import Any, Callable
 
 from ..protocol import messages as m
@@ -112,6 +113,51 @@ class CallFuture(CallRecord, concurrent.futures.Future):
 
     def __repr__(self) -> str:
         return f"<CallFuture id={self.id} method={self.method!r} state={self._state}>"
+
+
+class BlockingCall(CallRecord):
+    """The sink of ``Worker.call()``: lighter than a Future, because its caller usually
+    reads the reply itself and nobody else ever waits on it."""
+
+    __slots__ = ("_lock", "_value", "_exc", "_finished", "_chunks")
+
+    def __init__(self, call_id: int, method: str, streams: bool,
+                 on_event: EventCallback | None = None):
+        self._init_record(call_id, method, on_event)
+        self._chunks: list | None = [] if streams else None
+        self._finished = False
+        self._exc: BaseException | None = None
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def done(self) -> bool:
+        return self._finished
+
+    def _event(self, event: Any) -> None:
+        self._record(event)
+        self._notify(event)
+
+    def _chunk(self, value: Any) -> None:
+        if self._chunks is not None:
+            self._chunks.append(value)
+
+    def _done(self, value: Any, run_time: float) -> None:
+        self.run_time = run_time
+        self._value = self._chunks if self._chunks is not None else value
+        self._finished = True
+        self._lock.release()
+
+    def _failed(self, exc: BaseException) -> None:
+        self._exc = exc
+        self._finished = True
+        self._lock.release()
+
+    def result(self) -> Any:
+        if not self._finished:
+            self._lock.acquire()
+        if self._exc is not None:
+            raise self._exc
+        return self._value
 
 
 class CallStream(CallRecord):

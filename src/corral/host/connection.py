@@ -55,7 +55,7 @@ class Connection:
         self._encode = make_encoder().encode
         self._data_reader = FrameReader(data, max_frame)
         self._control_reader = FrameReader(control, max_frame)
-        self._data_decoder = make_decoder(m.WorkerData, allow_pickle)
+        self._data_decode = make_decoder(m.WorkerData, allow_pickle).decode
         self._control_decoder = make_decoder(m.WorkerControl, allow_pickle)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -74,6 +74,10 @@ class Connection:
         self._broken: BaseException | None = None
         self._failed_all = False
         self._threads: list[threading.Thread] = []
+        # Whoever holds _read_lock reads the data socket: the reader thread, or a caller
+        # blocked in call() while no one else reads. _wake tells the thread to read.
+        self._read_lock = threading.Lock()
+        self._wake = threading.Event()
 
     # -- handshake (before the reader threads run) -----------------------------------------
 
@@ -100,7 +104,27 @@ class Connection:
 
     def submit(self, call_id: int, payload: bytes, sink: Any) -> None:
         """Register ``sink`` for ``call_id`` and send the encoded Call (now or when the
-        window has room)."""
+        window has room); the reader thread delivers its messages."""
+        self._register(call_id, payload, sink)
+        self._wake.set()
+
+    def call(self, call_id: int, payload: bytes, sink: Any) -> None:
+        """Like ``submit``, for a caller that blocks until the call ends: this thread reads
+        the replies itself when no one else is reading, which saves a thread hand-off."""
+        self._register(call_id, payload, sink)
+        if not self._read_lock.acquire(blocking=False):
+            self._wake.set()  # the reader thread is reading; it delivers our reply
+            return
+        try:
+            while not sink.done():
+                if not self._read_one():
+                    break
+        finally:
+            self._read_lock.release()
+            if self._pending:
+                self._wake.set()
+
+    def _register(self, call_id: int, payload: bytes, sink: Any) -> None:
         size = len(payload) + 4
         with self._lock:
             if self._broken is not None:
@@ -148,36 +172,46 @@ class Connection:
     # -- reader threads ---------------------------------------------------------------------
 
     def _read_data(self) -> None:
-        decode = self._data_decoder.decode
-        read = self._data_reader.read
-        pending = self._pending
-        Done, Failed, Chunk = m.Done, m.Failed, m.Chunk
+        """The reader thread: reads while calls are pending and no caller reads itself."""
+        wake, read_lock = self._wake, self._read_lock
+        while not self._failed_all:
+            wake.wait()
+            wake.clear()
+            with read_lock:
+                while self._pending and not self._failed_all:
+                    if not self._read_one():
+                        return
+
+    def _read_one(self) -> bool:
+        """Read and route one message (holding ``_read_lock``); False once the channel is
+        finished (end of stream or a protocol error, and every call failed)."""
         try:
-            while True:
-                frame = read()
-                if frame is None:
-                    self._fail_all(None)
-                    return
-                msg = decode(frame)
-                sink = pending.get(msg.id)
-                if sink is None:
-                    if msg.id > self._last_id or msg.id <= 0:
-                        raise ProtocolError(f"worker sent {type(msg).__name__} for call "
-                                            f"{msg.id}, which was never made")
-                    continue  # a late message of a call that already ended
-                kind = type(msg)
-                if kind is Done or kind is Failed:
-                    self._finish(msg.id)
-                    if kind is Done:
-                        sink._done(msg.value, msg.run_time)
-                    else:
-                        sink._failed(self._make_error(sink, msg.error))
-                elif kind is Chunk:
-                    sink._chunk(msg.value)
-                else:
-                    sink._event(msg)
+            frame = self._data_reader.read()
+            if frame is None:
+                self._fail_all(None)
+                return False
+            msg = self._data_decode(frame)
+            sink = self._pending.get(msg.id)
+            if sink is None:
+                if msg.id > self._last_id or msg.id <= 0:
+                    raise ProtocolError(f"worker sent {type(msg).__name__} for call "
+                                        f"{msg.id}, which was never made")
+                return True  # a late message of a call that already ended
+            kind = type(msg)
+            if kind is m.Done:
+                self._finish(msg.id)
+                sink._done(msg.value, msg.run_time)
+            elif kind is m.Failed:
+                self._finish(msg.id)
+                sink._failed(self._make_error(sink, msg.error))
+            elif kind is m.Chunk:
+                sink._chunk(msg.value)
+            else:
+                sink._event(msg)
+            return True
         except Exception as exc:  # noqa: BLE001 - anything the worker sent may be garbage
             self._fail_all(_protocol_error(exc))
+            return False
 
     def _finish(self, call_id: int) -> None:
         to_send = []
@@ -259,6 +293,7 @@ class Connection:
             self._waiting.clear()
             requests = list(self._requests.values())
             self._requests.clear()
+        self._wake.set()  # let the reader thread see the end and exit
         for sink in sinks:
             sink._failed(self._broken)
         for fut in requests:

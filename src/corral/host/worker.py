@@ -28,7 +28,7 @@ from ..protocol import messages as m
 from ..protocol.framing import DEFAULT_MAX_FRAME
 from ..protocol.values import args_to_wire, to_wire
 from ..protocol.version import check_hello
-from .calls import AsyncCallFuture, AsyncCallStream, CallFuture, CallStream, EventCallback
+from .calls import AsyncCallFuture, BlockingCall, AsyncCallStream, CallFuture, CallStream, EventCallback
 from .connection import Connection
 from .process import WorkerProcess, describe_exit
 
@@ -77,7 +77,7 @@ class CallOptions:
         self.on_event = on_event
 
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
-        return self._worker._submit(method, args, kwargs, self, _future).result()
+        return self._worker._submit(method, args, kwargs, self, _blocking, True).result()
 
     def predict(self, /, *args: Any, **kwargs: Any) -> Any:
         return self.call("predict", *args, **kwargs)
@@ -102,6 +102,10 @@ class CallOptions:
 
     def awatch(self, method: str, /, *args: Any, **kwargs: Any) -> AsyncCallStream:
         return self._worker._submit(method, args, kwargs, self, _awatch)
+
+
+def _blocking(cid: int, method: str, streams: bool, opts: CallOptions) -> Any:
+    return BlockingCall(cid, method, streams, opts.on_event)
 
 
 def _future(cid: int, method: str, streams: bool, opts: CallOptions) -> Any:
@@ -394,7 +398,7 @@ class Worker(CallOptions):
         return CallOptions(self, context, on_event)
 
     def _submit(self, method: str, args: tuple, kwargs: dict, opts: CallOptions,
-                make: Callable[..., Any]) -> Any:
+                make: Callable[..., Any], blocking: bool = False) -> Any:
         with self._gate:
             conn = self._conn
             if conn is None or self._state in ("new", "stopping", "stopped"):
@@ -411,8 +415,11 @@ class Worker(CallOptions):
             call_id = conn.next_id()
             payload = conn.encode(m.Call(call_id, method, wire_args, wire_kwargs, context))
             sink = make(call_id, method, info.kind in ("generator", "asyncgen"), opts)
-            conn.submit(call_id, payload, sink)
-            return sink
+            if not blocking:
+                conn.submit(call_id, payload, sink)
+                return sink
+        conn.call(call_id, payload, sink)  # outside the gate: it blocks until the call ends
+        return sink
 
     def _not_callable(self) -> str:
         if self._state == "new":

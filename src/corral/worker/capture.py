@@ -90,6 +90,7 @@ class Capture:
         self._partial = {s: b"" for s in _STREAMS}
         self._fflush = _libc_fflush()
         self._readers: dict[int, str] = {}
+        self._poll = select.poll()
         self.original_stderr = -1
 
     def install(self) -> None:
@@ -103,6 +104,7 @@ class Capture:
             os.close(w)
             os.set_blocking(r, False)
             self._readers[r] = stream
+            self._poll.register(r, select.POLLIN)
         sys.stdout = _StreamProxy(self, "stdout", 1)
         sys.stderr = _StreamProxy(self, "stderr", 2)
         threading.Thread(target=self._pump, name="corral-capture", daemon=True).start()
@@ -149,8 +151,17 @@ class Capture:
                 self._worker_log(stream, text)
 
     def drain(self) -> None:
-        """Deliver everything written to fds 1 and 2 so far, now, from this thread."""
+        """Deliver everything written to fds 1 and 2 so far, now, from this thread.
+
+        On the hot path of every call: one poll() says whether there is anything to read.
+        The capture thread reads and routes under the same lock, so once we hold it,
+        nothing it has read is still on its way."""
         self._fflush()
         with self._lock:
-            for fd in self._readers:
-                self._read_available(fd, final=True)
+            ready = self._poll.poll(0)
+            if ready:
+                for fd, _ in ready:
+                    self._read_available(fd, final=False)
+            if self._partial["stdout"] or self._partial["stderr"]:
+                for fd in self._readers:
+                    self._read_available(fd, final=True)
