@@ -186,7 +186,10 @@ class Connection:
         """Read and route one message (holding ``_read_lock``); False once the channel is
         finished (end of stream or a protocol error, and every call failed)."""
         try:
-            frame = self._data_reader.read()
+            try:
+                frame = self._data_reader.read()
+            except OSError:  # e.g. ECONNRESET: the worker died with our data unread
+                frame = None
             if frame is None:
                 self._fail_all(None)
                 return False
@@ -234,7 +237,10 @@ class Connection:
     def _read_control(self) -> None:
         try:
             while True:
-                frame = self._control_reader.read()
+                try:
+                    frame = self._control_reader.read()
+                except OSError:
+                    frame = None
                 if frame is None:
                     return  # the data reader reports the end
                 msg = self._control_decoder.decode(frame)

@@ -181,6 +181,7 @@ class Worker(CallOptions):
         self.target_name = target if isinstance(target, str) else _describe(target)
         self._state = "new"
         self._detail = ""
+        self._failure: BaseException | None = None
         self._proc: WorkerProcess | None = None
         self._conn: Connection | None = None
         self._lifecycle = threading.RLock()
@@ -211,8 +212,7 @@ class Worker(CallOptions):
             try:
                 self._start()
             except BaseException as exc:
-                self._state = "failed"
-                self._detail = str(exc).split("\n", 1)[0]
+                self._fail(exc)
                 self._discard()
                 raise
             self._state = "ready"
@@ -323,9 +323,13 @@ class Worker(CallOptions):
             if isinstance(err, ProtocolError):
                 err.pid = proc.pid
         if not stopping:
-            self._state = "failed"
-            self._detail = str(err).split("\n", 1)[0]
+            self._fail(err)
         return err
+
+    def _fail(self, err: BaseException) -> None:
+        self._state = "failed"
+        self._failure = err
+        self._detail = str(err).split("\n", 1)[0]
 
     def _make_error(self, sink: Any, info: m.ErrorInfo) -> BaseException:
         if info.kind == "arguments":
@@ -401,8 +405,8 @@ class Worker(CallOptions):
                 make: Callable[..., Any], blocking: bool = False) -> Any:
         with self._gate:
             conn = self._conn
-            if conn is None or self._state in ("new", "stopping", "stopped"):
-                raise InvalidState(self._not_callable())
+            if conn is None or self._state not in ("ready", "reloading"):
+                raise InvalidState(self._not_callable()) from self._failure
             info = self.methods.get(method)
             if info is None:
                 if not isinstance(method, str):
@@ -424,6 +428,8 @@ class Worker(CallOptions):
     def _not_callable(self) -> str:
         if self._state == "new":
             return "the worker is not started: call start() or use it as a context manager"
+        if self._state == "failed":
+            return f"the worker failed ({self._detail}); no more calls can be made"
         return f"the worker is {self._state}; no more calls can be made"
 
     # -- introspection and control -------------------------------------------------------------
@@ -476,9 +482,8 @@ class Worker(CallOptions):
             reply = self._conn.request(lambda seq: m.Reload(seq, new_config)).result()
             if isinstance(reply, m.SetupFailed):
                 self.setup_logs = reply.setup_logs
-                self._state = "failed"
                 err = _setup_error(self.target_name, reply)
-                self._detail = str(err).split("\n", 1)[0]
+                self._fail(err)
                 raise err
             self.config = new_config
             self.methods = reply.methods

@@ -10,7 +10,8 @@ Two layers:
   goes to the call when exactly one call is running, to the setup log during setup, and
   otherwise to the worker log (``WorkerLog`` on the control channel). At the end of each call
   the running thread flushes C stdio and drains the pipes itself, so a call's fd-level output
-  reaches the caller before its result.
+  reaches the caller before its result. Each Python-level write drains them first too, so
+  one call sees its print() and C-level lines in the order it wrote them.
 
 The worker's original stderr (a pipe the host reads) is kept for fatal-error dumps.
 """
@@ -43,6 +44,9 @@ class _StreamProxy(io.TextIOBase):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
         sink = _current.get() or self._capture.setup_sink
         if sink is not None:
+            # Deliver pending fd-level output first, so that a call that mixes print()
+            # with C-level writes sees its lines in the order it wrote them.
+            self._capture.drain()
             sink.write_text(self._stream, s)
         else:
             os.write(self._fd, s.encode("utf-8", "replace"))
@@ -146,7 +150,7 @@ class Capture:
         for raw in lines:
             text = raw.decode("utf-8", "replace")
             if sink is not None:
-                sink.write_text(stream, text + "\n")
+                sink.emit_line(stream, text)
             else:
                 self._worker_log(stream, text)
 

@@ -56,6 +56,10 @@ class Scope:
         if rest:
             self._partial[stream] = rest
 
+    def emit_line(self, stream: str, line: str) -> None:
+        """Send one complete line captured at the file-descriptor level."""
+        self._send(m.Log(self.id, stream, line))
+
     def flush_partial(self) -> None:
         """Send any unterminated last line (at the end of the call)."""
         if self._partial:
@@ -80,6 +84,9 @@ class SetupSink:
         self.lines.extend(lines)
         if rest:
             self._partial[stream] = rest
+
+    def emit_line(self, stream: str, line: str) -> None:
+        self.lines.append(line)
 
     def flush_partial(self) -> None:
         self.lines.extend(self._partial.values())

@@ -1,0 +1,165 @@
+"""Shared helpers of the benchmarks: statistics, process facts, pinning, output."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+from typing import Any, Iterable
+
+# -- statistics ---------------------------------------------------------------------------
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation between ranks."""
+    data = sorted(values)
+    if not data:
+        raise ValueError("percentile of no values")
+    if len(data) == 1:
+        return float(data[0])
+    pos = (len(data) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return float(data[lo] + (data[hi] - data[lo]) * (pos - lo))
+
+
+def median(values: Iterable[float]) -> float:
+    return float(statistics.median(list(values)))
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """min / median / max of per-round figures, to show how noisy a figure was."""
+    return {"min": min(values), "median": median(values), "max": max(values)}
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """VmRSS and its parts (RssAnon, RssFile, RssShmem) of a process, in bytes."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(rest.split()[0]) * 1024
+    return out
+
+
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of ``pid`` (sched_setaffinity on a pid moves only its main thread)."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        tids = [pid]
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:  # a thread that just ended
+            pass
+
+
+def live_children() -> list[dict[str, Any]]:
+    """Processes whose parent is this process, with their command lines."""
+    me = os.getpid()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+            # The command name is in parentheses and may contain spaces.
+            fields = stat[stat.rindex(")") + 2 :].split()
+            state, ppid = fields[0], int(fields[1])
+            if ppid != me:
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, ValueError):
+            continue
+        found.append({"pid": int(name), "state": state, "cmdline": cmd})
+    return found
+
+
+# -- machine --------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import msgspec
+
+        msgspec_version = msgspec.__version__
+    except ImportError:
+        msgspec_version = None
+    try:
+        import corral
+
+        corral_version = corral.__version__
+    except ImportError:
+        corral_version = None
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "cpus_available": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "loadavg_at_start": list(os.getloadavg()),
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "msgspec": msgspec_version,
+        "corral": corral_version,
+    }
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def write_json(path: str, data: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A number with ``digits`` significant digits, thousands separated, no exponent."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    mag = math.floor(math.log10(abs(value)))
+    decimals = max(0, digits - 1 - mag)
+    return f"{value:,.{decimals}f}"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """rows: metric, unit, corral, baseline_name, baseline, ratio, target, met."""
+    lines = [
+        "| metric | corral | baseline | ratio | target | met? |",
+        "| --- | ---: | --- | ---: | --- | :---: |",
+    ]
+    for r in rows:
+        unit = r["unit"]
+        met = {True: "yes", False: "**NO**", None: "-"}[r["met"]]
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        lines.append(
+            f"| {r['metric']} | {fmt(r['corral'])} {unit} | {r['baseline_name']}: "
+            f"{fmt(r['baseline'])} {unit} | {ratio} | {r['target']} | {met} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(HERE, "fixtures")
+
+
+def fixture_ref(name: str) -> str:
+    """A target reference to tests/fixtures/<file>.py:<Name>."""
+    file, _, attr = name.partition(":")
+    return f"{os.path.join(FIXTURES, file)}.py:{attr}"
+
+
+@pytest.fixture
+def basic():
+    import corral
+
+    with corral.Worker(fixture_ref("basic:Basic")) as w:
+        yield w
+
+
+def _our_children() -> list:
+    import psutil
+
+    return [p for p in psutil.Process().children(recursive=True)
+            if p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers():
+    """Every test must leave no worker process and no shared-memory segment behind."""
+    before = {p.pid for p in _our_children()}
+    shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    yield
+    import psutil
+
+    leftover = [p for p in _our_children() if p.pid not in before]
+    for p in leftover:  # do not let one test's leak fail the next ones too
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    assert not leftover, f"test left processes running: {[p.cmdline() for p in leftover]}"
+    if os.path.isdir("/dev/shm"):
+        new = {n for n in set(os.listdir("/dev/shm")) - shm_before if "corral" in n}
+        assert not new, f"test left shared memory segments: {new}"
+
+
+sys.path.insert(0, HERE)

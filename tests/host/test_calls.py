@@ -1,0 +1,148 @@
+"""Calling a target: every kind of method, streaming, slots, the async API."""
+
+import asyncio
+import os
+import queue
+import threading
+
+import pytest
+
+import corral
+from conftest import fixture_ref
+
+
+def test_call_predict_and_keyword_arguments(basic):
+    assert basic.call("add", 2, b=5) == 7
+    assert basic.call("add", a=1) == 2
+    assert basic.predict(21) == 42
+    assert basic.predict(x=4) == 8
+
+
+def test_async_method(basic):
+    assert basic.call("aadd", 2, 3) == 5
+
+
+def test_generators_stream_and_call_collects_chunks(basic):
+    assert list(basic.stream("count", 4)) == [0, 1, 2, 3]
+    assert list(basic.stream("acount", 3)) == [0, 1, 2]
+    assert basic.call("count", 3) == [0, 1, 2]
+    assert basic.submit("acount", 2).result() == [0, 1]
+
+
+def test_stream_of_a_plain_method_yields_its_result_once(basic):
+    assert list(basic.stream("add", 1, 1)) == [2]
+
+
+def test_first_chunk_arrives_while_the_generator_still_runs(basic, tmp_path):
+    fifo = str(tmp_path / "gate")
+    os.mkfifo(fifo)
+    stream = basic.stream("gated", fifo)
+    got: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [got.put(x) for x in stream])
+    reader.start()
+    # The generator is blocked on the fifo: only its first chunk can have been sent.
+    assert got.get(timeout=10) == "first"
+    assert got.empty()
+    with open(fifo, "w") as f:
+        f.write("go")
+    assert got.get(timeout=10) == "second"
+    reader.join(10)
+    assert not reader.is_alive()
+
+
+def test_submit_returns_a_concurrent_future(basic):
+    futures = [basic.submit("add", i, b=i) for i in range(50)]
+    assert [f.result(timeout=10) for f in futures] == [2 * i for i in range(50)]
+    assert all(f.run_time is not None and f.run_time >= 0 for f in futures)
+
+
+def test_calls_from_many_threads(basic):
+    results = {}
+
+    def worker(n):
+        results[n] = [basic.call("add", n, b=i) for i in range(30)]
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == {n: [n + i for i in range(30)] for n in range(8)}
+
+
+def test_sync_slots_run_calls_at_once_on_threads():
+    with corral.Worker(fixture_ref("basic:Basic"), slots=3) as w:
+        futures = [w.submit("barrier", 3) for _ in range(3)]
+        idents = {f.result(timeout=20) for f in futures}
+        assert len(idents) == 3  # three threads, all inside at the same time
+
+
+def test_one_slot_runs_one_call_at_a_time(basic):
+    # With one slot, two barrier(2) calls can never meet: the first one times out.
+    first = basic.submit("barrier", 2, 0.5)
+    second = basic.submit("barrier", 2, 0.5)
+    with pytest.raises(corral.RemoteError, match="BrokenBarrierError"):
+        first.result(timeout=10)
+    with pytest.raises(corral.RemoteError):
+        second.result(timeout=10)
+
+
+def test_async_slots_run_on_one_event_loop():
+    with corral.Worker(fixture_ref("basic:Basic"), slots=4) as w:
+        futures = [w.submit("abarrier", 4) for _ in range(4)]
+        assert [f.result(timeout=20) for f in futures] == [4] * 4
+
+
+def test_more_calls_than_slots_wait_and_all_complete():
+    with corral.Worker(fixture_ref("basic:Basic"), slots=2) as w:
+        futures = [w.submit("sleep", 0.01) for _ in range(20)]
+        assert [f.result(timeout=30) for f in futures] == [0.01] * 20
+
+
+def test_async_api():
+    async def main():
+        async with corral.Worker(fixture_ref("basic:Basic"), slots=4) as w:
+            assert await w.acall("add", 1, b=2) == 3
+            results = await asyncio.gather(*(w.acall("aadd", i) for i in range(20)))
+            assert results == [i + 1 for i in range(20)]
+            fut = w.asubmit("count", 3)
+            assert await fut == [0, 1, 2]
+            chunks = [c async for c in w.astream("acount", 4)]
+            assert chunks == [0, 1, 2, 3]
+            with pytest.raises(ValueError, match="bad value"):
+                await w.acall("boom")
+    asyncio.run(main())
+
+
+def test_unsendable_argument_is_refused_before_sending(basic):
+    with pytest.raises(TypeError, match=r"kwargs\['b'\]\[1\]"):
+        basic.call("add", 1, b=[1, object()])
+    assert basic.call("add", 1) == 2  # nothing was sent; the worker is fine
+
+
+def test_unsendable_return_value_is_a_remote_type_error(basic):
+    with pytest.raises(corral.RemoteError, match="return value of bad_return"):
+        basic.call("bad_return")
+    assert basic.call("add", 1) == 2
+
+
+def test_allow_pickle_lets_other_values_cross():
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+    def echo(value):
+        return value
+
+    with corral.Worker(echo, allow_pickle=True) as w:
+        assert w.call("echo", Point(3)).x == 3
+
+
+def test_calls_before_start_and_after_stop_are_invalid():
+    w = corral.Worker(fixture_ref("basic:Basic"))
+    with pytest.raises(corral.InvalidState, match="not started"):
+        w.call("add", 1)
+    w.start()
+    w.stop()
+    with pytest.raises(corral.InvalidState, match="stopped"):
+        w.call("add", 1)
