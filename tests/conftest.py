@@ -13,6 +13,18 @@ def fixture_ref(name: str) -> str:
     return f"{os.path.join(FIXTURES, file)}.py:{attr}"
 
 
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until it holds; fail the test if it does not within ``timeout``.
+    For state that has no event to wait on (another process's state, a worker's status)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.002)
+
+
 @pytest.fixture
 def basic():
     import corral

@@ -7,7 +7,7 @@ import psutil
 import pytest
 
 import corral
-from conftest import fixture_ref
+from conftest import fixture_ref, wait_until
 
 
 def test_health_reports_each_state(tmp_path):
@@ -20,8 +20,7 @@ def test_health_reports_each_state(tmp_path):
     os.mkfifo(fifo)
     fut = w.submit("wait_fifo", fifo)
     # The worker answers pings while its only slot is busy: it says so.
-    while w.health().busy == 0:
-        pass
+    wait_until(lambda: w.health().busy == 1, what="the call to start")
     assert w.health().status == "busy"
     with open(fifo, "w") as f:
         f.write("done")
@@ -139,3 +138,13 @@ def test_killed_worker_names_the_signal(basic):
     with pytest.raises(corral.WorkerCrashed) as info:
         fut.result(timeout=10)
     assert info.value.signal_name == "SIGKILL" and info.value.exitcode == -9
+
+
+def test_an_idle_worker_that_dies_is_seen_without_a_call(basic):
+    proc = psutil.Process(basic.pid)
+    proc.kill()
+    proc.wait(10)
+    # The host notices on its own (end of the control channel), not at the next call.
+    wait_until(lambda: basic.state != "ready", what="the host to notice")
+    assert basic.health().status == "failed"
+    assert "SIGKILL" in basic.health().detail

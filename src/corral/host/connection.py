@@ -242,7 +242,15 @@ class Connection:
                 except OSError:
                     frame = None
                 if frame is None:
-                    return  # the data reader reports the end
+                    # The worker is gone. Let whoever reads the data socket deliver what
+                    # it sent before the end; with nothing pending, report it now.
+                    with self._lock:
+                        idle = not self._pending
+                    if idle:
+                        self._fail_all(None)
+                    else:
+                        self._wake.set()
+                    return
                 msg = self._control_decoder.decode(frame)
                 if type(msg) is m.WorkerLog:
                     self._on_worker_log(msg.stream, msg.text)

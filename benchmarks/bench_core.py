@@ -1,0 +1,581 @@
+#!/usr/bin/env python
+"""Core benchmark: corral against bare baselines measured in the same run.
+
+    .venv/bin/python benchmarks/bench_core.py            # full run (~1-2 min)
+    .venv/bin/python benchmarks/bench_core.py --smoke    # every measurement, tiny counts
+    .venv/bin/python benchmarks/bench_core.py --pin      # host on CPU 0, children on CPU 1
+
+Baselines: A, a bare ``multiprocessing.Pipe`` request/response loop in a child process
+(same request and reply sizes as corral's no-op frames); B, ``ProcessPoolExecutor(1)``.
+Every corral figure is reported as a ratio to a baseline measured in the same run,
+interleaved with it (see benchmarks/README.md). Writes ``core.json`` and ``core.md`` to
+``benchmarks/results/`` (``--smoke``: ``benchmarks/results/smoke/``; or ``--out DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures as cf
+import contextlib
+import gc
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import _common as c  # noqa: E402
+import targets  # noqa: E402
+
+import corral  # noqa: E402
+
+TARGETS_FILE = os.path.join(HERE, "targets.py")
+NOOP_REF = f"{TARGETS_FILE}:Noop"
+EMPTY_REF = f"{TARGETS_FILE}:Empty"
+
+#: Counts of a full run (~1-2 minutes on 2 vCPUs) and of a smoke run (a few seconds).
+FULL = dict(warmup=2000, lat_rounds=9, lat_calls=4000, ppe_rounds=5, ppe_calls=1500,
+            tput_rounds=7, tput_block_s=0.3, window=64, cold_reps=15, rss_reps=3)
+SMOKE = dict(warmup=50, lat_rounds=2, lat_calls=100, ppe_rounds=2, ppe_calls=50,
+             tput_rounds=2, tput_block_s=0.02, window=64, cold_reps=2, rss_reps=1)
+
+# Targets (the project's goals); ``None`` where a row is for information only.
+TARGET_P50_RATIO = 1.3     # corral no-op p50 <= 1.3x the Pipe loop's
+TARGET_PIPELINED = 0.9     # corral pipelined calls/s >= 0.9x the Pipe loop's
+TARGET_COLD_MS = 120.0     # corral cold start to ready, absolute
+TARGET_RSS_MIB = 30.0      # idle corral worker RSS, absolute
+
+MIB = 1024 * 1024
+CTX = mp.get_context("spawn")  # a fresh interpreter like corral's worker; no fork-with-threads
+
+
+def log(msg: str) -> None:
+    print(f"[bench_core {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def corral_frame_sizes() -> tuple[int, int]:
+    """Bytes of the msgpack body of a corral no-op Call and of its Done reply (the frame
+    header, 4 bytes, comes on top, as it does for ``Connection.send_bytes``)."""
+    try:
+        from corral.protocol import messages as m
+        from corral.protocol.values import make_encoder
+
+        enc = make_encoder()
+        # A call id in the range a run reaches (3-byte msgpack int), a float run time.
+        return (len(enc.encode(m.Call(5000, "noop", [], {}, None))),
+                len(enc.encode(m.Done(5000, None, 1.5e-6))))
+    except Exception:  # noqa: BLE001 - internals moved: use the sizes measured at writing
+        return 15, 17
+
+
+# -- the systems under test --------------------------------------------------------------
+
+
+class PipeLoop:
+    """Baseline A: a child that answers each ``send_bytes`` with one ``send_bytes``."""
+
+    name = "Pipe loop"
+
+    def __init__(self, request_size: int, reply_size: int):
+        self.conn, child = CTX.Pipe()
+        self.proc = CTX.Process(target=targets.pipe_echo, args=(child, reply_size),
+                                name="bench-pipe-echo", daemon=True)
+        self.proc.start()
+        child.close()
+        self.pid = self.proc.pid
+        self.request = b"q" * request_size
+        send, recv, req = self.conn.send_bytes, self.conn.recv_bytes, self.request
+
+        def call() -> None:
+            send(req)
+            recv()
+
+        self.call = call
+
+    def pipelined(self, n: int, window: int) -> None:
+        """``n`` calls with ``window`` requests written ahead of the replies."""
+        send, recv, req = self.conn.send_bytes, self.conn.recv_bytes, self.request
+        ahead = min(window, n)
+        for _ in range(ahead):
+            send(req)
+        for _ in range(n - ahead):
+            recv()
+            send(req)
+        for _ in range(ahead):
+            recv()
+
+    def close(self) -> None:
+        self.conn.close()  # the child sees EOF and returns
+        self.proc.join(5.0)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+
+
+class PoolExecutor:
+    """Baseline B: ``ProcessPoolExecutor(1)``, a module-level no-op function."""
+
+    name = "ProcessPoolExecutor(1)"
+
+    def __init__(self):
+        self.ex = cf.ProcessPoolExecutor(1, mp_context=CTX)
+        self.ex.submit(targets.noop).result()  # starts the process
+        self.pid = next(iter(self.ex._processes))  # noqa: SLF001 - for pinning and RSS
+        submit, fn = self.ex.submit, targets.noop
+
+        def call() -> None:
+            submit(fn).result()
+
+        self.call = call
+
+    def pipelined(self, n: int, window: int) -> None:
+        _sliding_window(lambda: self.ex.submit(targets.noop), n, window)
+
+    def close(self) -> None:
+        self.ex.shutdown(wait=True, cancel_futures=True)
+
+
+class Corral:
+    """corral: ``Worker(targets.py:Noop)``, ``call("noop")``, ``submit("noop")``."""
+
+    name = "corral"
+
+    def __init__(self):
+        self.worker = corral.Worker(NOOP_REF).start()
+        self.pid = self.worker.pid
+        call = self.worker.call
+
+        def noop() -> None:
+            call("noop")
+
+        self.call = noop
+
+    def pipelined(self, n: int, window: int) -> None:
+        submit = self.worker.submit
+        _sliding_window(lambda: submit("noop"), n, window)
+
+    def close(self) -> None:
+        self.worker.stop()
+
+
+def _sliding_window(submit: Callable[[], cf.Future], n: int, window: int) -> None:
+    """Keep ``window`` futures in flight until ``n`` have completed (they finish in order)."""
+    q: collections.deque = collections.deque()
+    ahead = min(window, n)
+    for _ in range(ahead):
+        q.append(submit())
+    popleft, append = q.popleft, q.append
+    for _ in range(n - ahead):
+        popleft().result()
+        append(submit())
+    while q:
+        popleft().result()
+
+
+# -- measurements ---------------------------------------------------------------------------
+
+
+def interleaved_latency(a: Callable[[], None], b: Callable[[], None],
+                        n: int) -> tuple[list[int], list[int]]:
+    """``n`` calls of each, alternating a-b and b-a so that neither always goes first."""
+    clock = time.perf_counter_ns
+    ta, tb = [0] * n, [0] * n
+    for i in range(n):
+        if i & 1:
+            t0 = clock()
+            a()
+            t1 = clock()
+            b()
+            t2 = clock()
+            ta[i], tb[i] = t1 - t0, t2 - t1
+        else:
+            t0 = clock()
+            b()
+            t1 = clock()
+            a()
+            t2 = clock()
+            tb[i], ta[i] = t1 - t0, t2 - t1
+    return ta, tb
+
+
+def latency_rounds(base: Any, cor: Any, rounds: int, calls: int, key: str) -> dict[str, Any]:
+    """Per round: p50/p99 of each side and their ratios; overall: medians across rounds."""
+    per_round = []
+    for r in range(rounds):
+        gc.collect()
+        tb, tc = interleaved_latency(base.call, cor.call, calls)
+        row = {
+            f"{key}_p50_us": c.percentile(tb, 50) / 1e3,
+            f"{key}_p99_us": c.percentile(tb, 99) / 1e3,
+            "corral_p50_us": c.percentile(tc, 50) / 1e3,
+            "corral_p99_us": c.percentile(tc, 99) / 1e3,
+        }
+        row["ratio_p50"] = row["corral_p50_us"] / row[f"{key}_p50_us"]
+        row["ratio_p99"] = row["corral_p99_us"] / row[f"{key}_p99_us"]
+        per_round.append(row)
+        log(f"  latency round {r + 1}/{rounds} vs {base.name}: {key} p50 "
+            f"{row[f'{key}_p50_us']:.1f} us, corral p50 {row['corral_p50_us']:.1f} us "
+            f"({row['ratio_p50']:.2f}x)")
+    out: dict[str, Any] = {k: c.median(r[k] for r in per_round) for k in per_round[0]}
+    out["ratio_p50_spread"] = c.spread([r["ratio_p50"] for r in per_round])
+    out["calls_per_round"] = calls
+    out["rounds"] = per_round
+    return out
+
+
+def throughput_rounds(systems: dict[str, Any], rounds: int, block_s: float,
+                      rates: dict[str, float], run: Callable[[Any, int], None],
+                      what: str) -> dict[str, Any]:
+    """Blocks of calls, one per system per round, in an order that rotates every round;
+    each block is sized from the system's warm-up rate to last about ``block_s``."""
+    names = list(systems)
+    per_round = []
+    for r in range(rounds):
+        gc.collect()
+        row: dict[str, float] = {}
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            n = max(200, int(rates[name] * block_s))
+            t0 = time.perf_counter()
+            run(systems[name], n)
+            row[f"{name}_calls_per_s"] = n / (time.perf_counter() - t0)
+        row["ratio_vs_pipe"] = row["corral_calls_per_s"] / row["pipe_calls_per_s"]
+        row["ratio_vs_ppe"] = row["corral_calls_per_s"] / row["ppe_calls_per_s"]
+        per_round.append(row)
+        log(f"  {what} round {r + 1}/{rounds}: pipe {row['pipe_calls_per_s']:,.0f}/s, "
+            f"corral {row['corral_calls_per_s']:,.0f}/s, ppe {row['ppe_calls_per_s']:,.0f}/s")
+    out: dict[str, Any] = {k: c.median(r[k] for r in per_round) for k in per_round[0]}
+    out["ratio_vs_pipe_spread"] = c.spread([r["ratio_vs_pipe"] for r in per_round])
+    out["block_s"] = block_s
+    out["rounds"] = per_round
+    return out
+
+
+def steady_state(cfg: dict[str, Any], request_size: int, reply_size: int,
+                 pin: bool) -> dict[str, Any]:
+    """Latency, sequential and pipelined throughput, and the idle RSS of the running
+    baseline children, with the three systems up side by side."""
+    res: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        log("starting the Pipe loop, ProcessPoolExecutor(1) and a corral worker")
+        pipe = PipeLoop(request_size, reply_size)
+        stack.callback(pipe.close)
+        ppe = PoolExecutor()
+        stack.callback(ppe.close)
+        cor = Corral()
+        stack.callback(cor.close)
+        systems = {"pipe": pipe, "ppe": ppe, "corral": cor}
+        if pin:
+            for s in systems.values():
+                c.pin_process(s.pid, {1})
+
+        log("warming up")
+        rates = {}
+        for name, s in systems.items():
+            n = cfg["warmup"] if name != "ppe" else max(20, cfg["warmup"] // 4)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                s.call()
+            rates[name] = n / (time.perf_counter() - t0)
+        interleaved_latency(pipe.call, cor.call, cfg["warmup"])
+        prates = {}
+        for name, s in systems.items():
+            n = max(4 * cfg["window"], int(rates[name] * 0.05))
+            t0 = time.perf_counter()
+            s.pipelined(n, cfg["window"])
+            prates[name] = n / (time.perf_counter() - t0)
+
+        log("no-op latency, corral interleaved with the Pipe loop")
+        res["latency"] = latency_rounds(pipe, cor, cfg["lat_rounds"], cfg["lat_calls"], "pipe")
+        log("no-op latency, corral interleaved with ProcessPoolExecutor(1)")
+        res["latency_vs_ppe"] = latency_rounds(ppe, cor, cfg["ppe_rounds"], cfg["ppe_calls"],
+                                               "ppe")
+
+        log("sequential calls/s")
+
+        def seq(s: Any, n: int) -> None:
+            call = s.call
+            for _ in range(n):
+                call()
+
+        res["sequential"] = throughput_rounds(systems, cfg["tput_rounds"], cfg["tput_block_s"],
+                                              rates, seq, "sequential")
+        log(f"pipelined calls/s ({cfg['window']} in flight)")
+        window = cfg["window"]
+        res["pipelined"] = throughput_rounds(
+            systems, cfg["tput_rounds"], cfg["tput_block_s"], prates,
+            lambda s, n: s.pipelined(n, window), "pipelined")
+        res["pipelined"]["window"] = window
+
+        time.sleep(0.2)
+        res["rss_running"] = {
+            "pipe_child_mib": c.proc_memory(pipe.pid)["VmRSS"] / MIB,
+            "ppe_child_mib": c.proc_memory(ppe.pid)["VmRSS"] / MIB,
+            "corral_after_calls_mib": c.proc_memory(cor.pid)["VmRSS"] / MIB,
+            "corral_calls_served": cor.worker.stats().calls_served,
+        }
+        log("stopping the three systems")
+    return res
+
+
+def cold_start(cfg: dict[str, Any], request_size: int, reply_size: int) -> dict[str, Any]:
+    """Each rep runs every variant once, in an order that rotates every rep."""
+    py = sys.executable
+    devnull = subprocess.DEVNULL
+
+    def python_run(code: str) -> float:
+        t0 = time.perf_counter()
+        subprocess.run([py, "-c", code], stdin=devnull, stdout=devnull, stderr=devnull,
+                       check=True)
+        return (time.perf_counter() - t0) * 1e3
+
+    extra: dict[str, list[float]] = collections.defaultdict(list)
+
+    def corral_ready() -> float:
+        t0 = time.perf_counter()
+        w = corral.Worker(EMPTY_REF)
+        w.start()
+        dt = (time.perf_counter() - t0) * 1e3
+        extra["corral_internal_start_time_ms"].append(w.start_time * 1e3)
+        t1 = time.perf_counter()
+        w.stop()
+        extra["corral_stop_ms"].append((time.perf_counter() - t1) * 1e3)
+        return dt
+
+    def corral_first_reply() -> float:
+        t0 = time.perf_counter()
+        w = corral.Worker(NOOP_REF)
+        try:
+            w.start()
+            w.call("noop")
+            return (time.perf_counter() - t0) * 1e3
+        finally:
+            w.stop()
+
+    def mp_first_reply() -> float:
+        req = b"q" * request_size
+        t0 = time.perf_counter()
+        parent, child = CTX.Pipe()
+        p = CTX.Process(target=targets.pipe_echo, args=(child, reply_size), daemon=True)
+        p.start()
+        child.close()
+        parent.send_bytes(req)
+        parent.recv_bytes()
+        dt = (time.perf_counter() - t0) * 1e3
+        parent.close()
+        p.join(5.0)
+        if p.is_alive():
+            p.kill()
+            p.join()
+        return dt
+
+    variants: dict[str, Callable[[], float]] = {
+        "corral_ready_ms": corral_ready,
+        "python_pass_ms": lambda: python_run("pass"),
+        "corral_first_reply_ms": corral_first_reply,
+        "mp_spawn_first_reply_ms": mp_first_reply,
+        "python_import_corral_worker_ms": lambda: python_run("import corral.worker.main"),
+    }
+    names = list(variants)
+    variants[names[0]]()  # one untimed start of each: page cache, .pyc files
+    variants[names[3]]()
+    samples: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(cfg["cold_reps"]):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            samples[name].append(variants[name]())
+    out: dict[str, Any] = {k: c.median(v) for k, v in samples.items()}
+    out.update({k: c.median(v) for k, v in extra.items()})
+    out["corral_ready_ms_min"] = min(samples["corral_ready_ms"])
+    out["ratio_vs_python_pass"] = c.median(
+        a / b for a, b in zip(samples["corral_ready_ms"], samples["python_pass_ms"]))
+    out["ratio_first_reply_vs_mp_spawn"] = c.median(
+        a / b for a, b in zip(samples["corral_first_reply_ms"],
+                              samples["mp_spawn_first_reply_ms"]))
+    out["reps"] = cfg["cold_reps"]
+    out["samples"] = samples
+    log(f"  cold start: corral {out['corral_ready_ms']:.1f} ms to ready, python -c pass "
+        f"{out['python_pass_ms']:.1f} ms, mp spawn + first reply "
+        f"{out['mp_spawn_first_reply_ms']:.1f} ms")
+    return out
+
+
+def idle_rss(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A fresh idle corral worker (no-op target, after 100 calls) against a bare idle
+    ``python`` blocked on stdin; VmRSS from /proc/<pid>/status."""
+    code = "import sys; sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.read()"
+    samples: dict[str, list[float]] = collections.defaultdict(list)
+    for _ in range(cfg["rss_reps"]):
+        with corral.Worker(NOOP_REF) as w:
+            for _ in range(100):
+                w.call("noop")
+            time.sleep(0.3)
+            mem = c.proc_memory(w.pid)
+            stats_rss = w.stats().rss
+        samples["corral_idle_mib"].append(mem["VmRSS"] / MIB)
+        samples["corral_idle_anon_mib"].append(mem.get("RssAnon", 0) / MIB)
+        samples["corral_idle_file_mib"].append(mem.get("RssFile", 0) / MIB)
+        samples["corral_stats_rss_mib"].append((stats_rss or 0) / MIB)
+
+        p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE)
+        try:
+            p.stdout.readline()
+            time.sleep(0.3)
+            mem = c.proc_memory(p.pid)
+        finally:
+            p.stdin.close()
+            p.stdout.close()
+            p.wait(5.0)
+        samples["bare_python_mib"].append(mem["VmRSS"] / MIB)
+        samples["bare_python_anon_mib"].append(mem.get("RssAnon", 0) / MIB)
+        samples["bare_python_file_mib"].append(mem.get("RssFile", 0) / MIB)
+    out: dict[str, Any] = {k: c.median(v) for k, v in samples.items()}
+    out["ratio_vs_bare_python"] = out["corral_idle_mib"] / out["bare_python_mib"]
+    log(f"  idle RSS: corral worker {out['corral_idle_mib']:.1f} MiB, bare python "
+        f"{out['bare_python_mib']:.1f} MiB")
+    return out
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    lat, lat_ppe = res["latency"], res["latency_vs_ppe"]
+    seq, pip, cold, rss = res["sequential"], res["pipelined"], res["cold_start"], res["rss"]
+    w = pip["window"]
+
+    def row(metric, unit, cor, base_name, base, ratio, target="-", met=None):
+        return {"metric": metric, "unit": unit, "corral": cor, "baseline_name": base_name,
+                "baseline": base, "ratio": ratio, "target": target, "met": met}
+
+    return [
+        row("no-op call latency p50", "us", lat["corral_p50_us"], "Pipe loop",
+            lat["pipe_p50_us"], lat["ratio_p50"], f"<= {TARGET_P50_RATIO}x Pipe",
+            lat["ratio_p50"] <= TARGET_P50_RATIO),
+        row("no-op call latency p99", "us", lat["corral_p99_us"], "Pipe loop",
+            lat["pipe_p99_us"], lat["ratio_p99"]),
+        row("no-op call latency p50", "us", lat_ppe["corral_p50_us"], "ProcessPoolExecutor(1)",
+            lat_ppe["ppe_p50_us"], lat_ppe["ratio_p50"]),
+        row("sequential calls/s", "/s", seq["corral_calls_per_s"], "Pipe loop",
+            seq["pipe_calls_per_s"], seq["ratio_vs_pipe"]),
+        row("sequential calls/s", "/s", seq["corral_calls_per_s"], "ProcessPoolExecutor(1)",
+            seq["ppe_calls_per_s"], seq["ratio_vs_ppe"]),
+        row(f"pipelined calls/s ({w} in flight)", "/s", pip["corral_calls_per_s"], "Pipe loop",
+            pip["pipe_calls_per_s"], pip["ratio_vs_pipe"], f">= {TARGET_PIPELINED}x Pipe",
+            pip["ratio_vs_pipe"] >= TARGET_PIPELINED),
+        row(f"pipelined calls/s ({w} in flight)", "/s", pip["corral_calls_per_s"],
+            "ProcessPoolExecutor(1)", pip["ppe_calls_per_s"], pip["ratio_vs_ppe"]),
+        row("cold start to ready (empty target)", "ms", cold["corral_ready_ms"],
+            "`python -c pass`", cold["python_pass_ms"], cold["ratio_vs_python_pass"],
+            f"<= {TARGET_COLD_MS:g} ms", cold["corral_ready_ms"] <= TARGET_COLD_MS),
+        row("start + first no-op reply", "ms", cold["corral_first_reply_ms"],
+            "mp spawn Process + first Pipe reply", cold["mp_spawn_first_reply_ms"],
+            cold["ratio_first_reply_vs_mp_spawn"]),
+        row("idle worker RSS", "MiB", rss["corral_idle_mib"], "bare idle `python`",
+            rss["bare_python_mib"], rss["ratio_vs_bare_python"], f"<= {TARGET_RSS_MIB:g} MiB",
+            rss["corral_idle_mib"] <= TARGET_RSS_MIB),
+    ]
+
+
+def render_md(data: dict[str, Any]) -> str:
+    meta = data["meta"]
+    pin = "pinned (host CPU 0, children CPU 1)" if meta["pinned"] else "not pinned"
+    lines = [
+        f"# corral core benchmark ({meta['mode']} run)",
+        "",
+        f"{meta['date']}; Python {meta['python']}; {meta['cpu_count']} CPUs "
+        f"({meta['cpu_model'] or 'unknown model'}); {pin}; run took {meta['wall_s']:.0f} s. "
+        f"Payload: {data['payload']['request_bytes']} B request, "
+        f"{data['payload']['reply_bytes']} B reply (corral's no-op frames; the Pipe loop "
+        "sends the same sizes).",
+        "",
+        c.markdown_table(data["rows"]),
+        "",
+        "Ratio = corral / baseline, the median over rounds of the per-round ratio (each round "
+        "interleaves corral with the baseline), so it can differ slightly from the quotient "
+        "of the two median columns.",
+    ]
+    missed = [r for r in data["rows"] if r["met"] is False]
+    if missed:
+        lines += ["", "Missed: " + "; ".join(f"{r['metric']} ({r['target']})" for r in missed)
+                  + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny counts (a few seconds); writes to benchmarks/results/smoke/")
+    ap.add_argument("--out", help="directory for core.json and core.md")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin the host to CPU 0 and the children to CPU 1")
+    args = ap.parse_args(argv)
+
+    cfg = dict(SMOKE if args.smoke else FULL)
+    out_dir = args.out or os.path.join(HERE, "results", "smoke" if args.smoke else "")
+    os.makedirs(out_dir, exist_ok=True)
+    t_start = time.perf_counter()
+
+    pinned = False
+    if args.pin:
+        cpus = os.sched_getaffinity(0)
+        if {0, 1} <= cpus:
+            c.pin_process(os.getpid(), {0})
+            pinned = True
+        else:
+            log(f"--pin needs CPUs 0 and 1, have {sorted(cpus)}: not pinning")
+
+    meta = c.machine_info()
+    meta["mode"] = "smoke" if args.smoke else "full"
+    meta["pinned"] = pinned
+    if pinned:
+        meta["pinning"] = ("host and its threads on CPU 0; the running Pipe, pool and corral "
+                           "children on CPU 1; cold-start and RSS children inherit CPU 0")
+    request_size, reply_size = corral_frame_sizes()
+    results: dict[str, Any] = {
+        "meta": meta,
+        "config": cfg,
+        "payload": {"request_bytes": request_size, "reply_bytes": reply_size,
+                    "note": "msgpack bodies of corral's no-op Call and Done; both corral and "
+                            "the Pipe loop add a 4-byte length header"},
+    }
+    results.update(steady_state(cfg, request_size, reply_size, pinned))
+    log("cold start")
+    results["cold_start"] = cold_start(cfg, request_size, reply_size)
+    log("idle RSS")
+    results["rss"] = idle_rss(cfg)
+
+    for ch in mp.active_children():  # reaps finished ones
+        ch.join(1.0)
+    leftover = [p for p in c.live_children() if "resource_tracker" not in p["cmdline"]]
+    results["leftover_children"] = leftover
+    if leftover:
+        log(f"WARNING: child processes still running: {leftover}")
+
+    meta["wall_s"] = time.perf_counter() - t_start
+    results["rows"] = table_rows(results)
+    results["targets"] = {
+        "noop_p50_ratio_max": TARGET_P50_RATIO,
+        "pipelined_ratio_min": TARGET_PIPELINED,
+        "cold_start_ms_max": TARGET_COLD_MS,
+        "idle_rss_mib_max": TARGET_RSS_MIB,
+        "met": {r["metric"]: r["met"] for r in results["rows"] if r["met"] is not None},
+    }
+    md = render_md(results)
+    c.write_json(os.path.join(out_dir, "core.json"), results)
+    with open(os.path.join(out_dir, "core.md"), "w") as f:
+        f.write(md)
+    print(md)
+    log(f"wrote {os.path.join(out_dir, 'core.json')} and core.md in {meta['wall_s']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
