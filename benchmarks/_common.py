@@ -9,7 +9,8 @@ import os
 import platform
 import statistics
 import sys
-from typing import Any, Iterable
+import time
+from typing import Any, Callable, Iterable
 
 # -- statistics ---------------------------------------------------------------------------
 
@@ -48,6 +49,20 @@ def proc_memory(pid: int) -> dict[str, int]:
             if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
                 out[key] = int(rest.split()[0]) * 1024
     return out
+
+
+def cpu_clock(pid: int) -> Callable[[], int]:
+    """A function returning the CPU time (ns, all threads, user + system) that process
+    ``pid`` has used so far: its POSIX process CPU-time clock (Linux allows reading
+    another process's clock)."""
+    import ctypes
+
+    clock_id = ctypes.c_int()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.clock_getcpuclockid(pid, ctypes.byref(clock_id)) != 0:
+        raise OSError(ctypes.get_errno(), f"clock_getcpuclockid({pid})")
+    cid = clock_id.value
+    return lambda: time.clock_gettime_ns(cid)
 
 
 def pin_process(pid: int, cpus: set[int]) -> None:

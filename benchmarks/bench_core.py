@@ -229,22 +229,63 @@ def latency_rounds(base: Any, cor: Any, rounds: int, calls: int, key: str) -> di
     return out
 
 
+def blocked_latency(base: Any, cor: Any, rounds: int, calls: int) -> dict[str, Any]:
+    """Like ``latency_rounds`` but each side makes a run of ``calls`` calls in a row (order
+    alternating by round): a child that is called back to back stays warm on its CPU,
+    which the call-by-call interleaving never lets happen (information only)."""
+    clock = time.perf_counter_ns
+
+    def run(call: Callable[[], None]) -> list[int]:
+        ts = [0] * calls
+        for i in range(calls):
+            t0 = clock()
+            call()
+            ts[i] = clock() - t0
+        return ts
+
+    per_round = []
+    for r in range(rounds):
+        gc.collect()
+        if r & 1:
+            tc, tb = run(cor.call), run(base.call)
+        else:
+            tb, tc = run(base.call), run(cor.call)
+        row = {"pipe_p50_us": c.percentile(tb, 50) / 1e3,
+               "corral_p50_us": c.percentile(tc, 50) / 1e3}
+        row["ratio_p50"] = row["corral_p50_us"] / row["pipe_p50_us"]
+        per_round.append(row)
+    out: dict[str, Any] = {k: c.median(r[k] for r in per_round) for k in per_round[0]}
+    out["calls_per_run"] = calls
+    out["rounds"] = per_round
+    log(f"  runs of {calls}: pipe p50 {out['pipe_p50_us']:.1f} us, corral p50 "
+        f"{out['corral_p50_us']:.1f} us ({out['ratio_p50']:.2f}x)")
+    return out
+
+
 def throughput_rounds(systems: dict[str, Any], rounds: int, block_s: float,
                       rates: dict[str, float], run: Callable[[Any, int], None],
                       what: str) -> dict[str, Any]:
     """Blocks of calls, one per system per round, in an order that rotates every round;
-    each block is sized from the system's warm-up rate to last about ``block_s``."""
+    each block is sized from the system's warm-up rate to last about ``block_s``. Also
+    the CPU time each call cost the host process (all its threads) and the child."""
     names = list(systems)
+    host_cpu = time.process_time_ns
     per_round = []
     for r in range(rounds):
         gc.collect()
         row: dict[str, float] = {}
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
+            s = systems[name]
             n = max(200, int(rates[name] * block_s))
+            h0, c0 = host_cpu(), s.cpu()
             t0 = time.perf_counter()
-            run(systems[name], n)
-            row[f"{name}_calls_per_s"] = n / (time.perf_counter() - t0)
+            run(s, n)
+            dt = time.perf_counter() - t0
+            h1, c1 = host_cpu(), s.cpu()
+            row[f"{name}_calls_per_s"] = n / dt
+            row[f"{name}_host_cpu_us_per_call"] = (h1 - h0) / n / 1e3
+            row[f"{name}_child_cpu_us_per_call"] = (c1 - c0) / n / 1e3
         row["ratio_vs_pipe"] = row["corral_calls_per_s"] / row["pipe_calls_per_s"]
         row["ratio_vs_ppe"] = row["corral_calls_per_s"] / row["ppe_calls_per_s"]
         per_round.append(row)
@@ -271,6 +312,8 @@ def steady_state(cfg: dict[str, Any], request_size: int, reply_size: int,
         cor = Corral()
         stack.callback(cor.close)
         systems = {"pipe": pipe, "ppe": ppe, "corral": cor}
+        for s in systems.values():
+            s.cpu = c.cpu_clock(s.pid)
         if pin:
             for s in systems.values():
                 c.pin_process(s.pid, {1})
@@ -293,6 +336,9 @@ def steady_state(cfg: dict[str, Any], request_size: int, reply_size: int,
 
         log("no-op latency, corral interleaved with the Pipe loop")
         res["latency"] = latency_rounds(pipe, cor, cfg["lat_rounds"], cfg["lat_calls"], "pipe")
+        log("no-op latency, runs of calls (not interleaved, information only)")
+        res["latency_runs"] = blocked_latency(pipe, cor, cfg["lat_rounds"],
+                                              max(100, cfg["lat_calls"] // 4))
         log("no-op latency, corral interleaved with ProcessPoolExecutor(1)")
         res["latency_vs_ppe"] = latency_rounds(ppe, cor, cfg["ppe_rounds"], cfg["ppe_calls"],
                                                "ppe")
@@ -447,7 +493,7 @@ def idle_rss(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
-    lat, lat_ppe = res["latency"], res["latency_vs_ppe"]
+    lat, lat_ppe, runs = res["latency"], res["latency_vs_ppe"], res["latency_runs"]
     seq, pip, cold, rss = res["sequential"], res["pipelined"], res["cold_start"], res["rss"]
     w = pip["window"]
 
@@ -461,6 +507,8 @@ def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
             lat["ratio_p50"] <= TARGET_P50_RATIO),
         row("no-op call latency p99", "us", lat["corral_p99_us"], "Pipe loop",
             lat["pipe_p99_us"], lat["ratio_p99"]),
+        row(f"no-op call latency p50, runs of {runs['calls_per_run']} (not interleaved)", "us",
+            runs["corral_p50_us"], "Pipe loop", runs["pipe_p50_us"], runs["ratio_p50"]),
         row("no-op call latency p50", "us", lat_ppe["corral_p50_us"], "ProcessPoolExecutor(1)",
             lat_ppe["ppe_p50_us"], lat_ppe["ratio_p50"]),
         row("sequential calls/s", "/s", seq["corral_calls_per_s"], "Pipe loop",
@@ -472,6 +520,11 @@ def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
             pip["ratio_vs_pipe"] >= TARGET_PIPELINED),
         row(f"pipelined calls/s ({w} in flight)", "/s", pip["corral_calls_per_s"],
             "ProcessPoolExecutor(1)", pip["ppe_calls_per_s"], pip["ratio_vs_ppe"]),
+        *[row(f"{who} CPU per {kind} call", "us", d[f"corral_{side}_cpu_us_per_call"],
+              "Pipe loop", d[f"pipe_{side}_cpu_us_per_call"],
+              d[f"corral_{side}_cpu_us_per_call"] / d[f"pipe_{side}_cpu_us_per_call"])
+          for kind, d in (("sequential", seq), ("pipelined", pip))
+          for who, side in (("host", "host"), ("worker (child)", "child"))],
         row("cold start to ready (empty target)", "ms", cold["corral_ready_ms"],
             "`python -c pass`", cold["python_pass_ms"], cold["ratio_vs_python_pass"],
             f"<= {TARGET_COLD_MS:g} ms", cold["corral_ready_ms"] <= TARGET_COLD_MS),

@@ -5,9 +5,7 @@ cheaply, because this package is also imported inside every worker. Host names (
 load on first use.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from ._version import __version__
 from .exceptions import (
@@ -25,7 +23,7 @@ from .exceptions import (
 from .protocol.messages import Chunk, Done, Log, Metric, MethodInfo, Progress
 from .worker.scope import Scope, current
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from .host.calls import AsyncCallFuture, AsyncCallStream, CallFuture, CallStream
     from .host.worker import CallOptions, Health, Stats, Worker
 
@@ -64,7 +62,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _HOST_NAMES.get(name)
     if module is None:
         raise AttributeError(f"module 'corral' has no attribute {name!r}")
