@@ -13,10 +13,7 @@ An unsupported value raises TypeError naming its type and where it sat, for exam
 from __future__ import annotations
 
 import datetime as _dt
-import decimal
-import pathlib
-import pickle
-import uuid
+import struct as _struct
 from typing import Any, Callable
 
 import msgspec
@@ -204,7 +201,8 @@ def _enc_timedelta(v, ap):
     return Ext(TIMEDELTA, _packb([v.days, v.seconds, v.microseconds]))
 
 
-def _enc_decimal(v, ap):
+def _enc_decimal(v, ap):  # decimal, uuid and pathlib are imported on first use: cold start
+
     return Ext(DECIMAL, str(v).encode())
 
 
@@ -226,19 +224,34 @@ _ENCODERS: dict[type, Callable[[Any, bool], Any]] = {
     _dt.date: _enc_date,
     _dt.time: _enc_time,
     _dt.timedelta: _enc_timedelta,
-    decimal.Decimal: _enc_decimal,
-    uuid.UUID: _enc_uuid,
-    pathlib.PosixPath: _enc_path,
-    pathlib.PurePosixPath: _enc_path,
-    pathlib.WindowsPath: _enc_path,
-    pathlib.PureWindowsPath: _enc_path,
 }
+_LAZY_MODULES = frozenset({"decimal", "uuid", "pathlib"})
+
+
+def _register_lazy_encoders() -> None:
+    import decimal
+    import pathlib
+    import uuid
+
+    _ENCODERS.update({
+        decimal.Decimal: _enc_decimal,
+        uuid.UUID: _enc_uuid,
+        pathlib.PosixPath: _enc_path,
+        pathlib.PurePosixPath: _enc_path,
+        pathlib.WindowsPath: _enc_path,
+        pathlib.PureWindowsPath: _enc_path,
+    })
 
 
 def _walk_other(v: Any, allow_pickle: bool) -> Any:
     module = type(v).__module__
     if module == "numpy" or module.startswith("numpy."):
         return _enc_numpy(v, allow_pickle)
+    if module in _LAZY_MODULES and type(v) not in _ENCODERS:
+        _register_lazy_encoders()
+        encode = _ENCODERS.get(type(v))
+        if encode is not None:
+            return encode(v, allow_pickle)
     if allow_pickle:
         try:
             return Ext(PICKLE, _pickle_dumps(v))
@@ -253,6 +266,8 @@ def _pickle_dumps(v: Any) -> bytes:
     try:
         import cloudpickle
     except ImportError:
+        import pickle
+
         return pickle.dumps(v, protocol=5)
     return cloudpickle.dumps(v, protocol=5)
 
@@ -283,8 +298,6 @@ def _enc_numpy(v: Any, allow_pickle: bool) -> Any:
         return Ext(NPSCALAR, _HEADER_LEN.pack(len(header)) + header + v.tobytes())
     raise _Unsupported(v, "this numpy type is not supported")
 
-
-import struct as _struct  # noqa: E402
 
 _HEADER_LEN = _struct.Struct("<I")
 
@@ -364,14 +377,20 @@ def make_ext_hook(allow_pickle: bool) -> Callable[[int, memoryview], Any]:
             days, seconds, micros = decode(data)
             return _dt.timedelta(days, seconds, micros)
         if code == DECIMAL:
+            import decimal
+
             return decimal.Decimal(bytes(data).decode())
         if code == UUID:
+            import uuid
+
             return uuid.UUID(bytes=bytes(data))
         if code == NDARRAY:
             return _dec_ndarray(data, decode)
         if code == NPSCALAR:
             return _dec_npscalar(data, decode)
         if code == PATH:
+            import pathlib
+
             kind, text = decode(data)
             cls = {"PurePosixPath": pathlib.PurePosixPath,
                    "PureWindowsPath": pathlib.PureWindowsPath}.get(kind, pathlib.Path)
@@ -379,6 +398,8 @@ def make_ext_hook(allow_pickle: bool) -> Callable[[int, memoryview], Any]:
         if code == PICKLE:
             if not allow_pickle:
                 raise ValueError("received a pickled value but pickle is not enabled")
+            import pickle
+
             return pickle.loads(data)
         raise ValueError(f"unknown extension type {code}")
 

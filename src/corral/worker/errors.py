@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import traceback
 from types import TracebackType
 
 from ..protocol.messages import ErrorInfo
@@ -30,6 +29,8 @@ def error_info(exc: BaseException, *, skip_frames: int = 0, kind: str = "user",
     for _ in range(skip_frames):
         if tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
+    import traceback  # only when something failed: keeps worker start-up lean
+
     try:
         text = "".join(traceback.format_exception(type(exc), exc, tb))
     except Exception:  # noqa: BLE001

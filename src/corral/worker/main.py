@@ -8,7 +8,6 @@ output. The worker also asks the kernel to kill it when its parent dies (Linux).
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -178,13 +177,32 @@ def _setup_sink() -> Any:
     return SetupSink()
 
 
+_USAGE = ("usage: python -m corral.worker --control-fd N --data-fd N --parent-pid N "
+          "[--max-frame N] [--die-with-parent]  (started by corral's host, not by hand)")
+
+
+def _parse(argv: list[str]) -> dict[str, Any]:
+    # Not argparse: it costs milliseconds of import on every worker start.
+    opts: dict[str, Any] = {"max-frame": DEFAULT_MAX_FRAME, "die-with-parent": False}
+    it = iter(argv)
+    for arg in it:
+        name = arg[2:] if arg.startswith("--") else None
+        if name == "die-with-parent":
+            opts[name] = True
+        elif name in ("control-fd", "data-fd", "parent-pid", "max-frame"):
+            try:
+                opts[name] = int(next(it))
+            except (StopIteration, ValueError):
+                raise SystemExit(f"{_USAGE}\n--{name} needs an integer") from None
+        else:
+            raise SystemExit(f"{_USAGE}\nunknown argument {arg!r}")
+    missing = [n for n in ("control-fd", "data-fd", "parent-pid") if n not in opts]
+    if missing:
+        raise SystemExit(f"{_USAGE}\nmissing --{', --'.join(missing)}")
+    return opts
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m corral.worker")
-    parser.add_argument("--control-fd", type=int, required=True)
-    parser.add_argument("--data-fd", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
-    parser.add_argument("--die-with-parent", action="store_true")
-    parser.add_argument("--max-frame", type=int, default=DEFAULT_MAX_FRAME)
-    args = parser.parse_args(argv)
-    _die_with_parent(args.parent_pid, args.die_with_parent)
-    WorkerProcess(args.control_fd, args.data_fd, args.max_frame).run()
+    opts = _parse(sys.argv[1:] if argv is None else argv)
+    _die_with_parent(opts["parent-pid"], opts["die-with-parent"])
+    WorkerProcess(opts["control-fd"], opts["data-fd"], opts["max-frame"]).run()
