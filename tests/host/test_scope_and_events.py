@@ -86,3 +86,21 @@ def test_async_events_reach_async_callers():
             items = [i async for i in w.awatch("count", 2)]
             assert [type(i).__name__ for i in items] == ["Chunk", "Chunk", "Done"]
     asyncio.run(main())
+
+
+def test_a_blocking_call_from_an_on_event_callback_is_refused_not_deadlocked(basic):
+    errors = []
+
+    def callback(event):
+        try:
+            basic.call("add", 1)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    fut = basic.options(on_event=callback).submit("report")
+    assert fut.result(timeout=10) == "reported"
+    assert len(errors) == 8 and "on_event callback" in str(errors[0])
+    # submit() from a callback is fine.
+    inner = []
+    basic.options(on_event=lambda e: inner.append(basic.submit("add", 1))).call("report")
+    assert [f.result(timeout=10) for f in inner] == [2] * 8

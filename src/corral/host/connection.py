@@ -77,6 +77,7 @@ class Connection:
         # Whoever holds _read_lock reads the data socket: the reader thread, or a caller
         # blocked in call() while no one else reads. _wake tells the thread to read.
         self._read_lock = threading.Lock()
+        self._reader: int | None = None  # the thread holding _read_lock
         self._wake = threading.Event()
 
     # -- handshake (before the reader threads run) -----------------------------------------
@@ -111,15 +112,22 @@ class Connection:
     def call(self, call_id: int, payload: bytes, sink: Any) -> None:
         """Like ``submit``, for a caller that blocks until the call ends: this thread reads
         the replies itself when no one else is reading, which saves a thread hand-off."""
+        if self._reader == threading.get_ident():
+            # An on_event callback runs on the thread that reads replies: waiting there
+            # for another reply could never end.
+            raise RuntimeError("a blocking call cannot be made from an on_event callback; "
+                               "use submit() there, or hand the work to another thread")
         self._register(call_id, payload, sink)
         if not self._read_lock.acquire(blocking=False):
             self._wake.set()  # the reader thread is reading; it delivers our reply
             return
+        self._reader = threading.get_ident()
         try:
             while not sink.done():
                 if not self._read_one():
                     break
         finally:
+            self._reader = None
             self._read_lock.release()
             if self._pending:
                 self._wake.set()
@@ -178,9 +186,13 @@ class Connection:
             wake.wait()
             wake.clear()
             with read_lock:
-                while self._pending and not self._failed_all:
-                    if not self._read_one():
-                        return
+                self._reader = threading.get_ident()
+                try:
+                    while self._pending and not self._failed_all:
+                        if not self._read_one():
+                            return
+                finally:
+                    self._reader = None
 
     def _read_one(self) -> bool:
         """Read and route one message (holding ``_read_lock``); False once the channel is
