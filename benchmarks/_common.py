@@ -53,16 +53,31 @@ def proc_memory(pid: int) -> dict[str, int]:
 
 def cpu_clock(pid: int) -> Callable[[], int]:
     """A function returning the CPU time (ns, all threads, user + system) that process
-    ``pid`` has used so far: its POSIX process CPU-time clock (Linux allows reading
-    another process's clock)."""
-    import ctypes
+    ``pid`` has used so far: its POSIX process CPU-time clock (Linux lets a process read
+    another's), or, failing that, utime + stime from /proc (clock-tick resolution)."""
+    try:
+        import ctypes
 
-    clock_id = ctypes.c_int()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.clock_getcpuclockid(pid, ctypes.byref(clock_id)) != 0:
-        raise OSError(ctypes.get_errno(), f"clock_getcpuclockid({pid})")
-    cid = clock_id.value
-    return lambda: time.clock_gettime_ns(cid)
+        clock_id = ctypes.c_int()
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.clock_getcpuclockid(pid, ctypes.byref(clock_id)) != 0:
+            raise OSError(ctypes.get_errno(), f"clock_getcpuclockid({pid})")
+        cid = clock_id.value
+        time.clock_gettime_ns(cid)
+        return lambda: time.clock_gettime_ns(cid)
+    except (OSError, AttributeError):
+        ns_per_tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+        def from_proc() -> int:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) * ns_per_tick
+
+        return from_proc
+
+
+def ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
 
 
 def pin_process(pid: int, cpus: set[int]) -> None:
@@ -127,6 +142,7 @@ def machine_info() -> dict[str, Any]:
     except ImportError:
         corral_version = None
     return {
+        "corral_commit": _git_head(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
         "cpus_available": len(os.sched_getaffinity(0)),
@@ -139,6 +155,22 @@ def machine_info() -> dict[str, Any]:
         "msgspec": msgspec_version,
         "corral": corral_version,
     }
+
+
+def _git_head() -> str | None:
+    """The checkout's commit, with ``-dirty`` when corral's source (src/) differs from it."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"],
+                               cwd=root, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("-dirty" if dirty else "")) if head else None
 
 
 # -- output ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Core benchmark: corral against bare baselines measured in the same run.
 
-    .venv/bin/python benchmarks/bench_core.py            # full run (~1-2 min)
+    .venv/bin/python benchmarks/bench_core.py            # full run (~45-60 s on 2 vCPUs)
     .venv/bin/python benchmarks/bench_core.py --smoke    # every measurement, tiny counts
     .venv/bin/python benchmarks/bench_core.py --pin      # host on CPU 0, children on CPU 1
 
@@ -39,13 +39,13 @@ TARGETS_FILE = os.path.join(HERE, "targets.py")
 NOOP_REF = f"{TARGETS_FILE}:Noop"
 EMPTY_REF = f"{TARGETS_FILE}:Empty"
 
-#: Counts of a full run (~1-2 minutes on 2 vCPUs) and of a smoke run (a few seconds).
-FULL = dict(warmup=2000, lat_rounds=9, lat_calls=4000, ppe_rounds=5, ppe_calls=1500,
-            tput_rounds=7, tput_block_s=0.3, window=64, cold_reps=15, rss_reps=3)
+#: Counts of a full run (~45-60 s on 2 vCPUs) and of a smoke run (a few seconds).
+FULL = dict(warmup=2000, lat_rounds=11, lat_calls=4000, ppe_rounds=5, ppe_calls=1500,
+            tput_rounds=11, tput_block_s=0.3, window=64, cold_reps=21, rss_reps=3)
 SMOKE = dict(warmup=50, lat_rounds=2, lat_calls=100, ppe_rounds=2, ppe_calls=50,
              tput_rounds=2, tput_block_s=0.02, window=64, cold_reps=2, rss_reps=1)
 
-# Targets (the project's goals); ``None`` where a row is for information only.
+# The project's targets; the other rows of the table are for information only.
 TARGET_P50_RATIO = 1.3     # corral no-op p50 <= 1.3x the Pipe loop's
 TARGET_PIPELINED = 0.9     # corral pipelined calls/s >= 0.9x the Pipe loop's
 TARGET_COLD_MS = 120.0     # corral cold start to ready, absolute
@@ -236,6 +236,8 @@ def blocked_latency(base: Any, cor: Any, rounds: int, calls: int) -> dict[str, A
     clock = time.perf_counter_ns
 
     def run(call: Callable[[], None]) -> list[int]:
+        for _ in range(min(100, calls)):  # untimed: let the scheduler settle on this pair
+            call()
         ts = [0] * calls
         for i in range(calls):
             t0 = clock()
@@ -386,12 +388,16 @@ def cold_start(cfg: dict[str, Any], request_size: int, reply_size: int) -> dict[
     def corral_ready() -> float:
         t0 = time.perf_counter()
         w = corral.Worker(EMPTY_REF)
-        w.start()
-        dt = (time.perf_counter() - t0) * 1e3
-        extra["corral_internal_start_time_ms"].append(w.start_time * 1e3)
-        t1 = time.perf_counter()
-        w.stop()
-        extra["corral_stop_ms"].append((time.perf_counter() - t1) * 1e3)
+        try:
+            w.start()
+            dt = (time.perf_counter() - t0) * 1e3
+            internal = getattr(w, "start_time", None)  # corral's own figure, if it keeps one
+            if internal is not None:
+                extra["corral_internal_start_time_ms"].append(internal * 1e3)
+        finally:
+            t1 = time.perf_counter()
+            w.stop()
+            extra["corral_stop_ms"].append((time.perf_counter() - t1) * 1e3)
         return dt
 
     def corral_first_reply() -> float:
@@ -410,16 +416,17 @@ def cold_start(cfg: dict[str, Any], request_size: int, reply_size: int) -> dict[
         parent, child = CTX.Pipe()
         p = CTX.Process(target=targets.pipe_echo, args=(child, reply_size), daemon=True)
         p.start()
-        child.close()
-        parent.send_bytes(req)
-        parent.recv_bytes()
-        dt = (time.perf_counter() - t0) * 1e3
-        parent.close()
-        p.join(5.0)
-        if p.is_alive():
-            p.kill()
-            p.join()
-        return dt
+        try:
+            child.close()
+            parent.send_bytes(req)
+            parent.recv_bytes()
+            return (time.perf_counter() - t0) * 1e3
+        finally:
+            parent.close()
+            p.join(5.0)
+            if p.is_alive():
+                p.kill()
+                p.join()
 
     variants: dict[str, Callable[[], float]] = {
         "corral_ready_ms": corral_ready,
@@ -495,6 +502,7 @@ def idle_rss(cfg: dict[str, Any]) -> dict[str, Any]:
 def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
     lat, lat_ppe, runs = res["latency"], res["latency_vs_ppe"], res["latency_runs"]
     seq, pip, cold, rss = res["sequential"], res["pipelined"], res["cold_start"], res["rss"]
+    run_rss = res["rss_running"]
     w = pip["window"]
 
     def row(metric, unit, cor, base_name, base, ratio, target="-", met=None):
@@ -522,7 +530,7 @@ def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
             "ProcessPoolExecutor(1)", pip["ppe_calls_per_s"], pip["ratio_vs_ppe"]),
         *[row(f"{who} CPU per {kind} call", "us", d[f"corral_{side}_cpu_us_per_call"],
               "Pipe loop", d[f"pipe_{side}_cpu_us_per_call"],
-              d[f"corral_{side}_cpu_us_per_call"] / d[f"pipe_{side}_cpu_us_per_call"])
+              c.ratio(d[f"corral_{side}_cpu_us_per_call"], d[f"pipe_{side}_cpu_us_per_call"]))
           for kind, d in (("sequential", seq), ("pipelined", pip))
           for who, side in (("host", "host"), ("worker (child)", "child"))],
         row("cold start to ready (empty target)", "ms", cold["corral_ready_ms"],
@@ -531,9 +539,15 @@ def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
         row("start + first no-op reply", "ms", cold["corral_first_reply_ms"],
             "mp spawn Process + first Pipe reply", cold["mp_spawn_first_reply_ms"],
             cold["ratio_first_reply_vs_mp_spawn"]),
+        row("(part of it) `python -c 'import corral.worker.main'`", "ms",
+            cold["python_import_corral_worker_ms"], "`python -c pass`", cold["python_pass_ms"],
+            c.ratio(cold["python_import_corral_worker_ms"], cold["python_pass_ms"])),
         row("idle worker RSS", "MiB", rss["corral_idle_mib"], "bare idle `python`",
             rss["bare_python_mib"], rss["ratio_vs_bare_python"], f"<= {TARGET_RSS_MIB:g} MiB",
             rss["corral_idle_mib"] <= TARGET_RSS_MIB),
+        row("RSS after the steady-state calls", "MiB", run_rss["corral_after_calls_mib"],
+            "the Pipe loop's spawn child", run_rss["pipe_child_mib"],
+            c.ratio(run_rss["corral_after_calls_mib"], run_rss["pipe_child_mib"])),
     ]
 
 
@@ -543,7 +557,8 @@ def render_md(data: dict[str, Any]) -> str:
     lines = [
         f"# corral core benchmark ({meta['mode']} run)",
         "",
-        f"{meta['date']}; Python {meta['python']}; {meta['cpu_count']} CPUs "
+        f"{meta['date']}; corral {meta['corral']} at {meta['corral_commit'] or '?'}; "
+        f"Python {meta['python']}; {meta['cpu_count']} CPUs "
         f"({meta['cpu_model'] or 'unknown model'}); {pin}; run took {meta['wall_s']:.0f} s. "
         f"Payload: {data['payload']['request_bytes']} B request, "
         f"{data['payload']['reply_bytes']} B reply (corral's no-op frames; the Pipe loop "

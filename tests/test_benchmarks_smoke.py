@@ -1,0 +1,74 @@
+"""The core benchmark must keep running: its smoke mode runs every measurement with tiny
+counts. No timing is asserted (CI machines are too noisy); only that it completes, stops
+everything it started and reports every figure."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "bench_core.py")
+
+# section -> keys that must be positive numbers
+POSITIVE = {
+    "latency": ["pipe_p50_us", "pipe_p99_us", "corral_p50_us", "corral_p99_us", "ratio_p50",
+                "ratio_p99"],
+    "latency_runs": ["pipe_p50_us", "corral_p50_us", "ratio_p50"],
+    "latency_vs_ppe": ["ppe_p50_us", "corral_p50_us", "ratio_p50"],
+    "sequential": ["pipe_calls_per_s", "corral_calls_per_s", "ppe_calls_per_s",
+                   "ratio_vs_pipe", "ratio_vs_ppe"],
+    "pipelined": ["pipe_calls_per_s", "corral_calls_per_s", "ppe_calls_per_s",
+                  "ratio_vs_pipe", "ratio_vs_ppe", "window"],
+    "cold_start": ["corral_ready_ms", "python_pass_ms", "corral_first_reply_ms",
+                   "mp_spawn_first_reply_ms", "python_import_corral_worker_ms",
+                   "ratio_vs_python_pass", "ratio_first_reply_vs_mp_spawn"],
+    "rss": ["corral_idle_mib", "corral_stats_rss_mib", "bare_python_mib",
+            "ratio_vs_bare_python"],
+    "rss_running": ["pipe_child_mib", "ppe_child_mib", "corral_after_calls_mib"],
+    "payload": ["request_bytes", "reply_bytes"],
+}
+# CPU time per call: non-negative (a coarse fallback clock may read 0 over a tiny run)
+NON_NEGATIVE = [f"{sys_}_{side}_cpu_us_per_call" for sys_ in ("pipe", "ppe", "corral")
+                for side in ("host", "child")]
+
+
+@pytest.mark.timeout(180)
+def test_bench_core_smoke(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, "--smoke", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=170, cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+    data = json.loads((tmp_path / "core.json").read_text())
+    assert (tmp_path / "core.md").read_text().startswith("# corral core benchmark")
+    assert "| metric | corral | baseline | ratio | target | met? |" in proc.stdout
+
+    meta = data["meta"]
+    assert meta["mode"] == "smoke"
+    assert meta["cpu_count"] >= 1 and meta["python"] and meta["date"]
+    assert isinstance(meta["pinned"], bool)
+    assert meta["wall_s"] > 0
+
+    for section, keys in POSITIVE.items():
+        for key in keys:
+            value = data[section][key]
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), \
+                (section, key, value)
+            assert value > 0, (section, key, value)
+    for kind in ("sequential", "pipelined"):
+        for key in NON_NEGATIVE:
+            assert data[kind][key] >= 0, (kind, key)
+
+    assert set(data["targets"]["met"]) == {r["metric"] for r in data["rows"]
+                                           if r["met"] is not None}
+    assert len(data["targets"]["met"]) == 4
+    for row in data["rows"]:
+        assert row["corral"] > 0 and row["baseline"] > 0, row
+    # Everything the benchmark started was stopped before it wrote its results.
+    assert data["leftover_children"] == []
