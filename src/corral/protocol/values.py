@@ -41,6 +41,8 @@ PICKLE = 17
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _SCALARS = frozenset({str, float, bool, type(None), bytes})
+#: Types that cross as they are, whatever their value: a caller may skip ``to_wire``.
+PLAIN_TYPES = _SCALARS
 _FAST_LIST_TYPES = _SCALARS | {int}
 
 _packb = msgspec.msgpack.Encoder().encode

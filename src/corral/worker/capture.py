@@ -11,7 +11,9 @@ Two layers:
   otherwise to the worker log (``WorkerLog`` on the control channel). At the end of each call
   the running thread flushes C stdio and drains the pipes itself, so a call's fd-level output
   reaches the caller before its result. Each Python-level write drains them first too, so
-  one call sees its print() and C-level lines in the order it wrote them.
+  one call sees its print() and C-level lines in the order it wrote them. C stdio is made
+  line-buffered, so a C line reaches the pipe when its newline is written; an unterminated
+  C line waits for its newline (or the process's exit).
 
 The worker's original stderr (a pipe the host reads) is kept for fatal-error dumps.
 """
@@ -70,10 +72,21 @@ class _StreamProxy(io.TextIOBase):
         return "replace"
 
 
-def _libc_fflush() -> Callable[[], Any]:
+def _line_buffer_c_stdio() -> Callable[[], Any]:
+    """Make C's stdout/stderr line-buffered, as on a terminal, so a C ``printf`` line reaches
+    the pipe when it is written. Returns the flush to run on each drain: nothing when that
+    worked, ``fflush(NULL)`` otherwise (a C library without those symbols)."""
     try:
         libc = ctypes.CDLL(None)
-        fflush = libc.fflush
+        for name in ("stdout", "stderr"):
+            stream = ctypes.c_void_p.in_dll(libc, name)
+            if libc.setvbuf(stream, None, 1, 0) != 0:  # 1 == _IOLBF
+                raise OSError(f"setvbuf({name}) failed")
+        return lambda: None
+    except (OSError, AttributeError, ValueError):
+        pass
+    try:
+        fflush = ctypes.CDLL(None).fflush
         fflush.argtypes = [ctypes.c_void_p]
         return lambda: fflush(None)
     except (OSError, AttributeError):
@@ -92,14 +105,17 @@ class Capture:
         self.setup_sink: Any = None
         self._lock = threading.Lock()
         self._partial = {s: b"" for s in _STREAMS}
-        self._fflush = _libc_fflush()
+        self._fflush: Callable[[], Any] = lambda: None
+        self._pumping = False  # the capture thread holds data it read but has not routed
         self._readers: dict[int, str] = {}
-        self._poll = select.poll()
+        # A poll object may not be used by two threads at once: one per thread.
+        self._local = threading.local()
         self.original_stderr = -1
 
     def install(self) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        self._fflush = _line_buffer_c_stdio()
         self.original_stderr = os.dup(2)
         os.set_inheritable(self.original_stderr, False)
         for fd, stream in ((1, "stdout"), (2, "stderr")):
@@ -108,7 +124,6 @@ class Capture:
             os.close(w)
             os.set_blocking(r, False)
             self._readers[r] = stream
-            self._poll.register(r, select.POLLIN)
         sys.stdout = _StreamProxy(self, "stdout", 1)
         sys.stderr = _StreamProxy(self, "stderr", 2)
         threading.Thread(target=self._pump, name="corral-capture", daemon=True).start()
@@ -121,8 +136,12 @@ class Capture:
             except (OSError, ValueError):
                 return
             with self._lock:
-                for fd in ready:
-                    self._read_available(fd, final=False)
+                self._pumping = True
+                try:
+                    for fd in ready:
+                        self._read_available(fd, final=False)
+                finally:
+                    self._pumping = False
 
     def _read_available(self, fd: int, final: bool) -> None:
         stream = self._readers[fd]
@@ -161,11 +180,20 @@ class Capture:
         The capture thread reads and routes under the same lock, so once we hold it,
         nothing it has read is still on its way."""
         self._fflush()
+        # Unread data is still in a pipe (poll sees it); read data not yet routed is held by
+        # the capture thread under the lock with _pumping set. Neither: nothing to deliver.
+        partial = self._partial
+        poll = getattr(self._local, "poll", None)
+        if poll is None:
+            poll = self._local.poll = select.poll()
+            for fd in self._readers:
+                poll.register(fd, select.POLLIN)
+        if not poll.poll(0) and not self._pumping and not partial["stdout"] \
+                and not partial["stderr"]:
+            return
         with self._lock:
-            ready = self._poll.poll(0)
-            if ready:
-                for fd, _ in ready:
-                    self._read_available(fd, final=False)
-            if self._partial["stdout"] or self._partial["stderr"]:
+            for fd, _ in poll.poll(0):
+                self._read_available(fd, final=False)
+            if partial["stdout"] or partial["stderr"]:
                 for fd in self._readers:
                     self._read_available(fd, final=True)

@@ -21,14 +21,16 @@ class TargetError(Exception):
     """The target reference is malformed or names nothing loadable."""
 
 
-@dataclass
 class Method:
-    fn: Callable[..., Any]
-    info: MethodInfo
+    """A callable method with what the hot path needs precomputed."""
 
-    @property
-    def is_async(self) -> bool:
-        return self.info.kind in ("async", "asyncgen")
+    __slots__ = ("fn", "info", "is_async", "streams")
+
+    def __init__(self, fn: Callable[..., Any], info: MethodInfo):
+        self.fn = fn
+        self.info = info
+        self.is_async = info.kind in ("async", "asyncgen")
+        self.streams = info.kind in ("generator", "asyncgen")
 
 
 @dataclass

@@ -22,7 +22,7 @@ from collections import deque
 from typing import Any, Callable
 
 from ..protocol import messages as m
-from ..protocol.values import to_wire
+from ..protocol.values import PLAIN_TYPES, to_wire
 from .capture import Capture
 from .errors import error_info
 from .loader import Loaded, Method
@@ -39,6 +39,7 @@ class Runner:
         self._allow_pickle = allow_pickle
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
+        self._idle_waiters = 0
         self._running: dict[int, Scope] = {}
         self._admitted = 0
         self._waiting: deque[m.Call] = deque()
@@ -66,7 +67,7 @@ class Runner:
                 call = self._waiting.popleft()
             else:
                 self._admitted -= 1
-                if self._admitted == 0:
+                if self._admitted == 0 and self._idle_waiters:
                     self._idle.notify_all()
                 return
         self._start(call, inline=False)
@@ -74,15 +75,16 @@ class Runner:
     def wait_idle(self, timeout: float | None) -> bool:
         """Block until no call is running or waiting (True), or the timeout passes (False)."""
         with self._lock:
-            return self._idle.wait_for(lambda: self._admitted == 0, timeout)
+            self._idle_waiters += 1
+            try:
+                return self._idle.wait_for(lambda: self._admitted == 0, timeout)
+            finally:
+                self._idle_waiters -= 1
 
     def fd_target(self) -> Scope | None:
         """The call that owns fd-level output right now: the only running one, if any."""
-        running = self._running
-        if len(running) == 1:
-            for scope in running.values():
-                return scope
-        return None
+        scopes = list(self._running.values())  # one C call: safe while slots mutate it
+        return scopes[0] if len(scopes) == 1 else None
 
     def _start(self, call: m.Call, inline: bool) -> None:
         loaded = self.loaded
@@ -116,7 +118,10 @@ class Runner:
             self._run_sync(call, method)
 
     def _run_sync(self, call: m.Call, method: Method) -> None:
-        scope = self._enter(call)
+        # The hot path of every call: keep it lean (see docs/architecture.md).
+        scope = Scope(call.id, call.method, call.context, self._send)
+        self._running[call.id] = scope
+        _current.set(scope)
         send = self._send
         try:
             t0 = time.perf_counter()
@@ -125,14 +130,16 @@ class Runner:
             except TypeError as exc:
                 self._reraise_as_arguments_error(exc, call, method)
                 raise
-            if method.info.kind == "generator":
+            if method.streams:
                 for item in result:
-                    send(m.Chunk(call.id, to_wire(item, allow_pickle=self._allow_pickle,
-                                                  where=f"a chunk streamed by {call.method}()")))
+                    send(m.Chunk(call.id, item if type(item) in PLAIN_TYPES else to_wire(
+                        item, allow_pickle=self._allow_pickle,
+                        where=f"a chunk streamed by {call.method}()")))
                 result = None
             run_time = time.perf_counter() - t0
-            value = to_wire(result, allow_pickle=self._allow_pickle,
-                            where=f"the return value of {call.method}()")
+            value = result if type(result) in PLAIN_TYPES else to_wire(
+                result, allow_pickle=self._allow_pickle,
+                where=f"the return value of {call.method}()")
             self._leave(scope)
             send(m.Done(call.id, value, run_time))
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
@@ -170,7 +177,9 @@ class Runner:
         self._loop.create_task(self._run_async(call, method))
 
     async def _run_async(self, call: m.Call, method: Method) -> None:
-        scope = self._enter(call)
+        scope = Scope(call.id, call.method, call.context, self._send)
+        self._running[call.id] = scope
+        _current.set(scope)
         send = self._send
         try:
             t0 = time.perf_counter()
@@ -179,16 +188,18 @@ class Runner:
             except TypeError as exc:
                 self._reraise_as_arguments_error(exc, call, method)
                 raise
-            if method.info.kind == "asyncgen":
+            if method.streams:
                 async for item in result:
-                    send(m.Chunk(call.id, to_wire(item, allow_pickle=self._allow_pickle,
-                                                  where=f"a chunk streamed by {call.method}()")))
+                    send(m.Chunk(call.id, item if type(item) in PLAIN_TYPES else to_wire(
+                        item, allow_pickle=self._allow_pickle,
+                        where=f"a chunk streamed by {call.method}()")))
                 result = None
             else:
                 result = await result
             run_time = time.perf_counter() - t0
-            value = to_wire(result, allow_pickle=self._allow_pickle,
-                            where=f"the return value of {call.method}()")
+            value = result if type(result) in PLAIN_TYPES else to_wire(
+                result, allow_pickle=self._allow_pickle,
+                where=f"the return value of {call.method}()")
             self._leave(scope)
             send(m.Done(call.id, value, run_time))
         except BaseException as exc:  # noqa: BLE001
@@ -198,28 +209,31 @@ class Runner:
 
     # -- shared ---------------------------------------------------------------------------
 
-    def _enter(self, call: m.Call) -> Scope:
-        scope = Scope(call.id, call.method, call.context, self._send)
-        self._running[call.id] = scope
-        _current.set(scope)
-        return scope
-
     def _leave(self, scope: Scope) -> None:
         # Everything the call wrote, at the Python or the fd level, goes out before its result.
         self._capture.drain()
-        scope.flush_partial()
+        if scope._partial:
+            scope.flush_partial()
         self._running.pop(scope.id, None)
         _current.set(None)
 
     def _fail(self, scope: Scope, call: m.Call, exc: BaseException) -> None:
-        if self._running.get(call.id) is scope:
-            self._leave(scope)
+        """Report a failed call. Must not raise: the caller waits for this Failed."""
+        try:
+            if self._running.get(call.id) is scope:
+                self._leave(scope)
+        except BaseException:  # noqa: BLE001 - still report the call's own error
+            self._running.pop(call.id, None)
+            _current.set(None)
         kind = getattr(exc, "_corral_kind", "user")
-        info = error_info(exc, skip_frames=0 if kind != "user" else 1, kind=kind)
+        try:
+            info = error_info(exc, skip_frames=0 if kind != "user" else 1, kind=kind)
+        except BaseException as broken:  # noqa: BLE001
+            info = m.ErrorInfo("corral.InternalError", f"cannot describe the error: {broken!r}")
         try:
             self._send(m.Failed(call.id, info))
         except OSError:
-            pass
+            pass  # the host is gone
 
     @staticmethod
     def _reraise_as_arguments_error(exc: TypeError, call: m.Call, method: Method) -> None:
