@@ -15,12 +15,12 @@ import pickle
 import struct
 import uuid
 import zoneinfo
-from typing import Any, Union, get_args
+from typing import Any, get_args
 
 import msgspec
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -35,8 +35,10 @@ from corral.protocol.values import (
     to_wire,
 )
 
-SETTINGS = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=_HEALTH)
+#: For tests that draw several nested values per example (generation dominates their time).
+NESTED = settings(max_examples=50, deadline=None, suppress_health_check=_HEALTH)
 
 Ext = msgspec.msgpack.Ext
 
@@ -55,6 +57,14 @@ def _tz_id(tz: Any) -> Any:
     if isinstance(tz, zoneinfo.ZoneInfo):
         return ("zone", tz.key)
     return (type(tz).__name__, tz.utcoffset(None))
+
+
+def _array_contents(a: np.ndarray) -> Any:
+    """The array's values bit for bit, field by field (padding between fields is not data:
+    numpy does not even copy it)."""
+    if a.dtype.names:
+        return tuple((n, _array_contents(a[n])) for n in a.dtype.names)
+    return np.ascontiguousarray(a).tobytes()
 
 
 def canon(v: Any) -> Any:
@@ -83,9 +93,9 @@ def canon(v: Any) -> Any:
     if t is dict:
         return (name, tuple((canon(k), canon(x)) for k, x in v.items()))
     if isinstance(v, np.ndarray):
-        return (name, v.dtype.descr, v.dtype.str, v.shape, np.ascontiguousarray(v).tobytes())
+        return (name, v.dtype.descr, v.dtype.str, v.shape, _array_contents(v))
     if isinstance(v, np.generic):
-        return (name, v.dtype.descr, v.dtype.str, v.tobytes())
+        return (name, v.dtype.descr, v.dtype.str, _array_contents(np.array(v)))
     if isinstance(v, msgspec.Struct):
         return (name, tuple(canon(getattr(v, f)) for f in v.__struct_fields__))
     raise AssertionError(f"canon(): no rule for {name}")
@@ -110,8 +120,7 @@ def assert_exact(a: Any, b: Any, path: str = "value") -> None:
             f"{path}: dtype {a.dtype!r} came back as {b.dtype!r}"
         assert a.dtype.descr == b.dtype.descr, f"{path}: descr {a.dtype.descr} != {b.dtype.descr}"
         assert a.shape == b.shape, f"{path}: shape {a.shape} came back as {b.shape}"
-        assert np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes(), \
-            f"{path}: array contents differ"
+        assert _array_contents(a) == _array_contents(b), f"{path}: array contents differ"
     elif isinstance(a, msgspec.Struct):
         for f in a.__struct_fields__:
             assert_exact(getattr(a, f), getattr(b, f), f"{path}.{f}")
@@ -154,8 +163,11 @@ floats = st.one_of(
 )
 fixed_offsets = st.integers(min_value=-(24 * 3600 - 1), max_value=24 * 3600 - 1).map(
     lambda s: dt.timezone(dt.timedelta(seconds=s)))
+# Offsets under one second in size are left out: CPython 3.11's fromisoformat reads
+# "+00:00:00.000001" as UTC (a CPython quirk, not corral's; nobody lives at such offsets).
 fixed_offsets_us = st.timedeltas(min_value=dt.timedelta(hours=-23, minutes=-59),
-                                 max_value=dt.timedelta(hours=23, minutes=59)).map(dt.timezone)
+                                 max_value=dt.timedelta(hours=23, minutes=59)).filter(
+    lambda td: abs(td) >= dt.timedelta(seconds=1)).map(dt.timezone)
 tzinfos = st.one_of(st.none(), st.just(dt.timezone.utc), fixed_offsets, fixed_offsets_us,
                     st.timezones())
 datetimes = st.builds(lambda d, fold: d.replace(fold=fold),
@@ -174,6 +186,29 @@ paths = st.one_of(path_text.map(pathlib.PurePosixPath), path_text.map(pathlib.Pu
 np_scalars = st.one_of(hnp.scalar_dtypes(), hnp.integer_dtypes(endianness=">")).flatmap(
     lambda d: hnp.from_dtype(d).map(lambda x: np.array(x, d)[()]))
 
+array_dtypes = st.one_of(
+    hnp.scalar_dtypes(),
+    hnp.integer_dtypes(endianness=">"), hnp.floating_dtypes(endianness=">"),
+    hnp.complex_number_dtypes(endianness=">"),
+    hnp.byte_string_dtypes(), hnp.unicode_string_dtypes(endianness="<"),
+    hnp.unicode_string_dtypes(endianness=">"),
+    hnp.array_dtypes(allow_subarrays=True),
+    hnp.nested_dtypes(max_itemsize=64),
+).filter(lambda d: not _no_buffer(d))  # see test_arrays_without_a_buffer_format (a bug)
+
+
+def _no_buffer(d: np.dtype) -> bool:
+    """Dtypes numpy cannot export through the buffer protocol: datetime64/timedelta64 and
+    field names with ':' (corral currently cannot send those, see the xfail below)."""
+    if d.fields:
+        return any(":" in n or _no_buffer(f[0]) for n, f in d.fields.items())
+    if d.subdtype is not None:
+        return _no_buffer(d.subdtype[0])
+    return d.kind in "mM"
+
+arrays = hnp.arrays(array_dtypes, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4))
+
+
 hashable_leaves = st.one_of(
     st.none(), st.booleans(), big_ints, floats, st.complex_numbers(allow_nan=True),
     st.text(), st.binary(), st.dates(), st.timedeltas(), st.uuids(), paths,
@@ -185,7 +220,8 @@ hashables = st.recursive(
                             st.frozensets(inner, max_size=4)),
     max_leaves=8,
 )
-leaves = st.one_of(hashable_leaves, decimals, st.binary().map(bytearray), np_scalars)
+small_arrays = hnp.arrays(array_dtypes, hnp.array_shapes(min_dims=0, max_dims=2, max_side=3))
+leaves = st.one_of(hashable_leaves, decimals, st.binary().map(bytearray), np_scalars, small_arrays)
 values = st.recursive(
     leaves,
     lambda inner: st.one_of(
@@ -199,19 +235,6 @@ values = st.recursive(
     max_leaves=25,
 )
 
-array_dtypes = st.one_of(
-    hnp.scalar_dtypes(),
-    hnp.integer_dtypes(endianness=">"), hnp.floating_dtypes(endianness=">"),
-    hnp.complex_number_dtypes(endianness=">"),
-    hnp.byte_string_dtypes(), hnp.unicode_string_dtypes(endianness="<"),
-    hnp.unicode_string_dtypes(endianness=">"),
-    hnp.datetime64_dtypes(endianness="="), hnp.timedelta64_dtypes(endianness=">"),
-    hnp.array_dtypes(allow_subarrays=True),
-    hnp.nested_dtypes(max_itemsize=64),
-)
-arrays = hnp.arrays(array_dtypes, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4))
-
-
 # ---- value round trips -----------------------------------------------------------------
 
 
@@ -224,7 +247,7 @@ def test_values_round_trip_exactly(v):
     assert_exact(v, roundtrip(v))
 
 
-@SETTINGS
+@NESTED
 @given(st.lists(values, max_size=3), st.dictionaries(st.text(max_size=5), values, max_size=3))
 def test_call_arguments_round_trip_through_a_call_message(args, kwargs):
     wire_args, wire_kwargs = args_to_wire(tuple(args), kwargs)
@@ -250,9 +273,6 @@ def test_int_range_edges_pick_the_right_encoding():
     assert to_wire([True, 2**64 - 1]) == [True, 2**64 - 1]
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="BUG: BIGINT crosses as decimal text, which Python refuses beyond "
-                          "sys.get_int_max_str_digits() (4300) digits")
 def test_int_beyond_the_str_digit_limit():
     n = 7**6000
     assert_exact(n, roundtrip(n))
@@ -291,8 +311,8 @@ def test_text_and_bytes(v):
     assert_exact(v, roundtrip(v))
 
 
-@SETTINGS
-@given(st.dictionaries(hashables, values, max_size=6))
+@NESTED
+@given(st.dictionaries(hashables, leaves | st.lists(leaves, max_size=3), max_size=6))
 def test_dicts_with_any_hashable_keys_keep_key_types_and_order(d):
     assert_exact(d, roundtrip(d))
 
@@ -373,9 +393,11 @@ def test_arrays_of_many_dtypes_and_shapes(a):
     assert b.flags.writeable
 
 
+plain_dtypes = hnp.scalar_dtypes().filter(lambda d: not _no_buffer(d))
+
+
 @SETTINGS
-@given(hnp.arrays(hnp.scalar_dtypes(), hnp.array_shapes(min_dims=2, max_dims=4, min_side=1,
-                                                          max_side=5)),
+@given(hnp.arrays(plain_dtypes, hnp.array_shapes(min_dims=2, max_dims=4, min_side=1, max_side=5)),
        st.data())
 def test_non_contiguous_views(a, data):
     slices = tuple(slice(None, None, data.draw(st.sampled_from([1, 2, -1, -2]), label=f"step{i}"))
@@ -386,8 +408,7 @@ def test_non_contiguous_views(a, data):
 
 
 @SETTINGS
-@given(hnp.arrays(hnp.scalar_dtypes(), hnp.array_shapes(min_dims=2, max_dims=4, min_side=2,
-                                                          max_side=4)))
+@given(hnp.arrays(plain_dtypes, hnp.array_shapes(min_dims=2, max_dims=4, min_side=2, max_side=4)))
 def test_fortran_order_is_kept(a):
     f = np.asfortranarray(a)
     assert f.flags.f_contiguous and not f.flags.c_contiguous
@@ -407,8 +428,6 @@ def test_array_edge_cases():
         np.array([np.nan, -0.0, np.inf], dtype=">f4"),
         np.array(["", "x", "日本"], dtype=">U2"),
         np.array([b"", b"\x00\x01"], dtype="S3"),
-        np.array(["2020-01-01", "NaT"], dtype="M8[ns]"),
-        np.array([1, -2], dtype="m8[D]"),
         np.array([True, False]),
         np.zeros(3, dtype=np.dtype([("a", "u1"), ("b", ">i8"), ("c", "f4", (2, 3))])),
         np.zeros(2, dtype=np.dtype([("outer", [("x", "<i2"), ("y", "U1")]), ("z", "?")])),
@@ -418,6 +437,17 @@ def test_array_edge_cases():
     ]
     for a in cases:
         assert_exact(a, roundtrip(a))
+
+
+@pytest.mark.parametrize("a", [
+    np.array(["2020-01-01", "NaT"], dtype="M8[ns]"),
+    np.array([1, -2], dtype=">m8[D]"),
+    np.array("2020-01-01", dtype="M8[D]"),
+    np.zeros(2, dtype=[("when", "M8[s]"), ("x", "i4")]),
+    np.zeros(2, dtype=[("a:b", "i4")]),
+], ids=["datetime64", "timedelta64-be", "0-d", "structured", "colon-field-name"])
+def test_arrays_without_a_buffer_format(a):
+    assert_exact(a, roundtrip(a))
 
 
 @SETTINGS
@@ -435,8 +465,6 @@ def test_numpy_scalar_edge_cases():
         assert_exact(x, roundtrip(x))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ndarray subclasses are encoded as plain arrays; "
-                                       "a masked array silently loses its mask")
 def test_ndarray_subclasses_are_not_silently_downgraded():
     masked = np.ma.masked_array([1, 2, 3], mask=[False, True, False])
     try:
@@ -550,7 +578,7 @@ def test_pickle_ext_is_refused_without_being_run():
 
 
 def test_unknown_extension_code_is_refused():
-    for code in (0, 18, 99, 127, -1):
+    for code in (0, 18, 99, 127, -2, -128):  # -1 is msgpack's own timestamp type
         with pytest.raises(ValueError, match="unknown extension"):
             from_wire_bytes(msgspec.msgpack.encode(Ext(code, b"")))
 
@@ -566,9 +594,10 @@ def _members(union: Any) -> tuple:
 
 
 def _tagged_structs() -> list[type]:
-    return [obj for obj in vars(m).values()
-            if isinstance(obj, type) and issubclass(obj, msgspec.Struct)
-            and obj.__struct_config__.tag is not None]
+    found = {obj for obj in vars(m).values()
+             if isinstance(obj, type) and issubclass(obj, msgspec.Struct)
+             and obj.__struct_config__.tag is not None}  # a set: HostData is an alias of Call
+    return sorted(found, key=lambda c: c.__struct_config__.tag)
 
 
 def test_every_tagged_message_belongs_to_exactly_one_direction():
@@ -654,8 +683,7 @@ def _direction_of(cls: type) -> Any:
 
 @pytest.mark.parametrize("cls", sorted(MESSAGE_STRATEGIES, key=lambda c: c.__struct_config__.tag),
                          ids=lambda c: c.__name__)
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=30, deadline=None, suppress_health_check=_HEALTH)
 @given(data=st.data())
 def test_every_message_round_trips_in_its_direction(cls, data):
     msg = data.draw(MESSAGE_STRATEGIES[cls])

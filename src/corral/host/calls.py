@@ -22,6 +22,7 @@ log = logging.getLogger("corral")
 EventCallback = Callable[[Any], None]
 
 _END = object()
+_RUNNING = "RUNNING"  # concurrent.futures' state name
 
 
 class CallRecord:
@@ -36,6 +37,7 @@ class CallRecord:
     def _init_record(self, call_id: int, method: str, on_event: EventCallback | None) -> None:
         self.id = call_id
         self.method = method
+        self._sent = False  # set by the connection once the Call is on the wire
         self.events = []
         self.metrics = {}
         self.run_time = None
@@ -91,10 +93,16 @@ class CallFuture(CallRecord, concurrent.futures.Future):
 
     def __init__(self, call_id: int, method: str, streams: bool,
                  on_event: EventCallback | None = None):
-        concurrent.futures.Future.__init__(self)
+        # Future.__init__, but with a plain Lock under the Condition (Future never re-enters
+        # it) and born RUNNING: an RLock and an extra state change per call are measurable.
+        self._condition = threading.Condition(threading.Lock())
+        self._state = _RUNNING
+        self._result = None
+        self._exception = None
+        self._waiters: list = []
+        self._done_callbacks: list = []
         self._init_record(call_id, method, on_event)
         self._chunks: list | None = [] if streams else None
-        self.set_running_or_notify_cancel()
 
     def _event(self, event: Any) -> None:
         self._record(event)
@@ -119,14 +127,16 @@ class BlockingCall(CallRecord):
     """The sink of ``Worker.call()``: lighter than a Future, because its caller usually
     reads the reply itself and nobody else ever waits on it."""
 
-    __slots__ = ("_lock", "_value", "_exc", "_finished", "_chunks")
-
     def __init__(self, call_id: int, method: str, streams: bool,
                  on_event: EventCallback | None = None):
         self._init_record(call_id, method, on_event)
         self._chunks: list | None = [] if streams else None
         self._finished = False
         self._exc: BaseException | None = None
+        self._lock: threading.Lock | None = None
+
+    def prepare_to_wait(self) -> None:
+        """Called before the call is sent when another thread will deliver the reply."""
         self._lock = threading.Lock()
         self._lock.acquire()
 
@@ -145,15 +155,19 @@ class BlockingCall(CallRecord):
         self.run_time = run_time
         self._value = self._chunks if self._chunks is not None else value
         self._finished = True
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     def _failed(self, exc: BaseException) -> None:
         self._exc = exc
         self._finished = True
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     def result(self) -> Any:
         if not self._finished:
+            if self._lock is None:
+                raise RuntimeError(f"call {self.id} ended without a reply")  # a corral bug
             self._lock.acquire()
         if self._exc is not None:
             raise self._exc

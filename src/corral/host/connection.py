@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from ..exceptions import ProtocolError
 from ..protocol import messages as m
-from ..protocol.framing import HEADER, FrameError, FrameReader
+from ..protocol.framing import HEADER, FrameError, FrameReader, TruncatedFrame
 from ..protocol.values import make_decoder, make_encoder
 
 log = logging.getLogger("corral")
@@ -59,6 +59,7 @@ class Connection:
         self._control_decoder = make_decoder(m.WorkerControl, allow_pickle)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
+        self._idle_waiters = 0
         self.completed = 0
         self._send_lock = threading.Lock()
         self._control_send_lock = threading.Lock()
@@ -73,11 +74,13 @@ class Connection:
         self._requests: dict[int, Future] = {}
         self._broken: BaseException | None = None
         self._failed_all = False
+        self._ended = threading.Event()  # set once every call has been failed
         self._threads: list[threading.Thread] = []
         # Whoever holds _read_lock reads the data socket: the reader thread, or a caller
         # blocked in call() while no one else reads. _wake tells the thread to read.
         self._read_lock = threading.Lock()
         self._reader: int | None = None  # the thread holding _read_lock
+        self._reading = False  # the reader thread is in its read loop
         self._wake = threading.Event()
 
     # -- handshake (before the reader threads run) -----------------------------------------
@@ -107,7 +110,8 @@ class Connection:
         """Register ``sink`` for ``call_id`` and send the encoded Call (now or when the
         window has room); the reader thread delivers its messages."""
         self._register(call_id, payload, sink)
-        self._wake.set()
+        if not self._reading:
+            self._wake.set()
 
     def call(self, call_id: int, payload: bytes, sink: Any) -> None:
         """Like ``submit``, for a caller that blocks until the call ends: this thread reads
@@ -117,14 +121,20 @@ class Connection:
             # for another reply could never end.
             raise RuntimeError("a blocking call cannot be made from an on_event callback; "
                                "use submit() there, or hand the work to another thread")
-        self._register(call_id, payload, sink)
         if not self._read_lock.acquire(blocking=False):
-            self._wake.set()  # the reader thread is reading; it delivers our reply
+            # Someone else reads: they deliver our reply, and we wait for it.
+            sink.prepare_to_wait()
+            self._register(call_id, payload, sink)
+            if not self._reading:
+                self._wake.set()
             return
         self._reader = threading.get_ident()
         try:
-            while not sink.done():
+            self._register(call_id, payload, sink)
+            while not sink._finished:
                 if not self._read_one():
+                    # The channel ended; another thread may still be failing the calls.
+                    self._ended.wait()
                     break
         finally:
             self._reader = None
@@ -147,6 +157,7 @@ class Connection:
                 return
             self._in_flight += 1
             self._in_flight_bytes += size
+            sink._sent = True
         self._send_call(payload)
 
     def encode(self, msg: Any) -> bytes:
@@ -175,23 +186,34 @@ class Connection:
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until no call is pending (True) or ``timeout`` passes (False)."""
         with self._lock:
-            return self._idle.wait_for(lambda: not self._pending, timeout)
+            self._idle_waiters += 1
+            try:
+                return self._idle.wait_for(lambda: not self._pending, timeout)
+            finally:
+                self._idle_waiters -= 1
 
     # -- reader threads ---------------------------------------------------------------------
 
     def _read_data(self) -> None:
         """The reader thread: reads while calls are pending and no caller reads itself."""
         wake, read_lock = self._wake, self._read_lock
+        ident = threading.get_ident()
         while not self._failed_all:
-            wake.wait()
-            wake.clear()
+            if not self._pending:
+                wake.wait()
+                wake.clear()
+                continue
             with read_lock:
-                self._reader = threading.get_ident()
+                self._reader = ident
+                self._reading = True  # submit() need not wake us while this holds
                 try:
                     while self._pending and not self._failed_all:
                         if not self._read_one():
                             return
                 finally:
+                    # Cleared before the loop re-checks _pending: a submit() that saw
+                    # _reading still True registered before that check, so it is seen.
+                    self._reading = False
                     self._reader = None
 
     def _read_one(self) -> bool:
@@ -200,7 +222,9 @@ class Connection:
         try:
             try:
                 frame = self._data_reader.read()
-            except OSError:  # e.g. ECONNRESET: the worker died with our data unread
+            except (OSError, TruncatedFrame):
+                # ECONNRESET (it died with our data unread) or a frame cut off by the end of
+                # stream (it died while writing): the worker is gone; on_broken says how.
                 frame = None
             if frame is None:
                 self._fail_all(None)
@@ -212,6 +236,9 @@ class Connection:
                     raise ProtocolError(f"worker sent {type(msg).__name__} for call "
                                         f"{msg.id}, which was never made")
                 return True  # a late message of a call that already ended
+            if not sink._sent:
+                raise ProtocolError(f"worker sent {type(msg).__name__} for call {msg.id}, "
+                                    "which was not sent to it yet")
             kind = type(msg)
             if kind is m.Done:
                 self._finish(msg.id)
@@ -233,7 +260,7 @@ class Connection:
         with self._lock:
             self._pending.pop(call_id, None)
             self.completed += 1
-            if not self._pending:
+            if self._idle_waiters and not self._pending:
                 self._idle.notify_all()
             self._in_flight -= 1
             self._in_flight_bytes -= self._sizes.pop(call_id, 0)
@@ -242,6 +269,9 @@ class Connection:
                 cid, payload = waiting.popleft()
                 self._in_flight += 1
                 self._in_flight_bytes += len(payload) + 4
+                sink = self._pending.get(cid)
+                if sink is not None:
+                    sink._sent = True
                 to_send.append(payload)
         for payload in to_send:
             self._send_call(payload)
@@ -251,7 +281,7 @@ class Connection:
             while True:
                 try:
                     frame = self._control_reader.read()
-                except OSError:
+                except (OSError, TruncatedFrame):
                     frame = None
                 if frame is None:
                     # The worker is gone. Let whoever reads the data socket deliver what
@@ -267,10 +297,15 @@ class Connection:
                 if type(msg) is m.WorkerLog:
                     self._on_worker_log(msg.stream, msg.text)
                 elif type(msg) in (m.Pong, m.Ready, m.SetupFailed):
-                    fut = self._requests.pop(msg.seq, None)
+                    fut, expected = self._requests.get(msg.seq, (None, ()))
                     if fut is None:
                         raise ProtocolError(f"worker answered control request {msg.seq}, "
                                             "which was never made")
+                    if type(msg) not in expected:
+                        raise ProtocolError(
+                            f"worker answered control request {msg.seq} with "
+                            f"{type(msg).__name__}, expected {' or '.join(t.__name__ for t in expected)}")
+                    del self._requests[msg.seq]  # (kept until now so that _fail_all fails it)
                     fut.set_result(msg)
                 else:
                     raise ProtocolError(f"unexpected {type(msg).__name__} on the control channel")
@@ -280,15 +315,16 @@ class Connection:
 
     # -- control requests -------------------------------------------------------------------
 
-    def request(self, make: Callable[[int], Any]) -> Future:
-        """Send a control request built by ``make(seq)``; the future gets its reply."""
+    def request(self, make: Callable[[int], Any], expected: tuple[type, ...]) -> Future:
+        """Send a control request built by ``make(seq)``; the future gets its reply, which
+        must be one of the ``expected`` message types (anything else is a ProtocolError)."""
         fut: Future = Future()
         with self._lock:
             if self._broken is not None:
                 fut.set_exception(self._broken)
                 return fut
             seq = next(self._seqs)
-            self._requests[seq] = fut
+            self._requests[seq] = (fut, expected)
         try:
             self.send_control(make(seq))
         except OSError as exc:
@@ -322,9 +358,10 @@ class Connection:
         self._wake.set()  # let the reader thread see the end and exit
         for sink in sinks:
             sink._failed(self._broken)
-        for fut in requests:
+        for fut, _ in requests:
             if not fut.done():
                 fut.set_exception(self._broken)
+        self._ended.set()
 
     def close(self, error: BaseException) -> None:
         """Fail what is left with ``error`` (the worker was stopped) and close the sockets."""

@@ -443,7 +443,7 @@ class Worker(CallOptions):
         if state != "ready" or conn is None:
             return Health(state, pid, 0, self.slots, self._detail)
         try:
-            pong = conn.request(lambda seq: m.Ping(seq)).result(timeout)
+            pong = conn.request(lambda seq: m.Ping(seq), (m.Pong,)).result(timeout)
         except Exception as exc:  # noqa: BLE001 - any failure to answer is the answer
             if self._state != "ready":
                 return Health(self._state, pid, 0, self.slots, self._detail)
@@ -472,23 +472,31 @@ class Worker(CallOptions):
         """Rebuild the target in the same process with a new ``config``: new calls wait,
         calls in flight finish, ``teardown()`` runs if defined, then the target is built
         again and ``setup(**config)`` runs. A failing setup raises SetupError and leaves
-        the worker failed (stop it and start a new one)."""
+        the worker failed (stop it and start a new one). ``stop()`` may interrupt a reload
+        whose setup hangs."""
         new_config = self.config if config is None else dict(config)
-        with self._lifecycle, self._gate:
-            if self._state != "ready" or self._conn is None:
-                raise InvalidState(f"reload() on a worker that is {self._state}")
-            self._state = "reloading"
-            self._conn.wait_idle(None)
-            reply = self._conn.request(lambda seq: m.Reload(seq, new_config)).result()
-            if isinstance(reply, m.SetupFailed):
+        with self._gate:
+            with self._lifecycle:
+                if self._state != "ready" or self._conn is None:
+                    raise InvalidState(f"reload() on a worker that is {self._state}")
+                self._state = "reloading"
+                conn = self._conn
+            # Not under _lifecycle: stop() must be able to end a setup that never returns.
+            conn.wait_idle(None)
+            reply = conn.request(lambda seq: m.Reload(seq, new_config),
+                                 (m.Ready, m.SetupFailed)).result()
+            with self._lifecycle:
+                if self._state != "reloading":
+                    raise InvalidState(f"the worker was {self._state} during reload()")
+                if isinstance(reply, m.SetupFailed):
+                    self.setup_logs = reply.setup_logs
+                    err = _setup_error(self.target_name, reply)
+                    self._fail(err)
+                    raise err
+                self.config = new_config
+                self.methods = reply.methods
                 self.setup_logs = reply.setup_logs
-                err = _setup_error(self.target_name, reply)
-                self._fail(err)
-                raise err
-            self.config = new_config
-            self.methods = reply.methods
-            self.setup_logs = reply.setup_logs
-            self._state = "ready"
+                self._state = "ready"
 
     def get_state(self) -> Any:
         """The target's state: calls its ``get_state()`` method."""

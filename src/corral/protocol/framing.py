@@ -26,6 +26,10 @@ class FrameError(Exception):
     """A frame that breaks the framing rules: oversize, or cut off by end of stream."""
 
 
+class TruncatedFrame(FrameError):
+    """The stream ended inside a frame: the peer died (or hung up) while writing."""
+
+
 class FrameReader:
     """Reads frames from one socket; not thread-safe (one reader thread per socket).
 
@@ -65,7 +69,7 @@ class FrameReader:
             if got == 0:
                 if self._end == self._start:
                     return None
-                raise FrameError(
+                raise TruncatedFrame(
                     f"stream ended inside a frame ({self._end - self._start} bytes of it received)"
                 )
             self._end += got
@@ -84,7 +88,7 @@ class FrameReader:
         while have < size:
             got = self._sock.recv_into(fview[have:])
             if got == 0:
-                raise FrameError(f"stream ended inside a frame ({have} of {size} bytes received)")
+                raise TruncatedFrame(f"stream ended inside a frame ({have} of {size} bytes received)")
             have += got
         return fview
 

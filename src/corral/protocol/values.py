@@ -100,7 +100,10 @@ def _walk(v: Any, allow_pickle: bool) -> Any:
     if t in _SCALARS:
         return v
     if t is int:
-        return v if _INT_MIN <= v <= _INT_MAX else Ext(BIGINT, str(v).encode())
+        if _INT_MIN <= v <= _INT_MAX:
+            return v
+        # Two's complement bytes: no 4300-digit limit, unlike decimal text.
+        return Ext(BIGINT, v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True))
     if t is list:
         return _walk_list(v, allow_pickle)
     if t is dict:
@@ -280,19 +283,28 @@ def _pickle_dumps(v: Any) -> bytes:
 def _enc_numpy(v: Any, allow_pickle: bool) -> Any:
     import numpy as np
 
-    if isinstance(v, np.ndarray):
+    if type(v) is np.ndarray:
         if v.dtype.hasobject:
             if allow_pickle:
                 return Ext(PICKLE, _pickle_dumps(v))
             raise _Unsupported(v, "arrays of Python objects cannot cross without pickle")
-        if v.flags.c_contiguous:
-            order, data = "C", v.data if v.size else b""
-        elif v.flags.f_contiguous:
-            order, data = "F", v.T.data
+        if v.flags.f_contiguous and not v.flags.c_contiguous:
+            order, flat = "F", v.T
         else:
-            order, data = "C", np.ascontiguousarray(v).data
+            order, flat = "C", v if v.flags.c_contiguous else np.ascontiguousarray(v)
         header = _packb(_walk([np.lib.format.dtype_to_descr(v.dtype), list(v.shape), order], False))
-        return Ext(NDARRAY, _HEADER_LEN.pack(len(header)) + header + bytes(data))
+        # One copy of the data, straight into the payload; viewing it as bytes works for
+        # every dtype (datetime64 and structured ones refuse the buffer protocol).
+        payload = bytearray(4 + len(header) + v.nbytes)
+        _HEADER_LEN.pack_into(payload, 0, len(header))
+        payload[4 : 4 + len(header)] = header
+        if v.nbytes:
+            dest = np.frombuffer(payload, dtype=np.uint8, offset=4 + len(header))
+            dest[:] = flat.reshape(-1).view(np.uint8)
+        return Ext(NDARRAY, payload)
+    if isinstance(v, np.ndarray):
+        raise _Unsupported(v, "numpy array subclasses would lose what makes them special "
+                              "(a mask, a matrix type): send a plain ndarray and the parts")
     if isinstance(v, np.generic):
         if v.dtype.hasobject:
             raise _Unsupported(v, "numpy object scalars cannot cross without pickle")
@@ -359,7 +371,7 @@ def make_ext_hook(allow_pickle: bool) -> Callable[[int, memoryview], Any]:
         if code == FROZENSET:
             return frozenset(decode(data))
         if code == BIGINT:
-            return int(bytes(data))
+            return int.from_bytes(data, "little", signed=True)
         if code == COMPLEX:
             real, imag = decode(data)
             return complex(real, imag)
@@ -405,8 +417,17 @@ def make_ext_hook(allow_pickle: bool) -> Callable[[int, memoryview], Any]:
             return pickle.loads(data)
         raise ValueError(f"unknown extension type {code}")
 
-    decode = msgspec.msgpack.Decoder(ext_hook=ext_hook).decode
-    return ext_hook
+    def checked_ext_hook(code: int, data: memoryview) -> Any:
+        try:
+            return ext_hook(code, data)
+        except ValueError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one error type for any malformed payload
+            raise ValueError(f"malformed extension payload (type {code}): "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+    decode = msgspec.msgpack.Decoder(ext_hook=checked_ext_hook).decode
+    return checked_ext_hook
 
 
 def make_decoder(kind: Any, allow_pickle: bool = False) -> msgspec.msgpack.Decoder:

@@ -234,6 +234,11 @@ class Runner:
             self._send(m.Failed(call.id, info))
         except OSError:
             pass  # the host is gone
+        except Exception:  # noqa: BLE001 - e.g. a message msgpack cannot hold (lone surrogate)
+            try:
+                self._send(m.Failed(call.id, _printable(info)))
+            except OSError:
+                pass
 
     @staticmethod
     def _reraise_as_arguments_error(exc: TypeError, call: m.Call, method: Method) -> None:
@@ -250,3 +255,14 @@ class Runner:
             raise err from None
         except ValueError:
             return
+
+
+def _printable(info: m.ErrorInfo) -> m.ErrorInfo:
+    """``info`` with every string made encodable (lone surrogates escaped)."""
+
+    def fix(text: str) -> str:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    return m.ErrorInfo(fix(info.type), fix(info.message), fix(info.traceback),
+                       _printable(info.cause) if info.cause else None,
+                       _printable(info.context) if info.context else None, info.kind)
