@@ -226,7 +226,7 @@ def test_deeply_nested_extensions_fail_cleanly():
     for _ in range(50_000):
         v = Ext(V.TUPLE, _enc(v))  # each level is a separate decode inside the ext hook
     _, error = decode_all(frame(_enc(m.Done(1, v, 0.0))))
-    assert isinstance(error, RecursionError)
+    assert isinstance(error, (RecursionError, ValueError))  # either way: no crash, no hang
 
 
 @pytest.mark.parametrize("code, payload", [
