@@ -38,6 +38,7 @@ class CallRecord:
         self.id = call_id
         self.method = method
         self._sent = False  # set by the connection once the Call is on the wire
+        self._size = 0  # bytes of its frame, counted in the connection's window
         self.events = []
         self.metrics = {}
         self.run_time = None

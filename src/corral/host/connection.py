@@ -64,7 +64,6 @@ class Connection:
         self._send_lock = threading.Lock()
         self._control_send_lock = threading.Lock()
         self._pending: dict[int, Any] = {}
-        self._sizes: dict[int, int] = {}
         self._waiting: deque[tuple[int, bytes]] = deque()
         self._in_flight = 0
         self._in_flight_bytes = 0
@@ -149,7 +148,7 @@ class Connection:
                 sink._failed(self._broken)
                 return
             self._pending[call_id] = sink
-            self._sizes[call_id] = size
+            sink._size = size
             if call_id > self._last_id:
                 self._last_id = call_id
             if self._waiting or not self._fits(size):
@@ -167,6 +166,15 @@ class Connection:
         if self._in_flight == 0:
             return True
         return self._in_flight < self._window and self._in_flight_bytes + size <= WINDOW_BYTES
+
+    def _send_frames(self, payloads: list[bytes]) -> None:
+        """Send several queued calls with one system call."""
+        data = b"".join(b for p in payloads for b in (HEADER.pack(len(p)), p))
+        try:
+            with self._send_lock:
+                self._data.sendall(data)
+        except OSError:
+            pass
 
     def _send_call(self, payload: bytes) -> None:
         try:
@@ -258,12 +266,13 @@ class Connection:
     def _finish(self, call_id: int) -> None:
         to_send = []
         with self._lock:
-            self._pending.pop(call_id, None)
+            sink = self._pending.pop(call_id, None)
             self.completed += 1
             if self._idle_waiters and not self._pending:
                 self._idle.notify_all()
             self._in_flight -= 1
-            self._in_flight_bytes -= self._sizes.pop(call_id, 0)
+            if sink is not None:
+                self._in_flight_bytes -= sink._size
             waiting = self._waiting
             while waiting and self._fits(len(waiting[0][1]) + 4):
                 cid, payload = waiting.popleft()
@@ -273,8 +282,8 @@ class Connection:
                 if sink is not None:
                     sink._sent = True
                 to_send.append(payload)
-        for payload in to_send:
-            self._send_call(payload)
+        if to_send:
+            self._send_frames(to_send)
 
     def _read_control(self) -> None:
         try:

@@ -155,7 +155,7 @@ class Worker(CallOptions):
 
     def __init__(self, target: Any, *, config: dict[str, Any] | None = None, slots: int = 1,
                  python: str | None = None, env: dict[str, str] | None = None,
-                 cwd: str | None = None, allow_pickle: bool = False, prefetch: int = 16,
+                 cwd: str | None = None, allow_pickle: bool = False, prefetch: int = 128,
                  max_frame: int = DEFAULT_MAX_FRAME, start_timeout: float | None = None):
         if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
             raise ValueError(f"slots must be an int >= 1, not {slots!r}")
@@ -412,12 +412,15 @@ class Worker(CallOptions):
                 if not isinstance(method, str):
                     raise TypeError(f"method name must be a str, not {type(method).__name__}")
                 raise MethodNotFound(method, sorted(self.methods))
-            wire_args, wire_kwargs = args_to_wire(args, kwargs, self.allow_pickle)
+            if args or kwargs:
+                args, kwargs = args_to_wire(args, kwargs, self.allow_pickle)
+            else:
+                args = []
             context = opts.context
             if context is not None:
                 context = to_wire(context, allow_pickle=self.allow_pickle, where="context")
-            call_id = conn.next_id()
-            payload = conn.encode(m.Call(call_id, method, wire_args, wire_kwargs, context))
+            call_id = next(conn._ids)
+            payload = conn._encode(m.Call(call_id, method, args, kwargs, context))
             sink = make(call_id, method, info.kind in ("generator", "asyncgen"), opts)
             if not blocking:
                 conn.submit(call_id, payload, sink)
