@@ -146,3 +146,36 @@ def test_calls_before_start_and_after_stop_are_invalid():
     w.stop()
     with pytest.raises(corral.InvalidState, match="stopped"):
         w.call("add", 1)
+
+
+def test_map_pipelines_calls_and_keeps_order(basic):
+    assert list(basic.map("add", range(100), range(100))) == [2 * i for i in range(100)]
+    assert list(basic.map("predict", [1, 2, 3])) == [2, 4, 6]
+    assert list(basic.starmap("add", [(1, 2), (3, 4)])) == [3, 7]
+    assert list(basic.map("count", [2, 3])) == [[0, 1], [0, 1, 2]]
+
+
+def test_map_raises_the_failed_item_in_its_turn(basic):
+    results = basic.starmap("add", [(1,), ("a",), (2,)])
+    assert next(results) == 2
+    with pytest.raises(TypeError):
+        next(results)
+
+
+def test_map_with_more_items_than_the_window():
+    with corral.Worker(fixture_ref("basic:Basic"), prefetch=2) as w:
+        assert list(w.map("predict", range(500))) == [2 * i for i in range(500)]
+        assert w.stats().calls_served == 500
+
+
+def test_map_alongside_other_threads(basic):
+    out = {}
+
+    def other():
+        out["calls"] = [basic.call("add", i) for i in range(200)]
+
+    t = threading.Thread(target=other)
+    t.start()
+    assert list(basic.map("predict", range(300))) == [2 * i for i in range(300)]
+    t.join(30)
+    assert out["calls"] == [i + 1 for i in range(200)]

@@ -141,6 +141,49 @@ class Connection:
             if self._pending:
                 self._wake.set()
 
+    def submit_batch(self, calls: list[tuple[int, bytes, Any]]) -> None:
+        """Register several calls and send those the window admits with one system call.
+        Nothing wakes the reader thread: the caller reads replies itself (``read_until``)."""
+        to_send = []
+        with self._lock:
+            if self._broken is not None:
+                for _, _, sink in calls:
+                    sink._failed(self._broken)
+                return
+            for call_id, payload, sink in calls:
+                size = len(payload) + 4
+                self._pending[call_id] = sink
+                sink._size = size
+                if call_id > self._last_id:
+                    self._last_id = call_id
+                if self._waiting or not self._fits(size):
+                    self._waiting.append((call_id, payload))
+                    continue
+                self._in_flight += 1
+                self._in_flight_bytes += size
+                sink._sent = True
+                to_send.append(payload)
+        if to_send:
+            self._send_frames(to_send)
+
+    def read_until(self, sink: Any) -> None:
+        """Block until ``sink`` (prepared to wait) is finished, reading replies on this
+        thread when no one else is reading."""
+        if self._reader == threading.get_ident():
+            raise RuntimeError("a blocking call cannot be made from an on_event callback")
+        if not sink._finished and self._read_lock.acquire(blocking=False):
+            self._reader = threading.get_ident()
+            try:
+                while not sink._finished:
+                    if not self._read_one():
+                        self._ended.wait()
+                        break
+            finally:
+                self._reader = None
+                self._read_lock.release()
+        if not sink._finished and not self._reading:
+            self._wake.set()  # someone else held the lock; make sure a reader runs
+
     def _register(self, call_id: int, payload: bytes, sink: Any) -> None:
         size = len(payload) + 4
         with self._lock:
@@ -193,6 +236,7 @@ class Connection:
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Wait until no call is pending (True) or ``timeout`` passes (False)."""
+        self._wake.set()  # replies nobody is reading (an abandoned map()) must be read
         with self._lock:
             self._idle_waiters += 1
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+from collections import deque
 import inspect
 import socket
 import sys
@@ -90,6 +91,16 @@ class CallOptions:
 
     def watch(self, method: str, /, *args: Any, **kwargs: Any) -> CallStream:
         return self._worker._submit(method, args, kwargs, self, _watch)
+
+    def map(self, method: str, /, *iterables: Any) -> Any:
+        """Call ``method`` once per item, like ``Executor.map``: ``map("predict", xs)``
+        calls ``predict(x)`` for each ``x``; several iterables zip into positional
+        arguments. Returns an iterator of the results, in order."""
+        return self._worker._map(method, zip(*iterables), self)
+
+    def starmap(self, method: str, /, iterable: Any) -> Any:
+        """Like ``map``, with each item a tuple of positional arguments."""
+        return self._worker._map(method, iter(iterable), self)
 
     async def acall(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         return await self.asubmit(method, *args, **kwargs)
@@ -427,6 +438,53 @@ class Worker(CallOptions):
                 return sink
         conn.call(call_id, payload, sink)  # outside the gate: it blocks until the call ends
         return sink
+
+    def _map(self, method: str, items: Any, opts: CallOptions) -> Any:
+        """Pipelined calls read on the calling thread: while the worker runs one call, the
+        next ones are already in its socket, and the calls of a batch leave in one system
+        call. A failed call raises from the iterator when its turn comes."""
+        window = self.slots + self.prefetch
+        pending: deque = deque()
+        try:
+            yield from self._map_loop(method, items, opts, window, pending)
+        finally:
+            if pending and self._conn is not None:
+                self._conn._wake.set()  # abandoned early: let the reader collect the rest
+
+    def _map_loop(self, method: str, items: Any, opts: CallOptions, window: int,
+                  pending: deque) -> Any:
+        exhausted = False
+        while True:
+            batch = []
+            with self._gate:
+                conn = self._conn
+                if conn is None or self._state not in ("ready", "reloading"):
+                    raise InvalidState(self._not_callable()) from self._failure
+                info = self.methods.get(method)
+                if info is None:
+                    raise MethodNotFound(str(method), sorted(self.methods))
+                streams = info.kind in ("generator", "asyncgen")
+                while not exhausted and len(pending) + len(batch) < window:
+                    try:
+                        args = next(items)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    wire_args = args_to_wire(tuple(args), {}, self.allow_pickle)[0] if args else []
+                    call_id = next(conn._ids)
+                    sink = BlockingCall(call_id, method, streams, opts.on_event)
+                    sink.prepare_to_wait()
+                    batch.append((call_id, conn._encode(
+                        m.Call(call_id, method, wire_args, {}, opts.context)), sink))
+            if batch:
+                conn.submit_batch(batch)
+                pending.extend(sink for _, _, sink in batch)
+            if not pending:
+                return
+            head = pending[0]
+            conn.read_until(head)
+            pending.popleft()
+            yield head.result()
 
     def _not_callable(self) -> str:
         if self._state == "new":
