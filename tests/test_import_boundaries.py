@@ -31,7 +31,7 @@ def test_host_names_load_lazily():
 def test_all_lists_exactly_the_public_names():
     public = {n for n in dir(corral) if not n.startswith("_")} - {
         "exceptions", "protocol", "worker", "host"}
-    public |= set(corral._HOST_NAMES)
+    public |= set(corral._LAZY_NAMES)
     assert set(corral.__all__) - {"__version__"} == public
     for name in corral.__all__:
         assert getattr(corral, name) is not None

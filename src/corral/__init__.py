@@ -2,7 +2,7 @@
 
 The names a target's own code needs (``current``, the exceptions) import eagerly and
 cheaply, because this package is also imported inside every worker. Host names (``Worker``)
-load on first use.
+and shared-memory allocation (``empty``, ``zeros``) load on first use.
 """
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
@@ -27,7 +27,9 @@ if _TYPE_CHECKING:
     from .host.calls import AsyncCallFuture, AsyncCallStream, CallFuture, CallStream
     from .host.worker import CallOptions, Health, Stats, Worker
 
-_HOST_NAMES = {
+_LAZY_NAMES = {
+    "empty": "corral.protocol.shm",
+    "zeros": "corral.protocol.shm",
     "Worker": "corral.host.worker",
     "CallOptions": "corral.host.worker",
     "Health": "corral.host.worker",
@@ -58,12 +60,12 @@ __all__ = [
     "SetupError",
     "WorkerCrashed",
     "ProtocolError",
-    *_HOST_NAMES,
+    *_LAZY_NAMES,
 ]
 
 
 def __getattr__(name: str) -> object:
-    module = _HOST_NAMES.get(name)
+    module = _LAZY_NAMES.get(name)
     if module is None:
         raise AttributeError(f"module 'corral' has no attribute {name!r}")
     import importlib

@@ -254,13 +254,15 @@ def run_connection(data: bytes, channel: str) -> object:
 
     control, worker_control = socket.socketpair()
     data_sock, worker_data = socket.socketpair()
+    fds, worker_fds = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     broken: list = []
 
     def on_broken(error):
         broken.append(error)
         return error if error is not None else WorkerCrashed("worker hung up")
 
-    conn = Connection(control, data_sock, window=4, allow_pickle=False, max_frame=MAX_FRAME,
+    conn = Connection(control, data_sock, fds, window=4, allow_pickle=False,
+                      oob_threshold=64 * 1024, max_frame=MAX_FRAME,
                       on_worker_log=lambda stream, text: None, on_broken=on_broken,
                       make_error=lambda sink, info: make_remote_error(info))
     try:
@@ -283,6 +285,7 @@ def run_connection(data: bytes, channel: str) -> object:
             assert not control_reader.is_alive()
         worker_data.close()  # the worker is gone
         worker_control.close()
+        worker_fds.close()
         try:
             outcome = fut.result(TIMEOUT)
         except FutureTimeout:
@@ -295,6 +298,7 @@ def run_connection(data: bytes, channel: str) -> object:
         conn.close(WorkerCrashed("stopped"))
         control.close()
         data_sock.close()
+        fds.close()
 
 
 @settings(max_examples=150, deadline=None,

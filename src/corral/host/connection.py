@@ -32,6 +32,7 @@ from typing import Any, Callable
 from ..exceptions import ProtocolError
 from ..protocol import messages as m
 from ..protocol.framing import HEADER, FrameError, FrameReader, TruncatedFrame
+from ..protocol.shm import Exporter, Importer
 from ..protocol.values import make_decoder, make_encoder
 
 log = logging.getLogger("corral")
@@ -42,7 +43,8 @@ WINDOW_BYTES = 128 * 1024
 
 
 class Connection:
-    def __init__(self, control: Any, data: Any, *, window: int, allow_pickle: bool,
+    def __init__(self, control: Any, data: Any, fds: Any, *, window: int, allow_pickle: bool,
+                 oob_threshold: int,
                  max_frame: int, on_worker_log: Callable[[str, str], None],
                  on_broken: Callable[[BaseException | None], BaseException],
                  make_error: Callable[[Any, m.ErrorInfo], BaseException]):
@@ -55,7 +57,11 @@ class Connection:
         self._encode = make_encoder().encode
         self._data_reader = FrameReader(data, max_frame)
         self._control_reader = FrameReader(control, max_frame)
-        self._data_decode = make_decoder(m.WorkerData, allow_pickle).decode
+        # Big values in calls go out through exporter; big values in replies come in
+        # through importer (protocol/shm.py).
+        self.exporter = Exporter(fds, oob_threshold)
+        self.importer = Importer(fds, 1 << 40)
+        self._data_decode = make_decoder(m.WorkerData, allow_pickle, self.importer).decode
         self._control_decoder = make_decoder(m.WorkerControl, allow_pickle)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -202,6 +208,15 @@ class Connection:
             sink._sent = True
         self._send_call(payload)
 
+    def flush_releases(self) -> None:
+        """Tell the worker which of its segments we no longer use (see protocol/shm.py)."""
+        ids = self.importer.take_releases()
+        if ids:
+            try:
+                self.send_control(m.Release(ids))
+            except OSError:
+                pass  # the worker is gone, and its segments with it
+
     def encode(self, msg: Any) -> bytes:
         return self._encode(msg)
 
@@ -292,6 +307,8 @@ class Connection:
                 raise ProtocolError(f"worker sent {type(msg).__name__} for call {msg.id}, "
                                     "which was not sent to it yet")
             kind = type(msg)
+            if self.importer.releases:
+                self.flush_releases()
             if kind is m.Done:
                 self._finish(msg.id)
                 sink._done(msg.value, msg.run_time)
@@ -349,6 +366,8 @@ class Connection:
                 msg = self._control_decoder.decode(frame)
                 if type(msg) is m.WorkerLog:
                     self._on_worker_log(msg.stream, msg.text)
+                elif type(msg) is m.Release:
+                    self.exporter.released(msg.ids)
                 elif type(msg) in (m.Pong, m.Ready, m.SetupFailed):
                     fut, expected = self._requests.get(msg.seq, (None, ()))
                     if fut is None:
@@ -409,6 +428,8 @@ class Connection:
             requests = list(self._requests.values())
             self._requests.clear()
         self._wake.set()  # let the reader thread see the end and exit
+        self.exporter.close()  # the worker holds none of our segments any more
+        self.importer.close()
         for sink in sinks:
             sink._failed(self._broken)
         for fut, _ in requests:

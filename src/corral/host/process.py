@@ -37,8 +37,11 @@ class WorkerProcess:
                  cwd: str | None = None):
         control_host, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         data_host, data_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Shared-memory segment descriptors cross here, one datagram each (protocol/shm.py).
+        fds_host, fds_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.control = control_host
         self.data = data_host
+        self.fds = fds_host
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         full_env = dict(os.environ)
         if env:
@@ -47,6 +50,7 @@ class WorkerProcess:
             python or sys.executable, "-m", "corral.worker",
             "--control-fd", str(control_child.fileno()),
             "--data-fd", str(data_child.fileno()),
+            "--fds-fd", str(fds_child.fileno()),
             "--parent-pid", str(os.getpid()),
             # Linux ties PR_SET_PDEATHSIG to the *thread* that started the child: only ask
             # for it from the main thread, or a worker started from a short-lived thread
@@ -60,7 +64,7 @@ class WorkerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                pass_fds=(control_child.fileno(), data_child.fileno()),
+                pass_fds=(control_child.fileno(), data_child.fileno(), fds_child.fileno()),
                 env=full_env,
                 cwd=cwd,
                 # Its own session: a Ctrl-C in the host's terminal reaches the host, which
@@ -68,12 +72,13 @@ class WorkerProcess:
                 start_new_session=True,
             )
         except BaseException:
-            for s in (control_host, control_child, data_host, data_child):
+            for s in (control_host, data_host, fds_host):
                 s.close()
             raise
         finally:
             control_child.close()
             data_child.close()
+            fds_child.close()
         self.pid = self.popen.pid
         self._stderr_thread = threading.Thread(
             target=self._read_stderr, name=f"corral-stderr-{self.pid}", daemon=True)
@@ -127,7 +132,7 @@ class WorkerProcess:
 
     def close(self) -> None:
         """Release the sockets and the stderr pipe; the process must have exited."""
-        for s in (self.control, self.data):
+        for s in (self.control, self.data, self.fds):
             try:
                 s.close()
             except OSError:

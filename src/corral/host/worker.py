@@ -27,6 +27,7 @@ from ..exceptions import (
 )
 from ..protocol import messages as m
 from ..protocol.framing import DEFAULT_MAX_FRAME
+from ..protocol.shm import DEFAULT_THRESHOLD
 from ..protocol.values import args_to_wire, to_wire
 from ..protocol.version import check_hello
 from .calls import AsyncCallFuture, BlockingCall, AsyncCallStream, CallFuture, CallStream, EventCallback
@@ -167,7 +168,8 @@ class Worker(CallOptions):
     def __init__(self, target: Any, *, config: dict[str, Any] | None = None, slots: int = 1,
                  python: str | None = None, env: dict[str, str] | None = None,
                  cwd: str | None = None, allow_pickle: bool = False, prefetch: int = 128,
-                 max_frame: int = DEFAULT_MAX_FRAME, start_timeout: float | None = None):
+                 max_frame: int = DEFAULT_MAX_FRAME, start_timeout: float | None = None,
+                 oob_threshold: int = DEFAULT_THRESHOLD):
         if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
             raise ValueError(f"slots must be an int >= 1, not {slots!r}")
         if not isinstance(prefetch, int) or prefetch < 0:
@@ -187,6 +189,9 @@ class Worker(CallOptions):
         self.prefetch = prefetch
         self.max_frame = max_frame
         self.start_timeout = start_timeout
+        if not isinstance(oob_threshold, int) or oob_threshold < 1:
+            raise ValueError(f"oob_threshold must be an int >= 1, not {oob_threshold!r}")
+        self.oob_threshold = oob_threshold
         self.methods: dict[str, m.MethodInfo] = {}
         self.setup_logs: list[str] = []
         self.target_name = target if isinstance(target, str) else _describe(target)
@@ -239,8 +244,9 @@ class Worker(CallOptions):
             raise WorkerStartupError(
                 f"cannot start a worker with {self.python or sys.executable!r}: {exc}") from exc
         conn = self._conn = Connection(
-            proc.control, proc.data, window=self.slots + self.prefetch,
-            allow_pickle=self.allow_pickle, max_frame=self.max_frame,
+            proc.control, proc.data, proc.fds, window=self.slots + self.prefetch,
+            allow_pickle=self.allow_pickle, oob_threshold=self.oob_threshold,
+            max_frame=self.max_frame,
             on_worker_log=proc.note_output, on_broken=self._on_broken,
             make_error=self._make_error)
         proc.control.settimeout(HELLO_TIMEOUT)
@@ -252,7 +258,8 @@ class Worker(CallOptions):
             raise WorkerStartupError(f"worker {proc.pid} ({self.python or sys.executable}): "
                                      f"{problem}")
         proc.control.settimeout(self.start_timeout)
-        conn.send_control(m.Init(spec, self.config, self.slots, self.allow_pickle))
+        conn.send_control(m.Init(spec, self.config, self.slots, self.allow_pickle,
+                                 self.oob_threshold))
         while True:
             msg = self._read_startup(conn, "Ready")
             if isinstance(msg, m.WorkerLog):
@@ -423,8 +430,10 @@ class Worker(CallOptions):
                 if not isinstance(method, str):
                     raise TypeError(f"method name must be a str, not {type(method).__name__}")
                 raise MethodNotFound(method, sorted(self.methods))
+            if conn.importer.releases:
+                conn.flush_releases()
             if args or kwargs:
-                args, kwargs = args_to_wire(args, kwargs, self.allow_pickle)
+                args, kwargs = args_to_wire(args, kwargs, self.allow_pickle, conn.exporter)
             else:
                 args = []
             context = opts.context
@@ -464,13 +473,16 @@ class Worker(CallOptions):
                 if info is None:
                     raise MethodNotFound(str(method), sorted(self.methods))
                 streams = info.kind in ("generator", "asyncgen")
+                if conn.importer.releases:
+                    conn.flush_releases()
                 while not exhausted and len(pending) + len(batch) < window:
                     try:
                         args = next(items)
                     except StopIteration:
                         exhausted = True
                         break
-                    wire_args = args_to_wire(tuple(args), {}, self.allow_pickle)[0] if args else []
+                    wire_args = args_to_wire(tuple(args), {}, self.allow_pickle,
+                                             conn.exporter)[0] if args else []
                     call_id = next(conn._ids)
                     sink = BlockingCall(call_id, method, streams, opts.on_event)
                     sink.prepare_to_wait()

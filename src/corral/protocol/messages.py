@@ -64,6 +64,7 @@ class Init(msgspec.Struct, tag=1, array_like=True):
     config: dict[str, Any]
     slots: int
     allow_pickle: bool = False
+    oob_threshold: int = 64 * 1024
 
 
 class Reload(msgspec.Struct, tag=2, array_like=True):
@@ -79,7 +80,14 @@ class Shutdown(msgspec.Struct, tag=4, array_like=True):
     grace: float
 
 
-HostControl = Union[Init, Reload, Ping, Shutdown]
+class Release(msgspec.Struct, tag=5, array_like=True):
+    """Both directions: the sender no longer uses these shared-memory segments it was lent
+    (see protocol/shm.py)."""
+
+    ids: list[int]
+
+
+HostControl = Union[Init, Reload, Ping, Shutdown, Release]
 
 
 # ---- control channel, worker -> host -------------------------------------------------
@@ -118,7 +126,7 @@ class WorkerLog(msgspec.Struct, tag=15, array_like=True):
     text: str
 
 
-WorkerControl = Union[Hello, Ready, SetupFailed, Pong, WorkerLog]
+WorkerControl = Union[Hello, Ready, SetupFailed, Pong, WorkerLog, Release]
 
 
 # ---- data channel, host -> worker ----------------------------------------------------

@@ -38,11 +38,23 @@ NDARRAY = 14
 NPSCALAR = 15
 PATH = 16
 PICKLE = 17
+SHM_ARRAY = 18  # an array in a shared-memory segment: [segment, offset, nbytes, descr, shape, order]
+SHM_BYTES = 19  # bytes in a shared-memory segment: [segment, offset, nbytes, bytearray?]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _SCALARS = frozenset({str, float, bool, type(None), bytes})
 #: Types that cross as they are, whatever their value: a caller may skip ``to_wire``.
-PLAIN_TYPES = _SCALARS
+PLAIN_TYPES = frozenset({str, float, bool, type(None)})
+
+
+class _Ctx:
+    """What a walk needs besides the value: may it pickle, and where do big buffers go."""
+
+    __slots__ = ("allow_pickle", "exporter")
+
+    def __init__(self, allow_pickle: bool, exporter: Any):
+        self.allow_pickle = allow_pickle
+        self.exporter = exporter
 _FAST_LIST_TYPES = _SCALARS | {int}
 
 _packb = msgspec.msgpack.Encoder().encode
@@ -57,13 +69,15 @@ class _Unsupported(Exception):
         self.path: list[str] = []
 
 
-def to_wire(value: Any, *, allow_pickle: bool = False, where: str = "value") -> Any:
+def to_wire(value: Any, *, allow_pickle: bool = False, where: str = "value",
+            exporter: Any = None) -> Any:
     """Return ``value`` with every non-plain part replaced by an Ext, ready for msgpack.
+    With an ``exporter`` (``shm.Exporter``), big arrays and bytes go to shared memory.
 
     Raises TypeError naming the unsupported type and its location (``where`` + path).
     """
     try:
-        return _walk(value, allow_pickle)
+        return _walk(value, _Ctx(allow_pickle, exporter))
     except _Unsupported as exc:
         location = where + "".join(reversed(exc.path))
         raise TypeError(
@@ -71,18 +85,20 @@ def to_wire(value: Any, *, allow_pickle: bool = False, where: str = "value") -> 
         ) from None
 
 
-def args_to_wire(args: tuple, kwargs: dict, allow_pickle: bool = False) -> tuple[list, dict]:
+def args_to_wire(args: tuple, kwargs: dict, allow_pickle: bool = False,
+                 exporter: Any = None) -> tuple[list, dict]:
     """``to_wire`` for a call's arguments, with locations such as ``args[0]``/``kwargs['x']``."""
     if not args and not kwargs:
         return [], {}
+    ctx = _Ctx(allow_pickle, exporter)
     try:
-        wire_args = [_walk(a, allow_pickle) for a in args] if args else []
+        wire_args = [_walk(a, ctx) for a in args] if args else []
     except _Unsupported:
         for i, a in enumerate(args):
             to_wire(a, allow_pickle=allow_pickle, where=f"args[{i}]")
         raise
     try:
-        wire_kwargs = {k: _walk(v, allow_pickle) for k, v in kwargs.items()} if kwargs else {}
+        wire_kwargs = {k: _walk(v, ctx) for k, v in kwargs.items()} if kwargs else {}
     except _Unsupported:
         for k, v in kwargs.items():
             to_wire(v, allow_pickle=allow_pickle, where=f"kwargs[{k!r}]")
@@ -95,9 +111,11 @@ def _type_name(value: Any) -> str:
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
-def _walk(v: Any, allow_pickle: bool) -> Any:
+def _walk(v: Any, ctx: _Ctx) -> Any:
     t = type(v)
     if t in _SCALARS:
+        if t is bytes and ctx.exporter is not None and len(v) >= ctx.exporter.threshold:
+            return _oob_bytes(v, ctx.exporter, False)
         return v
     if t is int:
         if _INT_MIN <= v <= _INT_MAX:
@@ -105,23 +123,29 @@ def _walk(v: Any, allow_pickle: bool) -> Any:
         # Two's complement bytes: no 4300-digit limit, unlike decimal text.
         return Ext(BIGINT, v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True))
     if t is list:
-        return _walk_list(v, allow_pickle)
+        return _walk_list(v, ctx)
     if t is dict:
-        return _walk_dict(v, allow_pickle)
+        return _walk_dict(v, ctx)
     encode = _ENCODERS.get(t)
     if encode is not None:
-        return encode(v, allow_pickle)
-    return _walk_other(v, allow_pickle)
+        return encode(v, ctx)
+    return _walk_other(v, ctx)
 
 
-def _walk_list(v: list, allow_pickle: bool) -> list:
+def _oob_bytes(v: Any, exporter: Any, is_bytearray: bool) -> Any:
+    seg, offset, n = exporter.export_bytes(v)
+    return Ext(SHM_BYTES, _packb([seg, offset, n, is_bytearray]))
+
+
+def _walk_list(v: list, ctx: _Ctx) -> list:
     types = set(map(type, v))
-    if types <= _FAST_LIST_TYPES and (int not in types or _ints_fit(v, types)):
+    if types <= _FAST_LIST_TYPES and (int not in types or _ints_fit(v, types)) \
+            and (bytes not in types or ctx.exporter is None):
         return v
     out = []
     for i, x in enumerate(v):
         try:
-            out.append(_walk(x, allow_pickle))
+            out.append(_walk(x, ctx))
         except _Unsupported as exc:
             exc.path.append(f"[{i}]")
             raise
@@ -133,23 +157,23 @@ def _ints_fit(v: list, types: set) -> bool:
     return not ints or (_INT_MIN <= min(ints) and max(ints) <= _INT_MAX)
 
 
-def _walk_items(items: Any, allow_pickle: bool) -> list:
+def _walk_items(items: Any, ctx: _Ctx) -> list:
     out = []
     for i, x in enumerate(items):
         try:
-            out.append(_walk(x, allow_pickle))
+            out.append(_walk(x, ctx))
         except _Unsupported as exc:
             exc.path.append(f"[{i}]")
             raise
     return out
 
 
-def _walk_dict(v: dict, allow_pickle: bool) -> Any:
+def _walk_dict(v: dict, ctx: _Ctx) -> Any:
     if all(type(k) is str for k in v):
         out = {}
         for k, x in v.items():
             try:
-                out[k] = _walk(x, allow_pickle)
+                out[k] = _walk(x, ctx)
             except _Unsupported as exc:
                 exc.path.append(f"[{k!r}]")
                 raise
@@ -157,30 +181,32 @@ def _walk_dict(v: dict, allow_pickle: bool) -> Any:
     pairs = []
     for k, x in v.items():
         try:
-            pairs.append([_walk(k, allow_pickle), _walk(x, allow_pickle)])
+            pairs.append([_walk(k, ctx), _walk(x, ctx)])
         except _Unsupported as exc:
             exc.path.append(f"[{k!r}]")
             raise
     return Ext(DICT, _packb(pairs))
 
 
-def _enc_tuple(v, ap):
-    return Ext(TUPLE, _packb(_walk_items(v, ap)))
+def _enc_tuple(v, ctx):
+    return Ext(TUPLE, _packb(_walk_items(v, ctx)))
 
 
-def _enc_set(v, ap):
-    return Ext(SET, _packb(_walk_items(v, ap)))
+def _enc_set(v, ctx):
+    return Ext(SET, _packb(_walk_items(v, ctx)))
 
 
-def _enc_frozenset(v, ap):
-    return Ext(FROZENSET, _packb(_walk_items(v, ap)))
+def _enc_frozenset(v, ctx):
+    return Ext(FROZENSET, _packb(_walk_items(v, ctx)))
 
 
-def _enc_complex(v, ap):
+def _enc_complex(v, ctx):
     return Ext(COMPLEX, _packb([v.real, v.imag]))
 
 
-def _enc_bytearray(v, ap):
+def _enc_bytearray(v, ctx):
+    if ctx.exporter is not None and len(v) >= ctx.exporter.threshold:
+        return _oob_bytes(v, ctx.exporter, True)
     return Ext(BYTEARRAY, bytes(v))
 
 
@@ -190,32 +216,32 @@ def _tz_key(tz: Any) -> Any:
     return key if isinstance(key, str) else None
 
 
-def _enc_datetime(v, ap):
+def _enc_datetime(v, ctx):
     return Ext(DATETIME, _packb([v.isoformat(), _tz_key(v.tzinfo), v.fold]))
 
 
-def _enc_date(v, ap):
+def _enc_date(v, ctx):
     return Ext(DATE, v.isoformat().encode())
 
 
-def _enc_time(v, ap):
+def _enc_time(v, ctx):
     return Ext(TIME, _packb([v.isoformat(), _tz_key(v.tzinfo), v.fold]))
 
 
-def _enc_timedelta(v, ap):
+def _enc_timedelta(v, ctx):
     return Ext(TIMEDELTA, _packb([v.days, v.seconds, v.microseconds]))
 
 
-def _enc_decimal(v, ap):  # decimal, uuid and pathlib are imported on first use: cold start
+def _enc_decimal(v, ctx):  # decimal, uuid and pathlib are imported on first use: cold start
 
     return Ext(DECIMAL, str(v).encode())
 
 
-def _enc_uuid(v, ap):
+def _enc_uuid(v, ctx):
     return Ext(UUID, v.bytes)
 
 
-def _enc_path(v, ap):
+def _enc_path(v, ctx):
     return Ext(PATH, _packb([type(v).__name__, str(v)]))
 
 
@@ -248,16 +274,16 @@ def _register_lazy_encoders() -> None:
     })
 
 
-def _walk_other(v: Any, allow_pickle: bool) -> Any:
+def _walk_other(v: Any, ctx: _Ctx) -> Any:
     module = type(v).__module__
     if module == "numpy" or module.startswith("numpy."):
-        return _enc_numpy(v, allow_pickle)
+        return _enc_numpy(v, ctx)
     if module in _LAZY_MODULES and type(v) not in _ENCODERS:
         _register_lazy_encoders()
         encode = _ENCODERS.get(type(v))
         if encode is not None:
-            return encode(v, allow_pickle)
-    if allow_pickle:
+            return encode(v, ctx)
+    if ctx.allow_pickle:
         try:
             return Ext(PICKLE, _pickle_dumps(v))
         except Exception as exc:  # noqa: BLE001 - any pickling failure means "unsupported"
@@ -280,19 +306,25 @@ def _pickle_dumps(v: Any) -> bytes:
 # ---- numpy (imported only when a numpy value shows up) -------------------------------
 
 
-def _enc_numpy(v: Any, allow_pickle: bool) -> Any:
+def _enc_numpy(v: Any, ctx: _Ctx) -> Any:
     import numpy as np
 
     if type(v) is np.ndarray:
         if v.dtype.hasobject:
-            if allow_pickle:
+            if ctx.allow_pickle:
                 return Ext(PICKLE, _pickle_dumps(v))
             raise _Unsupported(v, "arrays of Python objects cannot cross without pickle")
         if v.flags.f_contiguous and not v.flags.c_contiguous:
             order, flat = "F", v.T
         else:
             order, flat = "C", v if v.flags.c_contiguous else np.ascontiguousarray(v)
-        header = _packb(_walk([np.lib.format.dtype_to_descr(v.dtype), list(v.shape), order], False))
+        descr = np.lib.format.dtype_to_descr(v.dtype)
+        exporter = ctx.exporter
+        if exporter is not None and v.nbytes >= exporter.threshold:
+            seg, offset, n = exporter.export_array(flat)
+            return Ext(SHM_ARRAY, _packb(_walk([seg, offset, n, descr, list(v.shape), order],
+                                               _PLAIN_CTX)))
+        header = _packb(_walk([descr, list(v.shape), order], _PLAIN_CTX))
         # One copy of the data, straight into the payload; viewing it as bytes works for
         # every dtype (datetime64 and structured ones refuse the buffer protocol).
         payload = bytearray(4 + len(header) + v.nbytes)
@@ -308,12 +340,13 @@ def _enc_numpy(v: Any, allow_pickle: bool) -> Any:
     if isinstance(v, np.generic):
         if v.dtype.hasobject:
             raise _Unsupported(v, "numpy object scalars cannot cross without pickle")
-        header = _packb(_walk([np.lib.format.dtype_to_descr(v.dtype), [], "C"], False))
+        header = _packb(_walk([np.lib.format.dtype_to_descr(v.dtype), [], "C"], _PLAIN_CTX))
         return Ext(NPSCALAR, _HEADER_LEN.pack(len(header)) + header + v.tobytes())
     raise _Unsupported(v, "this numpy type is not supported")
 
 
 _HEADER_LEN = _struct.Struct("<I")
+_PLAIN_CTX = _Ctx(False, None)
 
 
 def _dec_numpy_parts(data: memoryview, decode: Callable):
@@ -359,8 +392,9 @@ def _rebuild_tz(iso: str, key: Any, cls: Any, fold: int) -> Any:
     return v.replace(fold=fold) if fold else v
 
 
-def make_ext_hook(allow_pickle: bool) -> Callable[[int, memoryview], Any]:
-    """The decoder hook for our extension types; pickle payloads only when allowed."""
+def make_ext_hook(allow_pickle: bool, importer: Any = None) -> Callable[[int, memoryview], Any]:
+    """The decoder hook for our extension types; pickle payloads only when allowed, shared
+    memory only through an ``importer`` (``shm.Importer``)."""
     decode = None
 
     def ext_hook(code: int, data: memoryview) -> Any:
@@ -409,6 +443,17 @@ def make_ext_hook(allow_pickle: bool) -> Callable[[int, memoryview], Any]:
             cls = {"PurePosixPath": pathlib.PurePosixPath,
                    "PureWindowsPath": pathlib.PureWindowsPath}.get(kind, pathlib.Path)
             return cls(text)
+        if code == SHM_ARRAY or code == SHM_BYTES:
+            if importer is None:
+                raise ValueError("a shared-memory value arrived on a channel without one")
+            if code == SHM_BYTES:
+                seg, offset, n, is_bytearray = decode(data)
+                return importer.import_bytes(seg, offset, n, bytearray if is_bytearray else bytes)
+            import numpy as np
+
+            seg, offset, n, descr, shape, order = decode(data)
+            return importer.import_array(seg, offset, n, np.lib.format.descr_to_dtype(descr),
+                                         tuple(shape), order)
         if code == PICKLE:
             if not allow_pickle:
                 raise ValueError("received a pickled value but pickle is not enabled")
@@ -430,9 +475,10 @@ def make_ext_hook(allow_pickle: bool) -> Callable[[int, memoryview], Any]:
     return checked_ext_hook
 
 
-def make_decoder(kind: Any, allow_pickle: bool = False) -> msgspec.msgpack.Decoder:
+def make_decoder(kind: Any, allow_pickle: bool = False,
+                 importer: Any = None) -> msgspec.msgpack.Decoder:
     """A typed decoder for ``kind`` (a message union) that rebuilds our extension values."""
-    return msgspec.msgpack.Decoder(kind, ext_hook=make_ext_hook(allow_pickle))
+    return msgspec.msgpack.Decoder(kind, ext_hook=make_ext_hook(allow_pickle, importer))
 
 
 def make_encoder() -> msgspec.msgpack.Encoder:

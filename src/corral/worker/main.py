@@ -42,9 +42,10 @@ def _die_with_parent(parent_pid: int, pdeathsig: bool) -> None:
 
 
 class WorkerProcess:
-    def __init__(self, control_fd: int, data_fd: int, max_frame: int):
+    def __init__(self, control_fd: int, data_fd: int, fds_fd: int, max_frame: int):
         self.control = socket.socket(fileno=control_fd)
         self.data = socket.socket(fileno=data_fd)
+        self.fds = socket.socket(fileno=fds_fd)
         self.control_in = FrameReader(self.control, max_frame)
         self.data_in = FrameReader(self.data, max_frame)
         encoder = make_encoder()
@@ -77,7 +78,13 @@ class WorkerProcess:
         init = self._read_control()
         if not isinstance(init, m.Init):
             raise SystemExit(f"corral worker: expected Init, got {type(init).__name__}")
-        self.runner = Runner(init.slots, self.data_out.send, self.capture, init.allow_pickle)
+        from ..protocol.shm import Exporter, Importer
+
+        # Big results go out through exporter; big arguments come in through importer.
+        self.exporter = Exporter(self.fds, init.oob_threshold)
+        self.importer = Importer(self.fds, 1 << 40)
+        self.runner = Runner(init.slots, self.data_out.send, self.capture, init.allow_pickle,
+                             self.exporter, self.flush_releases)
         self.allow_pickle = init.allow_pickle
         loaded = self._setup(0, lambda: self._resolve(init), init.config)
         if loaded is None:
@@ -125,7 +132,9 @@ class WorkerProcess:
                 msg = self._read_control()
             except Exception:  # noqa: BLE001 - a broken control channel means the host is gone
                 os._exit(0)
-            if isinstance(msg, m.Ping):
+            if isinstance(msg, m.Release):
+                self.exporter.released(msg.ids)
+            elif isinstance(msg, m.Ping):
                 self.control_out.send(m.Pong(msg.seq, runner.busy()))
             elif isinstance(msg, m.Reload):
                 self._reload(msg)
@@ -161,14 +170,27 @@ class WorkerProcess:
     def _data_loop(self) -> None:
         runner = self.runner
         assert runner is not None
-        decode = make_decoder(m.HostData, allow_pickle=self.allow_pickle).decode
+        decode = make_decoder(m.HostData, allow_pickle=self.allow_pickle,
+                              importer=self.importer).decode
         read = self.data_in.read
         on_call = runner.on_call
+        releases = self.importer.releases
         while True:
             frame = read()
             if frame is None:
                 os._exit(0)
             on_call(decode(frame))
+            if releases:  # the call's big arguments were just collected
+                self.flush_releases()
+
+    def flush_releases(self) -> None:
+        """Tell the host which of its segments we no longer use (see protocol/shm.py)."""
+        ids = self.importer.take_releases()
+        if ids:
+            try:
+                self.control_out.send(m.Release(ids))
+            except OSError:
+                pass
 
 
 def _setup_sink() -> Any:
@@ -177,7 +199,7 @@ def _setup_sink() -> Any:
     return SetupSink()
 
 
-_USAGE = ("usage: python -m corral.worker --control-fd N --data-fd N --parent-pid N "
+_USAGE = ("usage: python -m corral.worker --control-fd N --data-fd N --fds-fd N --parent-pid N "
           "[--max-frame N] [--die-with-parent]  (started by corral's host, not by hand)")
 
 
@@ -189,14 +211,14 @@ def _parse(argv: list[str]) -> dict[str, Any]:
         name = arg[2:] if arg.startswith("--") else None
         if name == "die-with-parent":
             opts[name] = True
-        elif name in ("control-fd", "data-fd", "parent-pid", "max-frame"):
+        elif name in ("control-fd", "data-fd", "fds-fd", "parent-pid", "max-frame"):
             try:
                 opts[name] = int(next(it))
             except (StopIteration, ValueError):
                 raise SystemExit(f"{_USAGE}\n--{name} needs an integer") from None
         else:
             raise SystemExit(f"{_USAGE}\nunknown argument {arg!r}")
-    missing = [n for n in ("control-fd", "data-fd", "parent-pid") if n not in opts]
+    missing = [n for n in ("control-fd", "data-fd", "fds-fd", "parent-pid") if n not in opts]
     if missing:
         raise SystemExit(f"{_USAGE}\nmissing --{', --'.join(missing)}")
     return opts
@@ -205,4 +227,4 @@ def _parse(argv: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     opts = _parse(sys.argv[1:] if argv is None else argv)
     _die_with_parent(opts["parent-pid"], opts["die-with-parent"])
-    WorkerProcess(opts["control-fd"], opts["data-fd"], opts["max-frame"]).run()
+    WorkerProcess(opts["control-fd"], opts["data-fd"], opts["fds-fd"], opts["max-frame"]).run()

@@ -31,12 +31,15 @@ from .scope import Scope, _current
 
 class Runner:
     def __init__(self, slots: int, send: Callable[[Any], Any], capture: Capture,
-                 allow_pickle: bool):
+                 allow_pickle: bool, exporter: Any = None,
+                 flush_releases: Callable[[], None] = lambda: None):
         self.slots = slots
         self.loaded: Loaded | None = None
         self._send = send
         self._capture = capture
         self._allow_pickle = allow_pickle
+        self._exporter = exporter
+        self._flush_releases = flush_releases
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._idle_waiters = 0
@@ -116,6 +119,8 @@ class Runner:
         while True:
             call, method = self._pool.get()
             self._run_sync(call, method)
+            del call, method  # collect the call's big arguments, then say so
+            self._flush_releases()
 
     def _run_sync(self, call: m.Call, method: Method) -> None:
         # The hot path of every call: keep it lean (see docs/architecture.md).
@@ -133,12 +138,12 @@ class Runner:
             if method.streams:
                 for item in result:
                     send(m.Chunk(call.id, item if type(item) in PLAIN_TYPES else to_wire(
-                        item, allow_pickle=self._allow_pickle,
+                        item, allow_pickle=self._allow_pickle, exporter=self._exporter,
                         where=f"a chunk streamed by {call.method}()")))
                 result = None
             run_time = time.perf_counter() - t0
             value = result if type(result) in PLAIN_TYPES else to_wire(
-                result, allow_pickle=self._allow_pickle,
+                result, allow_pickle=self._allow_pickle, exporter=self._exporter,
                 where=f"the return value of {call.method}()")
             self._leave(scope)
             send(m.Done(call.id, value, run_time))
@@ -174,7 +179,8 @@ class Runner:
         return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop()).result()
 
     def _spawn_task(self, call: m.Call, method: Method) -> None:
-        self._loop.create_task(self._run_async(call, method))
+        task = self._loop.create_task(self._run_async(call, method))
+        task.add_done_callback(lambda _: self._flush_releases())
 
     async def _run_async(self, call: m.Call, method: Method) -> None:
         scope = Scope(call.id, call.method, call.context, self._send)
@@ -191,14 +197,14 @@ class Runner:
             if method.streams:
                 async for item in result:
                     send(m.Chunk(call.id, item if type(item) in PLAIN_TYPES else to_wire(
-                        item, allow_pickle=self._allow_pickle,
+                        item, allow_pickle=self._allow_pickle, exporter=self._exporter,
                         where=f"a chunk streamed by {call.method}()")))
                 result = None
             else:
                 result = await result
             run_time = time.perf_counter() - t0
             value = result if type(result) in PLAIN_TYPES else to_wire(
-                result, allow_pickle=self._allow_pickle,
+                result, allow_pickle=self._allow_pickle, exporter=self._exporter,
                 where=f"the return value of {call.method}()")
             self._leave(scope)
             send(m.Done(call.id, value, run_time))

@@ -1,0 +1,377 @@
+"""Big arrays and bytes out of band, through pooled shared memory.
+
+A value above the threshold does not travel in the frame. The sender copies it once into a
+*segment* (an anonymous ``memfd`` mapped in both processes) and the frame carries only
+``[segment id, offset, length, ...]``; the receiver maps the segment (once) and builds an
+array straight on that memory: one copy per transfer, and none at all for an array that was
+allocated in a segment to begin with (``corral.empty``/``corral.zeros``).
+
+Why memfd and not ``/dev/shm`` names: a memfd has no name. Its file descriptor crosses once
+per segment over a dedicated ``SOCK_SEQPACKET`` socket (``SCM_RIGHTS``), and the kernel frees
+the memory when the last descriptor and mapping are gone — after a clean stop, a crash of
+either side or a SIGKILL alike. Nothing can be left behind in ``/dev/shm``.
+
+Lifetime: a segment lent to the peer stays reserved until the peer's array (and every view
+of it) is garbage collected; the peer then sends ``Release``. So a receiver may keep what it
+got, or copy it. Writes to a received array are visible to the sender's copy only for
+arrays from ``corral.empty``/``zeros`` (the memory is shared on purpose); data the sender
+copied in is never read by the sender again.
+
+Threads: finalizers run inside the garbage collector, at any allocation, so they only queue
+segment ids; the connection flushes the queue at safe points (before sending a call, after
+reading a reply, after each call in the worker).
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import itertools
+import mmap
+import os
+import socket
+import struct
+import threading
+import weakref
+from typing import Any, Callable
+
+#: Values at least this big travel out of band.
+DEFAULT_THRESHOLD = 64 * 1024
+#: Idle segments kept for reuse (pre-faulted memory is what makes transfers fast).
+MAX_IDLE_BYTES = 1 << 30
+_PAGE = mmap.PAGESIZE
+_ANNOUNCE = struct.Struct("<QQ")  # segment id, size
+
+
+class Segment:
+    """One memfd mapped in this process."""
+
+    __slots__ = ("id", "size", "fd", "mm", "view", "address", "refs", "__weakref__")
+
+    def __init__(self, seg_id: int, size: int):
+        self.id = seg_id
+        self.size = size
+        self.fd = os.memfd_create(f"corral-{seg_id}", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, size)
+            # Pre-fault: first-touch page faults cost more than the copy itself.
+            self.mm = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED | _POPULATE)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.view = memoryview(self.mm)
+        self.address = _address_of(self.view)
+        self.refs = 0
+
+    def close(self) -> None:
+        try:
+            self.view.release()
+            self.mm.close()
+        except BufferError:
+            pass  # something still uses it; the mapping goes with that last user
+        os.close(self.fd)
+
+
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
+def _address_of(view: memoryview) -> int:
+    import ctypes
+
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+class LocalPool:
+    """This process's segments: lends them out, takes them back, keeps some for reuse."""
+
+    def __init__(self, max_idle_bytes: int = MAX_IDLE_BYTES):
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._free: list[tuple[int, int, Segment]] = []  # (size, id, segment), sorted
+        self._idle_bytes = 0
+        self._max_idle = max_idle_bytes
+        self._live: dict[int, Segment] = {}
+        self._by_address: list[tuple[int, int]] = []  # (address, id), sorted
+
+    def acquire(self, nbytes: int) -> Segment:
+        """A segment of at least ``nbytes`` with one reference held by the caller: a free
+        one up to twice the size, else a new one."""
+        need = max(_PAGE, -(-nbytes // _PAGE) * _PAGE)
+        with self._lock:
+            i = bisect.bisect_left(self._free, (need, 0))
+            if i < len(self._free) and self._free[i][0] <= 2 * need:
+                _, _, seg = self._free.pop(i)
+                self._idle_bytes -= seg.size
+                seg.refs = 1
+                return seg
+            seg_id = next(self._ids)
+        seg = Segment(seg_id, need)
+        seg.refs = 1
+        with self._lock:
+            self._live[seg.id] = seg
+            bisect.insort(self._by_address, (seg.address, seg.id))
+        return seg
+
+    def retain(self, seg: Segment) -> None:
+        with self._lock:
+            seg.refs += 1
+
+    def release(self, seg: Segment) -> None:
+        """Drop one reference; at zero the segment is kept for reuse or closed."""
+        with self._lock:
+            seg.refs -= 1
+            if seg.refs > 0:
+                return
+            if self._idle_bytes + seg.size <= self._max_idle:
+                bisect.insort(self._free, (seg.size, seg.id, seg))
+                self._idle_bytes += seg.size
+                return
+            del self._live[seg.id]
+            self._by_address.remove((seg.address, seg.id))
+        seg.close()
+
+    def get(self, seg_id: int) -> Segment | None:
+        return self._live.get(seg_id)
+
+    def find(self, address: int, nbytes: int) -> Segment | None:
+        """The live segment holding ``[address, address + nbytes)``, if any."""
+        with self._lock:
+            i = bisect.bisect_right(self._by_address, (address, float("inf"))) - 1
+            if i < 0:
+                return None
+            seg = self._live.get(self._by_address[i][1])
+        if seg is not None and seg.refs > 0 and address + nbytes <= seg.address + seg.size:
+            return seg
+        return None
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"segments": len(self._live), "idle_segments": len(self._free),
+                    "bytes": sum(s.size for s in self._live.values()),
+                    "idle_bytes": self._idle_bytes}
+
+
+_pool: LocalPool | None = None
+_pool_lock = threading.Lock()
+
+
+def local_pool() -> LocalPool:
+    """This process's pool (made on first use, so a process that sends nothing big pays
+    nothing)."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = LocalPool()
+    return _pool
+
+
+def _hold_while_alive(obj: Any, pool: LocalPool, seg: Segment) -> None:
+    weakref.finalize(obj, pool.release, seg)
+
+
+def empty(shape: Any, dtype: Any = float, order: str = "C") -> Any:
+    """A numpy array allocated in shared memory: passing it to (or returning it from) a
+    worker copies nothing. Its memory is shared with every process it is sent to while they
+    hold it: a write on one side is seen on the other."""
+    import numpy as np
+
+    dt = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    nbytes = dt.itemsize * int(np.prod(shape, dtype=np.int64))
+    pool = local_pool()
+    seg = pool.acquire(max(nbytes, 1))
+    try:
+        # A memoryview of our own per array: every view of the array keeps it alive (numpy
+        # collapses view chains onto the first array above a non-array buffer), so its
+        # finalizer runs only when the last view is gone.
+        buf = seg.view[:nbytes]
+        arr = np.ndarray(shape, dtype=dt, buffer=buf, order=order)
+    except BaseException:
+        pool.release(seg)
+        raise
+    _hold_while_alive(buf, pool, seg)
+    return arr
+
+
+def zeros(shape: Any, dtype: Any = float, order: str = "C") -> Any:
+    """Like ``empty``, filled with zeros."""
+    arr = empty(shape, dtype, order)
+    arr.fill(0)
+    return arr
+
+
+class Exporter:
+    """The sending half of one connection: lends segments to the peer, announcing each
+    segment's descriptor once over the fd socket, and takes them back on Release."""
+
+    def __init__(self, fd_sock: socket.socket, threshold: int = DEFAULT_THRESHOLD):
+        self.threshold = threshold
+        self._sock = fd_sock
+        self._pool = local_pool()
+        self._announced: set[int] = set()
+        self._lent: collections.Counter[int] = collections.Counter()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _lend(self, seg: Segment) -> None:
+        """Lend ``seg`` to the peer: the lease holds a reference until the peer releases it."""
+        with self._lock:
+            if self._closed:
+                raise OSError("the connection is closed")
+            if seg.id not in self._announced:
+                socket.send_fds(self._sock, [_ANNOUNCE.pack(seg.id, seg.size)], [seg.fd])
+                self._announced.add(seg.id)
+            self._pool.retain(seg)
+            self._lent[seg.id] += 1
+
+    def export_bytes(self, data: Any) -> tuple[int, int, int]:
+        """Copy bytes-like ``data`` into a segment lent to the peer; returns the reference
+        ``(segment id, offset, length)``."""
+        n = len(data)
+        seg = self._pool.acquire(n)
+        try:
+            seg.view[:n] = data
+            self._lend(seg)
+        finally:
+            self._pool.release(seg)  # the peer's lease holds it now (if lent)
+        return seg.id, 0, n
+
+    def export_array(self, arr: Any) -> tuple[int, int, int]:
+        """Lend the memory of a C-contiguous array: its own segment when it lives in one
+        (no copy), else a copy in a new lease."""
+        nbytes = arr.nbytes
+        if nbytes:
+            address = arr.__array_interface__["data"][0]
+            seg = self._pool.find(address, nbytes)
+            if seg is not None:
+                self._lend(seg)
+                return seg.id, address - seg.address, nbytes
+        import numpy as np
+
+        seg = self._pool.acquire(nbytes)
+        try:
+            if nbytes:
+                dest = np.frombuffer(seg.view, dtype=np.uint8, count=nbytes)
+                dest[:] = arr.reshape(-1).view(np.uint8)
+            self._lend(seg)
+        finally:
+            self._pool.release(seg)
+        return seg.id, 0, nbytes
+
+    def released(self, seg_ids: list[int]) -> None:
+        """The peer dropped these leases (a Release message). Ids it was never lent are
+        ignored: a worker is untrusted and must not free what it does not hold."""
+        for seg_id in seg_ids:
+            with self._lock:
+                if self._lent.get(seg_id, 0) <= 0:
+                    continue
+                self._lent[seg_id] -= 1
+                if not self._lent[seg_id]:
+                    del self._lent[seg_id]
+            seg = self._pool.get(seg_id)
+            if seg is not None:
+                self._pool.release(seg)
+
+    def close(self) -> None:
+        """The peer is gone: every lease it held ends."""
+        with self._lock:
+            self._closed = True
+            lent, self._lent = self._lent, collections.Counter()
+        for seg_id, count in lent.items():
+            seg = self._pool.get(seg_id)
+            for _ in range(count):
+                if seg is not None:
+                    self._pool.release(seg)
+
+    def lent(self) -> int:
+        with self._lock:
+            return sum(self._lent.values())
+
+
+class Importer:
+    """The receiving half of one connection: maps the peer's segments and builds arrays
+    and bytes on them; queues a Release when an array is collected."""
+
+    def __init__(self, fd_sock: socket.socket, max_segment: int):
+        self._sock = fd_sock
+        self._max = max_segment
+        self._maps: dict[int, tuple[mmap.mmap, int]] = {}
+        self._lock = threading.Lock()
+        self.releases: collections.deque[int] = collections.deque()
+
+    def _segment(self, seg_id: int) -> tuple[mmap.mmap, int]:
+        got = self._maps.get(seg_id)
+        if got is not None:
+            return got
+        with self._lock:
+            # The sender announces a segment before the frame that first uses it, so its
+            # descriptor is already waiting in the socket (or it never comes: a lie).
+            while seg_id not in self._maps:
+                data, fds, _flags, _addr = socket.recv_fds(self._sock, _ANNOUNCE.size, 1)
+                if not data:
+                    raise ValueError(f"shared memory segment {seg_id} was never announced")
+                if len(fds) != 1 or len(data) != _ANNOUNCE.size:
+                    for fd in fds:
+                        os.close(fd)
+                    raise ValueError("malformed shared memory announcement")
+                announced_id, size = _ANNOUNCE.unpack(data)
+                fd = fds[0]
+                try:
+                    if not 0 < size <= self._max or os.fstat(fd).st_size < size:
+                        raise ValueError(f"shared memory segment of {size} bytes refused")
+                    mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE)
+                finally:
+                    os.close(fd)  # the mapping keeps the memory
+                self._maps[announced_id] = (mm, size)
+            return self._maps[seg_id]
+
+    def _region(self, seg_id: int, offset: int, nbytes: int) -> memoryview:
+        mm, size = self._segment(seg_id)
+        if offset < 0 or nbytes < 0 or offset + nbytes > size:
+            raise ValueError(f"region [{offset}, {offset + nbytes}) is outside segment "
+                             f"{seg_id} of {size} bytes")
+        return memoryview(mm)[offset : offset + nbytes]
+
+    def import_bytes(self, seg_id: int, offset: int, nbytes: int, kind: type) -> Any:
+        """A bytes (or bytearray) copy of the region; the lease ends at once."""
+        region = self._region(seg_id, offset, nbytes)
+        try:
+            return kind(region)
+        finally:
+            region.release()
+            self.releases.append(seg_id)
+
+    def import_array(self, seg_id: int, offset: int, nbytes: int, dtype: Any,
+                     shape: tuple, order: str) -> Any:
+        """An array built on the peer's memory (no copy); the lease ends when it and every
+        view of it are collected."""
+        import numpy as np
+
+        region = self._region(seg_id, offset, nbytes)
+        count = 1
+        for d in shape:
+            count *= d
+        if count * dtype.itemsize != nbytes:
+            region.release()
+            raise ValueError(f"shape {shape} of {dtype} does not fill {nbytes} bytes")
+        flat = np.frombuffer(region, dtype=dtype, count=count)
+        arr = flat.reshape(shape[::-1]).T if order == "F" else flat.reshape(shape)
+        # On the region: every array or view built from it keeps it alive.
+        weakref.finalize(region, self.releases.append, seg_id)
+        return arr
+
+    def take_releases(self) -> list[int]:
+        """Ids whose leases ended since the last call (to send in a Release)."""
+        out = []
+        pop = self.releases.popleft
+        while True:
+            try:
+                out.append(pop())
+            except IndexError:
+                return out
+
+    def close(self) -> None:
+        # Mappings stay valid for arrays still in use; drop our index of them.
+        with self._lock:
+            self._maps.clear()
