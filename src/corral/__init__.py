@@ -21,6 +21,7 @@ from .exceptions import (
     WorkerStartupError,
 )
 from .protocol.messages import Chunk, Done, Log, Metric, MethodInfo, Progress
+from .types import File
 from .worker.scope import Scope, current
 
 if _TYPE_CHECKING:
@@ -44,6 +45,7 @@ __all__ = [
     "__version__",
     "current",
     "Scope",
+    "File",
     "Log",
     "Progress",
     "Metric",

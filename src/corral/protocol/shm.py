@@ -182,15 +182,13 @@ def empty(shape: Any, dtype: Any = float, order: str = "C") -> Any:
     pool = local_pool()
     seg = pool.acquire(max(nbytes, 1))
     try:
-        # A memoryview of our own per array: every view of the array keeps it alive (numpy
-        # collapses view chains onto the first array above a non-array buffer), so its
-        # finalizer runs only when the last view is gone.
-        buf = seg.view[:nbytes]
-        arr = np.ndarray(shape, dtype=dt, buffer=buf, order=order)
+        arr = np.ndarray(shape, dtype=dt, buffer=seg.view[:nbytes], order=order)
     except BaseException:
         pool.release(seg)
         raise
-    _hold_while_alive(buf, pool, seg)
+    # numpy collapses every view's base onto the first array above the buffer (``arr``), so
+    # its finalizer runs only when the last view of it is gone.
+    _hold_while_alive(arr, pool, seg)
     return arr
 
 
@@ -289,6 +287,23 @@ class Exporter:
             return sum(self._lent.values())
 
 
+def _recv_announcement(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """One queued announcement, without blocking: (b"", []) when there is none.
+    (Not socket.recv_fds: before Python 3.12 it ignores its flags and would block.)"""
+    import array
+
+    fds = array.array("i")
+    try:
+        data, ancdata, _flags, _addr = sock.recvmsg(
+            _ANNOUNCE.size, socket.CMSG_LEN(fds.itemsize), socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b"", []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds)
+
+
 class Importer:
     """The receiving half of one connection: maps the peer's segments and builds arrays
     and bytes on them; queues a Release when an array is collected."""
@@ -308,7 +323,9 @@ class Importer:
             # The sender announces a segment before the frame that first uses it, so its
             # descriptor is already waiting in the socket (or it never comes: a lie).
             while seg_id not in self._maps:
-                data, fds, _flags, _addr = socket.recv_fds(self._sock, _ANNOUNCE.size, 1)
+                # Never wait: an announcement precedes the frame that needs it, so if none
+                # is queued the peer lied (and waiting would hang us).
+                data, fds = _recv_announcement(self._sock)
                 if not data:
                     raise ValueError(f"shared memory segment {seg_id} was never announced")
                 if len(fds) != 1 or len(data) != _ANNOUNCE.size:
@@ -357,8 +374,9 @@ class Importer:
             raise ValueError(f"shape {shape} of {dtype} does not fill {nbytes} bytes")
         flat = np.frombuffer(region, dtype=dtype, count=count)
         arr = flat.reshape(shape[::-1]).T if order == "F" else flat.reshape(shape)
-        # On the region: every array or view built from it keeps it alive.
-        weakref.finalize(region, self.releases.append, seg_id)
+        # On ``flat``, the first array above the buffer: numpy collapses every later view's
+        # base onto it, so it lives exactly as long as anything built from it.
+        weakref.finalize(flat, self.releases.append, seg_id)
         return arr
 
     def take_releases(self) -> list[int]:

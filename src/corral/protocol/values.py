@@ -40,6 +40,8 @@ PATH = 16
 PICKLE = 17
 SHM_ARRAY = 18  # an array in a shared-memory segment: [segment, offset, nbytes, descr, shape, order]
 SHM_BYTES = 19  # bytes in a shared-memory segment: [segment, offset, nbytes, bytearray?]
+OBJECT = 20  # an Enum member, dataclass or msgspec Struct: [kind, module, qualname, state]
+FILE = 21  # a corral.File: [path, name, content_type]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _SCALARS = frozenset({str, float, bool, type(None), bytes})
@@ -275,9 +277,13 @@ def _register_lazy_encoders() -> None:
 
 
 def _walk_other(v: Any, ctx: _Ctx) -> Any:
-    module = type(v).__module__
+    t = type(v)
+    module = t.__module__
     if module == "numpy" or module.startswith("numpy."):
         return _enc_numpy(v, ctx)
+    obj = _enc_object(v, t, ctx)
+    if obj is not None:
+        return obj
     if module in _LAZY_MODULES and type(v) not in _ENCODERS:
         _register_lazy_encoders()
         encode = _ENCODERS.get(type(v))
@@ -291,6 +297,41 @@ def _walk_other(v: Any, ctx: _Ctx) -> Any:
     raise _Unsupported(
         v, "not a supported type (start the Worker with allow_pickle=True to pickle it)"
     )
+
+
+def _enc_object(v: Any, t: type, ctx: _Ctx) -> Any:
+    """Enum members, dataclasses, msgspec Structs and corral.File, by type name + state.
+    The type must be importable on the other side under the same name."""
+    if t.__module__ == "corral.types" and t.__name__ == "File":
+        return Ext(FILE, _packb([v.path, v.name, v.content_type]))
+    kind = None
+    if "__dataclass_fields__" in t.__dict__ or hasattr(t, "__dataclass_fields__"):
+        if isinstance(v, type):
+            return None
+        kind = "dataclass"
+        # Real fields only (not ClassVar/InitVar pseudo-fields).
+        state: Any = {name: getattr(v, name) for name, f in t.__dataclass_fields__.items()
+                      if getattr(f._field_type, "name", "_FIELD") == "_FIELD"
+                      and hasattr(v, name)}
+    elif isinstance(v, msgspec.Struct):
+        kind = "struct"
+        state = {name: getattr(v, name) for name in t.__struct_fields__}
+    else:
+        import enum
+
+        if isinstance(v, enum.Enum):
+            kind, state = "enum", v.value
+    if kind is None:
+        return None
+    if "<locals>" in t.__qualname__:
+        raise _Unsupported(v, f"{kind} types defined inside a function cannot be found by "
+                              "the other side; define it at module level")
+    try:
+        wire_state = _walk(state, ctx)
+    except _Unsupported as exc:
+        exc.path.append(f".{kind}")
+        raise
+    return Ext(OBJECT, _packb([kind, t.__module__, t.__qualname__, wire_state]))
 
 
 def _pickle_dumps(v: Any) -> bytes:
@@ -392,9 +433,57 @@ def _rebuild_tz(iso: str, key: Any, cls: Any, fold: int) -> Any:
     return v.replace(fold=fold) if fold else v
 
 
-def make_ext_hook(allow_pickle: bool, importer: Any = None) -> Callable[[int, memoryview], Any]:
+def _find_type(module: str, qualname: str, may_import: bool) -> Any:
+    import sys
+
+    mod = sys.modules.get(module)
+    if mod is None:
+        if not may_import:
+            # The host never imports a module because a worker named it: importing runs code.
+            raise ValueError(f"type {module}.{qualname} is not known here (its module is not "
+                             "imported on the receiving side)")
+        import importlib
+
+        mod = importlib.import_module(module)
+    obj: Any = mod
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, type):
+        raise ValueError(f"{module}.{qualname} is not a type")
+    return obj
+
+
+def _rebuild_object(kind: str, cls: Any, state: Any) -> Any:
+    if kind == "enum":
+        import enum
+
+        if not issubclass(cls, enum.Enum):
+            raise ValueError(f"{cls.__qualname__} is not an Enum")
+        return cls(state)
+    if kind == "struct":
+        if not issubclass(cls, msgspec.Struct):
+            raise ValueError(f"{cls.__qualname__} is not a msgspec Struct")
+        return cls(**state)
+    if kind == "dataclass":
+        if not hasattr(cls, "__dataclass_fields__") or not isinstance(state, dict):
+            raise ValueError(f"{cls.__qualname__} is not a dataclass")
+        # Field by field, like copy.copy: no __init__/__post_init__ side effects, and frozen
+        # or slotted dataclasses work too.
+        obj = cls.__new__(cls)
+        for name, value in state.items():
+            if name not in cls.__dataclass_fields__:
+                raise ValueError(f"{cls.__qualname__} has no field {name!r}")
+            object.__setattr__(obj, name, value)
+        return obj
+    raise ValueError(f"unknown object kind {kind!r}")
+
+
+def make_ext_hook(allow_pickle: bool, importer: Any = None,
+                  may_import: bool = False) -> Callable[[int, memoryview], Any]:
     """The decoder hook for our extension types; pickle payloads only when allowed, shared
-    memory only through an ``importer`` (``shm.Importer``)."""
+    memory only through an ``importer`` (``shm.Importer``); Enum, dataclass and Struct
+    types from modules not yet imported only when ``may_import`` (the worker, which
+    trusts its host; never the host)."""
     decode = None
 
     def ext_hook(code: int, data: memoryview) -> Any:
@@ -454,6 +543,14 @@ def make_ext_hook(allow_pickle: bool, importer: Any = None) -> Callable[[int, me
             seg, offset, n, descr, shape, order = decode(data)
             return importer.import_array(seg, offset, n, np.lib.format.descr_to_dtype(descr),
                                          tuple(shape), order)
+        if code == OBJECT:
+            kind, module, qualname, state = decode(data)
+            return _rebuild_object(kind, _find_type(module, qualname, may_import), state)
+        if code == FILE:
+            from ..types import File
+
+            path, name, content_type = decode(data)
+            return File(path, name, content_type)
         if code == PICKLE:
             if not allow_pickle:
                 raise ValueError("received a pickled value but pickle is not enabled")
@@ -475,10 +572,11 @@ def make_ext_hook(allow_pickle: bool, importer: Any = None) -> Callable[[int, me
     return checked_ext_hook
 
 
-def make_decoder(kind: Any, allow_pickle: bool = False,
-                 importer: Any = None) -> msgspec.msgpack.Decoder:
+def make_decoder(kind: Any, allow_pickle: bool = False, importer: Any = None,
+                 may_import: bool = False) -> msgspec.msgpack.Decoder:
     """A typed decoder for ``kind`` (a message union) that rebuilds our extension values."""
-    return msgspec.msgpack.Decoder(kind, ext_hook=make_ext_hook(allow_pickle, importer))
+    return msgspec.msgpack.Decoder(kind, ext_hook=make_ext_hook(allow_pickle, importer,
+                                                                may_import))
 
 
 def make_encoder() -> msgspec.msgpack.Encoder:
@@ -486,9 +584,10 @@ def make_encoder() -> msgspec.msgpack.Encoder:
     return msgspec.msgpack.Encoder()
 
 
-def from_wire_bytes(data: bytes, allow_pickle: bool = False) -> Any:
+def from_wire_bytes(data: bytes, allow_pickle: bool = False, may_import: bool = False) -> Any:
     """Decode a standalone msgpack value (used by tests and tools)."""
-    return msgspec.msgpack.Decoder(ext_hook=make_ext_hook(allow_pickle)).decode(data)
+    return msgspec.msgpack.Decoder(
+        ext_hook=make_ext_hook(allow_pickle, may_import=may_import)).decode(data)
 
 
 def encode_value(value: Any, allow_pickle: bool = False) -> bytes:

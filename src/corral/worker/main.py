@@ -171,7 +171,7 @@ class WorkerProcess:
         runner = self.runner
         assert runner is not None
         decode = make_decoder(m.HostData, allow_pickle=self.allow_pickle,
-                              importer=self.importer).decode
+                              importer=self.importer, may_import=True).decode
         read = self.data_in.read
         on_call = runner.on_call
         releases = self.importer.releases
@@ -179,9 +179,27 @@ class WorkerProcess:
             frame = read()
             if frame is None:
                 os._exit(0)
-            on_call(decode(frame))
+            try:
+                call = decode(frame)
+            except Exception as exc:  # noqa: BLE001 - an argument this side cannot rebuild
+                self._refuse(frame, exc)
+                continue
+            on_call(call)
+            del call
             if releases:  # the call's big arguments were just collected
                 self.flush_releases()
+
+    def _refuse(self, frame: memoryview, exc: Exception) -> None:
+        """Fail a call whose arguments cannot be decoded here (a type the worker cannot
+        import, say) instead of dying: find its id with a plain decode."""
+        import msgspec
+
+        try:
+            tag, call_id = msgspec.msgpack.decode(frame)[:2]
+        except Exception:  # noqa: BLE001 - not even a call: the host is broken
+            raise exc from None
+        error = TypeError(f"cannot decode the arguments of call {call_id} in the worker: {exc}")
+        self.data_out.send(m.Failed(call_id, error_info(error)))
 
     def flush_releases(self) -> None:
         """Tell the host which of its segments we no longer use (see protocol/shm.py)."""
