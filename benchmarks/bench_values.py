@@ -61,8 +61,8 @@ FULL = dict(
     cold_reps=3,            # calls timed in each cold child (the first is the cold one)
 )
 SMOKE = dict(
-    big=1 * MB, bytes_size=512 * KIB, empty_sizes=[128 * KIB, 1 * MB], rounds=2,
-    empty_reps=5, scale_sizes=[KIB, 64 * KIB, MIB], pipe_scale_max=MIB, rss_size=8 * MB,
+    big=1 * MB, bytes_size=512 * KIB, empty_sizes=[1 * MB], rounds=2,
+    empty_reps=5, scale_sizes=[KIB, MIB], pipe_scale_max=MIB, rss_size=8 * MB,
     cold_reps=2,
 )
 

@@ -72,3 +72,74 @@ def test_bench_core_smoke(tmp_path):
         assert row["corral"] > 0 and row["baseline"] > 0, row
     # Everything the benchmark started was stopped before it wrote its results.
     assert data["leftover_children"] == []
+
+
+VALUES_SCRIPT = os.path.join(ROOT, "benchmarks", "bench_values.py")
+# section -> keys that must be positive numbers
+VALUES_POSITIVE = {
+    "big": ["memcpy_ms", "memcpy_to_memfd_ms", "host_sum_ms", "corral_sum_ms",
+            "corral_sum_worker_run_ms", "corral_echo_ms", "pipe_sum_ms", "pipe_echo_ms",
+            "memcpy_bytes_ms", "bytes_copy_ms", "corral_bytes_ms", "pipe_bytes_ms",
+            "ratio_sum_vs_memcpy", "ratio_host_sum_vs_memcpy", "ratio_echo_vs_memcpy",
+            "ratio_bytes_vs_memcpy", "ratio_sum_vs_pipe", "ratio_echo_vs_pipe",
+            "ratio_bytes_vs_pipe", "size_bytes", "bytes_size_bytes"],
+    "bytes_tuned": ["memcpy_bytes_ms", "bytes_copy_ms", "corral_bytes_ms",
+                    "ratio_bytes_vs_memcpy"],
+    "empty": ["plain_call_p50_ms"],
+}
+
+
+def _positive(value, where):
+    assert isinstance(value, (int, float)) and not isinstance(value, bool), (where, value)
+    assert value > 0, (where, value)
+
+
+@pytest.mark.timeout(180)
+def test_bench_values_smoke(tmp_path):
+    """bench_values.py --smoke: every measurement at tiny sizes, no matplotlib needed."""
+    proc = subprocess.run(
+        [sys.executable, VALUES_SCRIPT, "--smoke", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=170, cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+    data = json.loads((tmp_path / "values.json").read_text())
+    assert (tmp_path / "values.md").read_text().startswith("# corral values benchmark")
+    assert "| metric | corral | baseline | ratio | target | met? |" in proc.stdout
+    # The plot is optional: written when matplotlib imports, else a reason is recorded.
+    assert (tmp_path / "values.png").exists() if data["plot"] is None else data["plot"]
+
+    meta = data["meta"]
+    assert meta["mode"] == "smoke" and meta["wall_s"] > 0 and meta["python"]
+
+    for section, keys in VALUES_POSITIVE.items():
+        for key in keys:
+            _positive(data[section][key], (section, key))
+    assert data["empty"]["sizes"]
+    for row in data["empty"]["sizes"]:
+        for key in ("size_bytes", "p50_ms", "memcpy_ms", "ratio_vs_memcpy"):
+            _positive(row[key], ("empty", key))
+    assert data["cold"]
+    for name, res in data["cold"].items():
+        for key in ("first_ms", "memcpy_ms", "first_ratio_vs_memcpy"):
+            _positive(res[key], (name, key))
+    assert data["scaling"]
+    for row in data["scaling"]:
+        for key in ("size_bytes", "corral_ms", "memcpy_ms", "ratio"):
+            _positive(row[key], ("scaling", row["size_bytes"], key))
+        if "pipe_ms" in row:
+            _positive(row["pipe_ms"], ("scaling", row["size_bytes"], "pipe_ms"))
+    assert set(data["rss"]) == {"corral", "corral_empty", "pipe"}
+    for mode, res in data["rss"].items():
+        for key in ("host_peak_above_baseline_x", "child_peak_above_baseline_x"):
+            assert res[key] >= 0, (mode, key, res[key])
+            if mode.startswith("corral"):
+                _positive(res[key], (mode, key))
+
+    for row in data["rows"]:
+        assert row["corral"] > 0 and row["baseline"] > 0, row
+    met = data["targets"]["met"]
+    assert set(met) == {r["metric"] for r in data["rows"] if r["met"] is not None}
+    assert len(met) == 5 + len(data["config"]["empty_sizes"])
+    # Everything the benchmark started (and its child hosts started) was stopped.
+    assert data["leftover_children"] == []

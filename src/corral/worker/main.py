@@ -89,7 +89,6 @@ class WorkerProcess:
         loaded = self._setup(0, lambda: self._resolve(init), init.config)
         if loaded is None:
             return  # SetupFailed was sent; the host reaps us
-        self.runner.loaded = loaded
         threading.Thread(target=self._control_loop, name="corral-control", daemon=True).start()
         self._data_loop()
 
@@ -120,6 +119,8 @@ class WorkerProcess:
         sink.flush_partial()
         self.capture.setup_sink = None
         methods = {name: meth.info for name, meth in loaded.methods.items()}
+        # In place before Ready goes out: the host sends calls as soon as it reads it.
+        self.runner.loaded = loaded
         self.control_out.send(m.Ready(seq, loaded.name, methods, sink.lines,
                                       time.perf_counter() - t0))
         return loaded
@@ -153,7 +154,7 @@ class WorkerProcess:
             except Exception:  # noqa: BLE001 - a failing teardown must not block the reload
                 pass
         # Rebuild from what the reference named (a class is instantiated afresh).
-        runner.loaded = self._setup(msg.seq, lambda: self.found, msg.config)
+        self._setup(msg.seq, lambda: self.found, msg.config)
 
     def _shutdown(self, grace: float) -> None:
         runner = self.runner
