@@ -147,3 +147,18 @@ def test_nothing_is_left_when_the_host_ends(tmp_path, how):
     wait_until(gone, timeout=5, what=f"worker {pid} to exit after its host ({how})")
     leftovers = [n for n in os.listdir("/dev/shm") if "corral" in n]
     assert not leftovers
+
+
+def test_segments_the_sender_closes_are_unmapped_by_the_receiver(w):
+    pool = local_pool()
+    saved = pool._max_idle
+    pool._max_idle = 0  # keep nothing idle: every released segment is closed
+    try:
+        for size in range(20):  # a different size each time: no reuse
+            w.call("echo", np.ones(BIG + size * 4096, dtype=np.uint8))
+        gc.collect()
+        w.call("echo", 0)
+        w.call("echo", 0)
+        assert w.call("mapped_segments") <= 2
+    finally:
+        pool._max_idle = saved

@@ -211,9 +211,10 @@ class Connection:
     def flush_releases(self) -> None:
         """Tell the worker which of its segments we no longer use (see protocol/shm.py)."""
         ids = self.importer.take_releases()
-        if ids:
+        forget = self.exporter.take_forgotten()
+        if ids or forget:
             try:
-                self.send_control(m.Release(ids))
+                self.send_control(m.Release(ids, forget))
             except OSError:
                 pass  # the worker is gone, and its segments with it
 
@@ -307,7 +308,7 @@ class Connection:
                 raise ProtocolError(f"worker sent {type(msg).__name__} for call {msg.id}, "
                                     "which was not sent to it yet")
             kind = type(msg)
-            if self.importer.releases:
+            if self.importer.releases or self.exporter.forgotten:
                 self.flush_releases()
             if kind is m.Done:
                 self._finish(msg.id)
@@ -368,6 +369,7 @@ class Connection:
                     self._on_worker_log(msg.stream, msg.text)
                 elif type(msg) is m.Release:
                     self.exporter.released(msg.ids)
+                    self.importer.forget(msg.forget)
                 elif type(msg) in (m.Pong, m.Ready, m.SetupFailed):
                     fut, expected = self._requests.get(msg.seq, (None, ()))
                     if fut is None:

@@ -430,7 +430,7 @@ class Worker(CallOptions):
                 if not isinstance(method, str):
                     raise TypeError(f"method name must be a str, not {type(method).__name__}")
                 raise MethodNotFound(method, sorted(self.methods))
-            if conn.importer.releases:
+            if conn.importer.releases or conn.exporter.forgotten:
                 conn.flush_releases()
             if args or kwargs:
                 args, kwargs = args_to_wire(args, kwargs, self.allow_pickle, conn.exporter)
@@ -473,7 +473,7 @@ class Worker(CallOptions):
                 if info is None:
                     raise MethodNotFound(str(method), sorted(self.methods))
                 streams = info.kind in ("generator", "asyncgen")
-                if conn.importer.releases:
+                if conn.importer.releases or conn.exporter.forgotten:
                     conn.flush_releases()
                 while not exhausted and len(pending) + len(batch) < window:
                     try:

@@ -81,10 +81,12 @@ class Shutdown(msgspec.Struct, tag=4, array_like=True):
 
 
 class Release(msgspec.Struct, tag=5, array_like=True):
-    """Both directions: the sender no longer uses these shared-memory segments it was lent
-    (see protocol/shm.py)."""
+    """Both directions (see protocol/shm.py): ``ids``, the sender no longer uses these
+    segments it was lent; ``forget``, the sender closed these segments of its own, which
+    the receiver may unmap."""
 
     ids: list[int]
+    forget: list[int] = []
 
 
 HostControl = Union[Init, Reload, Ping, Shutdown, Release]

@@ -92,6 +92,7 @@ class LocalPool:
         self._max_idle = max_idle_bytes
         self._live: dict[int, Segment] = {}
         self._by_address: list[tuple[int, int]] = []  # (address, id), sorted
+        self._exporters: weakref.WeakSet[Exporter] = weakref.WeakSet()
 
     def acquire(self, nbytes: int) -> Segment:
         """A segment of at least ``nbytes`` with one reference held by the caller: a free
@@ -128,6 +129,9 @@ class LocalPool:
                 return
             del self._live[seg.id]
             self._by_address.remove((seg.address, seg.id))
+            exporters = list(self._exporters)
+        for exporter in exporters:
+            exporter._closed_segment(seg.id)
         seg.close()
 
     def get(self, seg_id: int) -> Segment | None:
@@ -211,6 +215,22 @@ class Exporter:
         self._lent: collections.Counter[int] = collections.Counter()
         self._lock = threading.Lock()
         self._closed = False
+        #: Segments the peer mapped that we closed: tell it (Release.forget) so it unmaps.
+        self.forgotten: collections.deque[int] = collections.deque()
+        with self._pool._lock:
+            self._pool._exporters.add(self)
+
+    def _closed_segment(self, seg_id: int) -> None:
+        with self._lock:
+            if seg_id in self._announced:
+                self._announced.discard(seg_id)
+                self.forgotten.append(seg_id)
+
+    def take_forgotten(self) -> list[int]:
+        out = []
+        while self.forgotten:
+            out.append(self.forgotten.popleft())
+        return out
 
     def _lend(self, seg: Segment) -> None:
         """Lend ``seg`` to the peer: the lease holds a reference until the peer releases it."""
@@ -378,6 +398,21 @@ class Importer:
         # base onto it, so it lives exactly as long as anything built from it.
         weakref.finalize(flat, self.releases.append, seg_id)
         return arr
+
+    def forget(self, seg_ids: list[int]) -> None:
+        """The peer closed these segments: drop our mappings (arrays still using one keep
+        it mapped until they go)."""
+        with self._lock:
+            for seg_id in seg_ids:
+                got = self._maps.pop(seg_id, None)
+                if got is not None:
+                    try:
+                        got[0].close()
+                    except BufferError:
+                        pass
+
+    def mapped(self) -> int:
+        return len(self._maps)
 
     def take_releases(self) -> list[int]:
         """Ids whose leases ended since the last call (to send in a Release)."""

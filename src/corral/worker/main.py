@@ -135,6 +135,7 @@ class WorkerProcess:
                 os._exit(0)
             if isinstance(msg, m.Release):
                 self.exporter.released(msg.ids)
+                self.importer.forget(msg.forget)
             elif isinstance(msg, m.Ping):
                 self.control_out.send(m.Pong(msg.seq, runner.busy()))
             elif isinstance(msg, m.Reload):
@@ -175,7 +176,7 @@ class WorkerProcess:
                               importer=self.importer, may_import=True).decode
         read = self.data_in.read
         on_call = runner.on_call
-        releases = self.importer.releases
+        releases, forgotten = self.importer.releases, self.exporter.forgotten
         while True:
             frame = read()
             if frame is None:
@@ -187,7 +188,7 @@ class WorkerProcess:
                 continue
             on_call(call)
             del call
-            if releases:  # the call's big arguments were just collected
+            if releases or forgotten:  # the call's big arguments were just collected
                 self.flush_releases()
 
     def _refuse(self, frame: memoryview, exc: Exception) -> None:
@@ -205,9 +206,10 @@ class WorkerProcess:
     def flush_releases(self) -> None:
         """Tell the host which of its segments we no longer use (see protocol/shm.py)."""
         ids = self.importer.take_releases()
-        if ids:
+        forget = self.exporter.take_forgotten()
+        if ids or forget:
             try:
-                self.control_out.send(m.Release(ids))
+                self.control_out.send(m.Release(ids, forget))
             except OSError:
                 pass
 
