@@ -162,3 +162,21 @@ def test_segments_the_sender_closes_are_unmapped_by_the_receiver(w):
         assert w.call("mapped_segments") <= 2
     finally:
         pool._max_idle = saved
+
+
+def test_the_pool_evicts_old_idle_segments_to_keep_a_new_one():
+    from corral.protocol.shm import LocalPool
+
+    page = 4096
+    pool = LocalPool(max_idle_bytes=10 * page)
+    small = [pool.acquire(page) for _ in range(8)]
+    big = pool.acquire(8 * page)
+    for seg in small:
+        pool.release(seg)
+    pool.release(big)  # kept: the oldest small ones make room
+    stats = pool.stats()
+    assert stats["idle_bytes"] <= 10 * page and stats["segments"] == stats["idle_segments"]
+    assert pool.acquire(8 * page) is big  # and it is what the next big transfer reuses
+    huge = pool.acquire(100 * page)
+    pool.release(huge)  # alone above the cap: closed, not kept
+    assert pool.stats()["bytes"] <= 10 * page + 8 * page

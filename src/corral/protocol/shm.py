@@ -88,6 +88,7 @@ class LocalPool:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._free: list[tuple[int, int, Segment]] = []  # (size, id, segment), sorted
+        self._idle_order: collections.deque[int] = collections.deque()  # oldest idle first
         self._idle_bytes = 0
         self._max_idle = max_idle_bytes
         self._live: dict[int, Segment] = {}
@@ -102,6 +103,7 @@ class LocalPool:
             i = bisect.bisect_left(self._free, (need, 0))
             if i < len(self._free) and self._free[i][0] <= 2 * need:
                 _, _, seg = self._free.pop(i)
+                self._idle_order.remove(seg.id)
                 self._idle_bytes -= seg.size
                 seg.refs = 1
                 return seg
@@ -118,21 +120,38 @@ class LocalPool:
             seg.refs += 1
 
     def release(self, seg: Segment) -> None:
-        """Drop one reference; at zero the segment is kept for reuse or closed."""
+        """Drop one reference; at zero the segment is kept for reuse (evicting the oldest
+        idle ones to make room) or, if it alone exceeds the idle cap, closed."""
+        to_close = []
         with self._lock:
             seg.refs -= 1
             if seg.refs > 0:
                 return
-            if self._idle_bytes + seg.size <= self._max_idle:
+            if seg.size <= self._max_idle:
+                self._idle_order.append(seg.id)
                 bisect.insort(self._free, (seg.size, seg.id, seg))
                 self._idle_bytes += seg.size
-                return
-            del self._live[seg.id]
-            self._by_address.remove((seg.address, seg.id))
+                while self._idle_bytes > self._max_idle:
+                    to_close.append(self._evict_oldest())
+            else:
+                to_close.append(seg)
+            for old in to_close:
+                del self._live[old.id]
+                self._by_address.remove((old.address, old.id))
             exporters = list(self._exporters)
-        for exporter in exporters:
-            exporter._closed_segment(seg.id)
-        seg.close()
+        for old in to_close:
+            for exporter in exporters:
+                exporter._closed_segment(old.id)
+            old.close()
+
+    def _evict_oldest(self) -> Segment:
+        seg_id = self._idle_order.popleft()
+        for i, (_, sid, seg) in enumerate(self._free):
+            if sid == seg_id:
+                del self._free[i]
+                self._idle_bytes -= seg.size
+                return seg
+        raise AssertionError("idle order and free list disagree")  # pragma: no cover
 
     def get(self, seg_id: int) -> Segment | None:
         return self._live.get(seg_id)
