@@ -42,6 +42,7 @@ SHM_ARRAY = 18  # an array in a shared-memory segment: [segment, offset, nbytes,
 SHM_BYTES = 19  # bytes in a shared-memory segment: [segment, offset, nbytes, bytearray?]
 OBJECT = 20  # an Enum member, dataclass or msgspec Struct: [kind, module, qualname, state]
 FILE = 21  # a corral.File: [path, name, content_type]
+TORCH = 22  # a torch CPU tensor: [dtype name, requires_grad, its data as an array ext]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _SCALARS = frozenset({str, float, bool, type(None), bytes})
@@ -281,6 +282,8 @@ def _walk_other(v: Any, ctx: _Ctx) -> Any:
     module = t.__module__
     if module == "numpy" or module.startswith("numpy."):
         return _enc_numpy(v, ctx)
+    if module == "torch" or module.startswith("torch."):
+        return _enc_torch(v, t, ctx)
     obj = _enc_object(v, t, ctx)
     if obj is not None:
         return obj
@@ -297,6 +300,51 @@ def _walk_other(v: Any, ctx: _Ctx) -> Any:
     raise _Unsupported(
         v, "not a supported type (start the Worker with allow_pickle=True to pickle it)"
     )
+
+
+def _enc_torch(v: Any, t: type, ctx: _Ctx) -> Any:
+    """A CPU tensor crosses as its numpy array (shared memory when big) plus its dtype
+    name and requires_grad; ``torch.from_numpy`` rebuilds it without a copy."""
+    import torch
+
+    if t is not torch.Tensor:
+        raise _Unsupported(v, "only plain torch.Tensor crosses (for a Parameter, send "
+                              ".detach())" if isinstance(v, torch.Tensor) else
+                              "not a supported torch type")
+    if v.device.type != "cpu":
+        raise _Unsupported(v, f"the tensor is on {v.device}: send tensor.cpu()")
+    if v.layout != torch.strided:
+        raise _Unsupported(v, "sparse tensors do not cross: send tensor.to_dense()")
+    data = v.detach()
+    if data.is_conj():
+        data = data.resolve_conj()
+    name = str(v.dtype).removeprefix("torch.")
+    if v.dtype == torch.bfloat16:
+        data = data.contiguous().view(torch.int16)  # numpy has no bfloat16: move the bits
+    arr = data.contiguous().numpy() if not data.is_contiguous() else data.numpy()
+    return Ext(TORCH, _packb([name, bool(v.requires_grad), _enc_numpy(arr, ctx)]))
+
+
+def _dec_torch(name: str, requires_grad: bool, arr: Any) -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise ValueError("a torch tensor arrived but torch is not importable here") from None
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown torch dtype {name!r}")
+    import numpy as np
+
+    if not isinstance(arr, np.ndarray):
+        raise ValueError("a torch tensor's data must be an array")
+    tensor = torch.from_numpy(arr) if arr.ndim else torch.tensor(arr)
+    if dtype == torch.bfloat16:
+        tensor = tensor.view(torch.bfloat16)
+    elif tensor.dtype != dtype:
+        raise ValueError(f"torch tensor data is {tensor.dtype}, announced as {dtype}")
+    if requires_grad:
+        tensor.requires_grad_(True)
+    return tensor
 
 
 def _enc_object(v: Any, t: type, ctx: _Ctx) -> Any:
@@ -546,6 +594,9 @@ def make_ext_hook(allow_pickle: bool, importer: Any = None,
         if code == OBJECT:
             kind, module, qualname, state = decode(data)
             return _rebuild_object(kind, _find_type(module, qualname, may_import), state)
+        if code == TORCH:
+            name, requires_grad, arr = decode(data)
+            return _dec_torch(name, requires_grad, arr)
         if code == FILE:
             from ..types import File
 
