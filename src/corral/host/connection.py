@@ -121,11 +121,7 @@ class Connection:
     def call(self, call_id: int, payload: bytes, sink: Any) -> None:
         """Like ``submit``, for a caller that blocks until the call ends: this thread reads
         the replies itself when no one else is reading, which saves a thread hand-off."""
-        if self._reader == threading.get_ident():
-            # An on_event callback runs on the thread that reads replies: waiting there
-            # for another reply could never end.
-            raise RuntimeError("a blocking call cannot be made from an on_event callback; "
-                               "use submit() there, or hand the work to another thread")
+        self._refuse_reentry()
         if not self._read_lock.acquire(blocking=False):
             # Someone else reads: they deliver our reply, and we wait for it.
             sink.prepare_to_wait()
@@ -133,9 +129,38 @@ class Connection:
             if not self._reading:
                 self._wake.set()
             return
-        self._reader = threading.get_ident()
         try:
             self._register(call_id, payload, sink)
+        except BaseException:
+            self._read_lock.release()
+            raise
+        self._lead(sink)
+
+    def submit_batch(self, calls: list[tuple[int, bytes, Any]]) -> None:
+        """Register several calls and send those the window admits with one system call.
+        Nothing wakes the reader thread: the caller reads replies itself (``read_until``)."""
+        self._send_frames(self._admit(calls))
+
+    def read_until(self, sink: Any) -> None:
+        """Block until ``sink`` (prepared to wait) is finished, reading replies on this
+        thread when no one else is reading."""
+        self._refuse_reentry()
+        if not sink._finished and self._read_lock.acquire(blocking=False):
+            self._lead(sink)
+        if not sink._finished and not self._reading:
+            self._wake.set()  # someone else held the lock; make sure a reader runs
+
+    def _refuse_reentry(self) -> None:
+        if self._reader == threading.get_ident():
+            # An on_event callback runs on the thread that reads replies: waiting there
+            # for another reply could never end.
+            raise RuntimeError("a blocking call cannot be made from an on_event callback; "
+                               "use submit() there, or hand the work to another thread")
+
+    def _lead(self, sink: Any) -> None:
+        """Holding ``_read_lock``: read and route replies until ``sink`` is finished."""
+        self._reader = threading.get_ident()
+        try:
             while not sink._finished:
                 if not self._read_one():
                     # The channel ended; another thread may still be failing the calls.
@@ -147,15 +172,18 @@ class Connection:
             if self._pending:
                 self._wake.set()
 
-    def submit_batch(self, calls: list[tuple[int, bytes, Any]]) -> None:
-        """Register several calls and send those the window admits with one system call.
-        Nothing wakes the reader thread: the caller reads replies itself (``read_until``)."""
+    def _register(self, call_id: int, payload: bytes, sink: Any) -> None:
+        self._send_frames(self._admit([(call_id, payload, sink)]))
+
+    def _admit(self, calls: list[tuple[int, bytes, Any]]) -> list[bytes]:
+        """Register calls as pending; return the payloads the window lets go now (the rest
+        wait in order for replies to free room)."""
         to_send = []
         with self._lock:
             if self._broken is not None:
                 for _, _, sink in calls:
                     sink._failed(self._broken)
-                return
+                return to_send
             for call_id, payload, sink in calls:
                 size = len(payload) + 4
                 self._pending[call_id] = sink
@@ -169,44 +197,7 @@ class Connection:
                 self._in_flight_bytes += size
                 sink._sent = True
                 to_send.append(payload)
-        if to_send:
-            self._send_frames(to_send)
-
-    def read_until(self, sink: Any) -> None:
-        """Block until ``sink`` (prepared to wait) is finished, reading replies on this
-        thread when no one else is reading."""
-        if self._reader == threading.get_ident():
-            raise RuntimeError("a blocking call cannot be made from an on_event callback")
-        if not sink._finished and self._read_lock.acquire(blocking=False):
-            self._reader = threading.get_ident()
-            try:
-                while not sink._finished:
-                    if not self._read_one():
-                        self._ended.wait()
-                        break
-            finally:
-                self._reader = None
-                self._read_lock.release()
-        if not sink._finished and not self._reading:
-            self._wake.set()  # someone else held the lock; make sure a reader runs
-
-    def _register(self, call_id: int, payload: bytes, sink: Any) -> None:
-        size = len(payload) + 4
-        with self._lock:
-            if self._broken is not None:
-                sink._failed(self._broken)
-                return
-            self._pending[call_id] = sink
-            sink._size = size
-            if call_id > self._last_id:
-                self._last_id = call_id
-            if self._waiting or not self._fits(size):
-                self._waiting.append((call_id, payload))
-                return
-            self._in_flight += 1
-            self._in_flight_bytes += size
-            sink._sent = True
-        self._send_call(payload)
+        return to_send
 
     def flush_releases(self) -> None:
         """Tell the worker which of its segments we no longer use (see protocol/shm.py)."""
@@ -227,7 +218,12 @@ class Connection:
         return self._in_flight < self._window and self._in_flight_bytes + size <= WINDOW_BYTES
 
     def _send_frames(self, payloads: list[bytes]) -> None:
-        """Send several queued calls with one system call."""
+        """Send calls with one system call."""
+        if not payloads:
+            return
+        if len(payloads) == 1:
+            self._send_call(payloads[0])
+            return
         data = b"".join(b for p in payloads for b in (HEADER.pack(len(p)), p))
         try:
             with self._send_lock:
@@ -344,8 +340,7 @@ class Connection:
                 if sink is not None:
                     sink._sent = True
                 to_send.append(payload)
-        if to_send:
-            self._send_frames(to_send)
+        self._send_frames(to_send)
 
     def _read_control(self) -> None:
         try:

@@ -137,14 +137,10 @@ class Runner:
                 raise
             if method.streams:
                 for item in result:
-                    send(m.Chunk(call.id, item if type(item) in PLAIN_TYPES else to_wire(
-                        item, allow_pickle=self._allow_pickle, exporter=self._exporter,
-                        where=f"a chunk streamed by {call.method}()")))
+                    send(m.Chunk(call.id, self._wire(item, call, "a chunk streamed by")))
                 result = None
             run_time = time.perf_counter() - t0
-            value = result if type(result) in PLAIN_TYPES else to_wire(
-                result, allow_pickle=self._allow_pickle, exporter=self._exporter,
-                where=f"the return value of {call.method}()")
+            value = self._wire(result, call, "the return value of")
             self._leave(scope)
             send(m.Done(call.id, value, run_time))
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
@@ -196,16 +192,12 @@ class Runner:
                 raise
             if method.streams:
                 async for item in result:
-                    send(m.Chunk(call.id, item if type(item) in PLAIN_TYPES else to_wire(
-                        item, allow_pickle=self._allow_pickle, exporter=self._exporter,
-                        where=f"a chunk streamed by {call.method}()")))
+                    send(m.Chunk(call.id, self._wire(item, call, "a chunk streamed by")))
                 result = None
             else:
                 result = await result
             run_time = time.perf_counter() - t0
-            value = result if type(result) in PLAIN_TYPES else to_wire(
-                result, allow_pickle=self._allow_pickle, exporter=self._exporter,
-                where=f"the return value of {call.method}()")
+            value = self._wire(result, call, "the return value of")
             self._leave(scope)
             send(m.Done(call.id, value, run_time))
         except BaseException as exc:  # noqa: BLE001
@@ -214,6 +206,13 @@ class Runner:
             self._finished()
 
     # -- shared ---------------------------------------------------------------------------
+
+    def _wire(self, value: Any, call: m.Call, what: str) -> Any:
+        """A result or chunk ready for the frame (plain values as they are: the hot path)."""
+        if type(value) in PLAIN_TYPES:
+            return value
+        return to_wire(value, allow_pickle=self._allow_pickle, exporter=self._exporter,
+                       where=f"{what} {call.method}()")
 
     def _leave(self, scope: Scope) -> None:
         # Everything the call wrote, at the Python or the fd level, goes out before its result.
