@@ -199,15 +199,27 @@ class Connection:
                 to_send.append(payload)
         return to_send
 
-    def flush_releases(self) -> None:
-        """Tell the worker which of its segments we no longer use (see protocol/shm.py)."""
+    def take_release(self) -> m.Release | None:
+        """What to tell the worker about shared memory, if anything: the leases of its
+        segments we ended, and our segments we closed (see protocol/shm.py)."""
+        if not self.importer.releases and not self.exporter.forgotten:
+            return None
         ids = self.importer.take_releases()
         forget = self.exporter.take_forgotten()
-        if ids or forget:
+        return m.Release(ids, forget) if ids or forget else None
+
+    def flush_releases(self) -> None:
+        """Send ``take_release()`` on its own (when no call is about to carry it)."""
+        release = self.take_release()
+        if release is not None:
             try:
-                self.send_control(m.Release(ids, forget))
+                self.send_control(release)
             except OSError:
                 pass  # the worker is gone, and its segments with it
+
+    def on_release(self, release: m.Release) -> None:
+        self.exporter.released(release.ids)
+        self.importer.forget(release.forget)
 
     def encode(self, msg: Any) -> bytes:
         return self._encode(msg)
@@ -304,9 +316,9 @@ class Connection:
                 raise ProtocolError(f"worker sent {type(msg).__name__} for call {msg.id}, "
                                     "which was not sent to it yet")
             kind = type(msg)
-            if self.importer.releases or self.exporter.forgotten:
-                self.flush_releases()
             if kind is m.Done:
+                if msg.release is not None:
+                    self.on_release(msg.release)
                 self._finish(msg.id)
                 sink._done(msg.value, msg.run_time)
             elif kind is m.Failed:
@@ -363,8 +375,7 @@ class Connection:
                 if type(msg) is m.WorkerLog:
                     self._on_worker_log(msg.stream, msg.text)
                 elif type(msg) is m.Release:
-                    self.exporter.released(msg.ids)
-                    self.importer.forget(msg.forget)
+                    self.on_release(msg)
                 elif type(msg) in (m.Pong, m.Ready, m.SetupFailed):
                     fut, expected = self._requests.get(msg.seq, (None, ()))
                     if fut is None:

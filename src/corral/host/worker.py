@@ -430,8 +430,6 @@ class Worker(CallOptions):
                 if not isinstance(method, str):
                     raise TypeError(f"method name must be a str, not {type(method).__name__}")
                 raise MethodNotFound(method, sorted(self.methods))
-            if conn.importer.releases or conn.exporter.forgotten:
-                conn.flush_releases()
             if args or kwargs:
                 args, kwargs = args_to_wire(args, kwargs, self.allow_pickle, conn.exporter)
             else:
@@ -440,7 +438,8 @@ class Worker(CallOptions):
             if context is not None:
                 context = to_wire(context, allow_pickle=self.allow_pickle, where="context")
             call_id = next(conn._ids)
-            payload = conn._encode(m.Call(call_id, method, args, kwargs, context))
+            payload = conn._encode(m.Call(call_id, method, args, kwargs, context,
+                                          conn.take_release()))
             sink = make(call_id, method, info.kind in ("generator", "asyncgen"), opts)
             if not blocking:
                 conn.submit(call_id, payload, sink)
@@ -457,8 +456,10 @@ class Worker(CallOptions):
         try:
             yield from self._map_loop(method, items, opts, window, pending)
         finally:
-            if pending and self._conn is not None:
-                self._conn._wake.set()  # abandoned early: let the reader collect the rest
+            if self._conn is not None:
+                if pending:
+                    self._conn._wake.set()  # abandoned early: let the reader collect the rest
+                self._conn.flush_releases()  # what the last results' leases need
 
     def _map_loop(self, method: str, items: Any, opts: CallOptions, window: int,
                   pending: deque) -> Any:
@@ -473,8 +474,6 @@ class Worker(CallOptions):
                 if info is None:
                     raise MethodNotFound(str(method), sorted(self.methods))
                 streams = info.kind in ("generator", "asyncgen")
-                if conn.importer.releases or conn.exporter.forgotten:
-                    conn.flush_releases()
                 while not exhausted and len(pending) + len(batch) < window:
                     try:
                         args = next(items)
@@ -486,8 +485,9 @@ class Worker(CallOptions):
                     call_id = next(conn._ids)
                     sink = BlockingCall(call_id, method, streams, opts.on_event)
                     sink.prepare_to_wait()
-                    batch.append((call_id, conn._encode(
-                        m.Call(call_id, method, wire_args, {}, opts.context)), sink))
+                    batch.append((call_id, conn._encode(m.Call(
+                        call_id, method, wire_args, {}, opts.context, conn.take_release())),
+                        sink))
             if batch:
                 conn.submit_batch(batch)
                 pending.extend(sink for _, _, sink in batch)

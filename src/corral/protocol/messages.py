@@ -140,6 +140,9 @@ class Call(msgspec.Struct, tag=21, array_like=True):
     args: list[Any]
     kwargs: dict[str, Any]
     context: dict[str, Any] | None = None
+    #: Shared-memory leases the host ended since its last message (see ``Release``),
+    #: carried here so that a busy connection needs no separate message for them.
+    release: Release | None = None
 
 
 HostData = Call
@@ -177,6 +180,8 @@ class Done(msgspec.Struct, tag=35, array_like=True):
     id: int
     value: Any
     run_time: float
+    #: The leases of this call's own big arguments, ended before the reply (see ``Call``).
+    release: Release | None = None
 
 
 class Failed(msgspec.Struct, tag=36, array_like=True):

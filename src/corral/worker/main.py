@@ -84,7 +84,7 @@ class WorkerProcess:
         self.exporter = Exporter(self.fds, init.oob_threshold)
         self.importer = Importer(self.fds, 1 << 40)
         self.runner = Runner(init.slots, self.data_out.send, self.capture, init.allow_pickle,
-                             self.exporter, self.flush_releases)
+                             self.exporter, self.flush_releases, self.take_release)
         self.allow_pickle = init.allow_pickle
         loaded = self._setup(0, lambda: self._resolve(init), init.config)
         if loaded is None:
@@ -134,8 +134,7 @@ class WorkerProcess:
             except Exception:  # noqa: BLE001 - a broken control channel means the host is gone
                 os._exit(0)
             if isinstance(msg, m.Release):
-                self.exporter.released(msg.ids)
-                self.importer.forget(msg.forget)
+                self.on_release(msg)
             elif isinstance(msg, m.Ping):
                 self.control_out.send(m.Pong(msg.seq, runner.busy()))
             elif isinstance(msg, m.Reload):
@@ -186,6 +185,9 @@ class WorkerProcess:
             except Exception as exc:  # noqa: BLE001 - an argument this side cannot rebuild
                 self._refuse(frame, exc)
                 continue
+            if call.release is not None:
+                self.on_release(call.release)
+                call.release = None
             on_call(call)
             del call
             if releases or forgotten:  # the call's big arguments were just collected
@@ -203,15 +205,26 @@ class WorkerProcess:
         error = TypeError(f"cannot decode the arguments of call {call_id} in the worker: {exc}")
         self.data_out.send(m.Failed(call_id, error_info(error)))
 
-    def flush_releases(self) -> None:
-        """Tell the host which of its segments we no longer use (see protocol/shm.py)."""
+    def take_release(self) -> m.Release | None:
+        """What to tell the host about shared memory, if anything (protocol/shm.py)."""
+        if not self.importer.releases and not self.exporter.forgotten:
+            return None
         ids = self.importer.take_releases()
         forget = self.exporter.take_forgotten()
-        if ids or forget:
+        return m.Release(ids, forget) if ids or forget else None
+
+    def flush_releases(self) -> None:
+        """Send ``take_release()`` on its own (when no reply is about to carry it)."""
+        release = self.take_release()
+        if release is not None:
             try:
-                self.control_out.send(m.Release(ids, forget))
+                self.control_out.send(release)
             except OSError:
                 pass
+
+    def on_release(self, release: m.Release) -> None:
+        self.exporter.released(release.ids)
+        self.importer.forget(release.forget)
 
 
 def _setup_sink() -> Any:

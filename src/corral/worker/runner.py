@@ -32,7 +32,8 @@ from .scope import Scope, _current
 class Runner:
     def __init__(self, slots: int, send: Callable[[Any], Any], capture: Capture,
                  allow_pickle: bool, exporter: Any = None,
-                 flush_releases: Callable[[], None] = lambda: None):
+                 flush_releases: Callable[[], None] = lambda: None,
+                 take_release: Callable[[], Any] = lambda: None):
         self.slots = slots
         self.loaded: Loaded | None = None
         self._send = send
@@ -40,6 +41,7 @@ class Runner:
         self._allow_pickle = allow_pickle
         self._exporter = exporter
         self._flush_releases = flush_releases
+        self._take_release = take_release
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._idle_waiters = 0
@@ -141,8 +143,9 @@ class Runner:
                 result = None
             run_time = time.perf_counter() - t0
             value = self._wire(result, call, "the return value of")
+            result = None  # (an echo's result is its argument: let both go)
             self._leave(scope)
-            send(m.Done(call.id, value, run_time))
+            send(m.Done(call.id, value, run_time, self._release_args(call)))
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
             self._fail(scope, call, exc)
         finally:
@@ -198,14 +201,23 @@ class Runner:
                 result = await result
             run_time = time.perf_counter() - t0
             value = self._wire(result, call, "the return value of")
+            result = None  # (an echo's result is its argument: let both go)
             self._leave(scope)
-            send(m.Done(call.id, value, run_time))
+            send(m.Done(call.id, value, run_time, self._release_args(call)))
         except BaseException as exc:  # noqa: BLE001
             self._fail(scope, call, exc)
         finally:
             self._finished()
 
     # -- shared ---------------------------------------------------------------------------
+
+    def _release_args(self, call: m.Call) -> Any:
+        """Drop the call's arguments now, so that the leases of its big ones end (unless the
+        target kept them) and ride on the reply instead of a message of their own."""
+        if call.args or call.kwargs:
+            call.args = []
+            call.kwargs = {}
+        return self._take_release()
 
     def _wire(self, value: Any, call: m.Call, what: str) -> Any:
         """A result or chunk ready for the frame (plain values as they are: the hot path)."""
