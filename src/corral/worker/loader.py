@@ -6,7 +6,6 @@ import importlib
 import importlib.util
 import inspect
 import os
-import pickle
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -52,6 +51,8 @@ def resolve(spec: TargetSpec, allow_pickle: bool) -> Any:
     if spec.pickled is not None:
         # The host shipped a local object; cloudpickle's output needs cloudpickle to load
         # when it contains functions or classes defined by value.
+        import pickle  # here, not at the top: most workers load a reference (cold start)
+
         try:
             return pickle.loads(spec.pickled)
         except ModuleNotFoundError as exc:
