@@ -180,3 +180,24 @@ def test_the_pool_evicts_old_idle_segments_to_keep_a_new_one():
     huge = pool.acquire(100 * page)
     pool.release(huge)  # alone above the cap: closed, not kept
     assert pool.stats()["bytes"] <= 10 * page + 8 * page
+
+
+def test_an_echo_comes_back_by_reference_to_our_own_segment(w):
+    arr = np.arange(BIG // 8, dtype=np.float64)
+    back = w.call("echo", arr)
+    assert np.array_equal(back, arr)
+    base = back
+    while isinstance(base, np.ndarray):
+        base = base.base
+    # The worker sent no copy: the result is a view on the host's own pool segment.
+    owned = {id(seg.mm) for seg in local_pool()._live.values()}
+    assert id(base.obj) in owned
+    del back, base
+    gc.collect()
+    w.call("echo", 0)
+    assert leases(w) == 0
+
+
+def test_a_worker_cannot_name_a_host_segment_it_does_not_hold(w):
+    with pytest.raises(corral.ProtocolError, match="does not hold"):
+        w.call("forged_own_reference")

@@ -59,9 +59,10 @@ class Connection:
         self._control_reader = FrameReader(control, max_frame)
         # Big values in calls go out through exporter; big values in replies come in
         # through importer (protocol/shm.py).
-        self.exporter = Exporter(fds, oob_threshold)
         self.importer = Importer(fds, 1 << 40)
-        self._data_decode = make_decoder(m.WorkerData, allow_pickle, self.importer).decode
+        self.exporter = Exporter(fds, oob_threshold, peer=self.importer)
+        self._data_decode = make_decoder(m.WorkerData, allow_pickle, self.importer,
+                                         exporter=self.exporter).decode
         self._control_decoder = make_decoder(m.WorkerControl, allow_pickle)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)

@@ -226,9 +226,11 @@ class Exporter:
     """The sending half of one connection: lends segments to the peer, announcing each
     segment's descriptor once over the fd socket, and takes them back on Release."""
 
-    def __init__(self, fd_sock: socket.socket, threshold: int = DEFAULT_THRESHOLD):
+    def __init__(self, fd_sock: socket.socket, threshold: int = DEFAULT_THRESHOLD,
+                 peer: "Importer | None" = None):
         self.threshold = threshold
         self._sock = fd_sock
+        self._peer = peer  # the same connection's Importer: arrays that live in its segments
         self._pool = local_pool()
         self._announced: set[int] = set()
         self._lent: collections.Counter[int] = collections.Counter()
@@ -274,16 +276,22 @@ class Exporter:
             self._pool.release(seg)  # the peer's lease holds it now (if lent)
         return seg.id, 0, n
 
-    def export_array(self, arr: Any) -> tuple[int, int, int]:
-        """Lend the memory of a C-contiguous array: its own segment when it lives in one
-        (no copy), else a copy in a new lease."""
+    def export_array(self, arr: Any) -> tuple[int, int, int, bool]:
+        """Where the peer finds a C-contiguous array: ``(segment, offset, nbytes, theirs)``.
+        An array in one of the peer's own segments (an echo, a slice of an argument) goes
+        back as a reference to it (``theirs``); one in our segments is lent as it is; any
+        other is copied into a new lease."""
         nbytes = arr.nbytes
         if nbytes:
             address = arr.__array_interface__["data"][0]
+            if self._peer is not None:
+                found = self._peer.locate(address, nbytes)
+                if found is not None:
+                    return found[0], found[1], nbytes, True
             seg = self._pool.find(address, nbytes)
             if seg is not None:
                 self._lend(seg)
-                return seg.id, address - seg.address, nbytes
+                return seg.id, address - seg.address, nbytes, False
         import numpy as np
 
         seg = self._pool.acquire(nbytes)
@@ -294,7 +302,34 @@ class Exporter:
             self._lend(seg)
         finally:
             self._pool.release(seg)
-        return seg.id, 0, nbytes
+        return seg.id, 0, nbytes, False
+
+    def own_array(self, seg_id: int, offset: int, nbytes: int, dtype: Any, shape: tuple,
+                  order: str) -> Any:
+        """An array on one of our own segments that the peer sent back by reference. Only
+        a segment the peer holds a lease on may be named (it is untrusted)."""
+        import numpy as np
+
+        with self._lock:
+            leased = self._lent.get(seg_id, 0) > 0
+        seg = self._pool.get(seg_id) if leased else None
+        if seg is None:
+            raise ValueError(f"the peer referred to segment {seg_id}, which it does not hold")
+        if offset < 0 or nbytes < 0 or offset + nbytes > seg.size:
+            raise ValueError(f"region [{offset}, {offset + nbytes}) is outside segment {seg_id}")
+        count = 1
+        for d in shape:
+            count *= d
+        if count * dtype.itemsize != nbytes:
+            raise ValueError(f"shape {shape} of {dtype} does not fill {nbytes} bytes")
+        self._pool.retain(seg)
+        try:
+            flat = np.frombuffer(seg.view, dtype=dtype, count=count, offset=offset)
+        except BaseException:
+            self._pool.release(seg)
+            raise
+        _hold_while_alive(flat, self._pool, seg)
+        return flat.reshape(shape[::-1]).T if order == "F" else flat.reshape(shape)
 
     def released(self, seg_ids: list[int]) -> None:
         """The peer dropped these leases (a Release message). Ids it was never lent are
@@ -326,6 +361,19 @@ class Exporter:
             return sum(self._lent.values())
 
 
+def _address_of_mmap(mm: mmap.mmap) -> int:
+    import ctypes
+
+    view = memoryview(mm)
+    try:
+        c = ctypes.c_char.from_buffer(view)
+        address = ctypes.addressof(c)
+        del c
+    finally:
+        view.release()
+    return address
+
+
 def _recv_announcement(sock: socket.socket) -> tuple[bytes, list[int]]:
     """One queued announcement, without blocking: (b"", []) when there is none.
     (Not socket.recv_fds: before Python 3.12 it ignores its flags and would block.)"""
@@ -351,8 +399,18 @@ class Importer:
         self._sock = fd_sock
         self._max = max_segment
         self._maps: dict[int, tuple[mmap.mmap, int]] = {}
+        self._addresses: dict[int, int] = {}
         self._lock = threading.Lock()
         self.releases: collections.deque[int] = collections.deque()
+
+    def locate(self, address: int, nbytes: int) -> tuple[int, int] | None:
+        """``(segment, offset)`` if ``[address, address + nbytes)`` lies in a mapped segment
+        of the peer's."""
+        for seg_id, base in list(self._addresses.items()):
+            got = self._maps.get(seg_id)
+            if got is not None and base <= address and address + nbytes <= base + got[1]:
+                return seg_id, address - base
+        return None
 
     def _segment(self, seg_id: int) -> tuple[mmap.mmap, int]:
         got = self._maps.get(seg_id)
@@ -380,6 +438,7 @@ class Importer:
                 finally:
                     os.close(fd)  # the mapping keeps the memory
                 self._maps[announced_id] = (mm, size)
+                self._addresses[announced_id] = _address_of_mmap(mm)
             return self._maps[seg_id]
 
     def _region(self, seg_id: int, offset: int, nbytes: int) -> memoryview:
@@ -424,6 +483,7 @@ class Importer:
         with self._lock:
             for seg_id in seg_ids:
                 got = self._maps.pop(seg_id, None)
+                self._addresses.pop(seg_id, None)
                 if got is not None:
                     try:
                         got[0].close()
@@ -447,3 +507,4 @@ class Importer:
         # Mappings stay valid for arrays still in use; drop our index of them.
         with self._lock:
             self._maps.clear()
+            self._addresses.clear()

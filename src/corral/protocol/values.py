@@ -410,9 +410,9 @@ def _enc_numpy(v: Any, ctx: _Ctx) -> Any:
         descr = np.lib.format.dtype_to_descr(v.dtype)
         exporter = ctx.exporter
         if exporter is not None and v.nbytes >= exporter.threshold:
-            seg, offset, n = exporter.export_array(flat)
-            return Ext(SHM_ARRAY, _packb(_walk([seg, offset, n, descr, list(v.shape), order],
-                                               _PLAIN_CTX)))
+            seg, offset, n, theirs = exporter.export_array(flat)
+            return Ext(SHM_ARRAY, _packb(_walk(
+                [seg, offset, n, descr, list(v.shape), order, theirs], _PLAIN_CTX)))
         header = _packb(_walk([descr, list(v.shape), order], _PLAIN_CTX))
         # One copy of the data, straight into the payload; viewing it as bytes works for
         # every dtype (datetime64 and structured ones refuse the buffer protocol).
@@ -526,8 +526,8 @@ def _rebuild_object(kind: str, cls: Any, state: Any) -> Any:
     raise ValueError(f"unknown object kind {kind!r}")
 
 
-def make_ext_hook(allow_pickle: bool, importer: Any = None,
-                  may_import: bool = False) -> Callable[[int, memoryview], Any]:
+def make_ext_hook(allow_pickle: bool, importer: Any = None, may_import: bool = False,
+                  exporter: Any = None) -> Callable[[int, memoryview], Any]:
     """The decoder hook for our extension types; pickle payloads only when allowed, shared
     memory only through an ``importer`` (``shm.Importer``); Enum, dataclass and Struct
     types from modules not yet imported only when ``may_import`` (the worker, which
@@ -588,9 +588,14 @@ def make_ext_hook(allow_pickle: bool, importer: Any = None,
                 return importer.import_bytes(seg, offset, n, bytearray if is_bytearray else bytes)
             import numpy as np
 
-            seg, offset, n, descr, shape, order = decode(data)
-            return importer.import_array(seg, offset, n, np.lib.format.descr_to_dtype(descr),
-                                         tuple(shape), order)
+            seg, offset, n, descr, shape, order, ours = decode(data)
+            dtype = np.lib.format.descr_to_dtype(descr)
+            if ours:  # the peer handed back memory of ours (an echo): no copy either way
+                if exporter is None:
+                    raise ValueError("a reference to our own shared memory arrived on a "
+                                     "channel without shared memory")
+                return exporter.own_array(seg, offset, n, dtype, tuple(shape), order)
+            return importer.import_array(seg, offset, n, dtype, tuple(shape), order)
         if code == OBJECT:
             kind, module, qualname, state = decode(data)
             return _rebuild_object(kind, _find_type(module, qualname, may_import), state)
@@ -624,10 +629,11 @@ def make_ext_hook(allow_pickle: bool, importer: Any = None,
 
 
 def make_decoder(kind: Any, allow_pickle: bool = False, importer: Any = None,
-                 may_import: bool = False) -> msgspec.msgpack.Decoder:
-    """A typed decoder for ``kind`` (a message union) that rebuilds our extension values."""
+                 may_import: bool = False, exporter: Any = None) -> msgspec.msgpack.Decoder:
+    """A typed decoder for ``kind`` (a message union) that rebuilds our extension values
+    (``importer``/``exporter``: the connection's two halves of shared memory)."""
     return msgspec.msgpack.Decoder(kind, ext_hook=make_ext_hook(allow_pickle, importer,
-                                                                may_import))
+                                                                may_import, exporter))
 
 
 def make_encoder() -> msgspec.msgpack.Encoder:

@@ -81,8 +81,8 @@ class WorkerProcess:
         from ..protocol.shm import Exporter, Importer
 
         # Big results go out through exporter; big arguments come in through importer.
-        self.exporter = Exporter(self.fds, init.oob_threshold)
         self.importer = Importer(self.fds, 1 << 40)
+        self.exporter = Exporter(self.fds, init.oob_threshold, peer=self.importer)
         self.runner = Runner(init.slots, self.data_out.send, self.capture, init.allow_pickle,
                              self.exporter, self.flush_releases, self.take_release)
         self.allow_pickle = init.allow_pickle
@@ -172,7 +172,8 @@ class WorkerProcess:
         runner = self.runner
         assert runner is not None
         decode = make_decoder(m.HostData, allow_pickle=self.allow_pickle,
-                              importer=self.importer, may_import=True).decode
+                              importer=self.importer, may_import=True,
+                              exporter=self.exporter).decode
         read = self.data_in.read
         on_call = runner.on_call
         releases, forgotten = self.importer.releases, self.exporter.forgotten
