@@ -32,7 +32,7 @@ from typing import Any, Callable
 from ..exceptions import ProtocolError
 from ..protocol import messages as m
 from ..protocol.framing import HEADER, FrameError, FrameReader, TruncatedFrame
-from ..protocol.shm import Exporter, Importer
+from ..protocol.shm import Link
 from ..protocol.values import make_decoder, make_encoder
 
 log = logging.getLogger("corral")
@@ -59,8 +59,8 @@ class Connection:
         self._control_reader = FrameReader(control, max_frame)
         # Big values in calls go out through exporter; big values in replies come in
         # through importer (protocol/shm.py).
-        self.importer = Importer(fds, 1 << 40)
-        self.exporter = Exporter(fds, oob_threshold, peer=self.importer)
+        self.shm = Link(fds, oob_threshold)
+        self.importer, self.exporter = self.shm.importer, self.shm.exporter
         self._data_decode = make_decoder(m.WorkerData, allow_pickle, self.importer,
                                          exporter=self.exporter).decode
         self._control_decoder = make_decoder(m.WorkerControl, allow_pickle)
@@ -200,27 +200,14 @@ class Connection:
                 to_send.append(payload)
         return to_send
 
-    def take_release(self) -> m.Release | None:
-        """What to tell the worker about shared memory, if anything: the leases of its
-        segments we ended, and our segments we closed (see protocol/shm.py)."""
-        if not self.importer.releases and not self.exporter.forgotten:
-            return None
-        ids = self.importer.take_releases()
-        forget = self.exporter.take_forgotten()
-        return m.Release(ids, forget) if ids or forget else None
-
     def flush_releases(self) -> None:
-        """Send ``take_release()`` on its own (when no call is about to carry it)."""
-        release = self.take_release()
+        """Send the shared-memory news on its own (when no call is about to carry it)."""
+        release = self.shm.take_release()
         if release is not None:
             try:
                 self.send_control(release)
             except OSError:
                 pass  # the worker is gone, and its segments with it
-
-    def on_release(self, release: m.Release) -> None:
-        self.exporter.released(release.ids)
-        self.importer.forget(release.forget)
 
     def encode(self, msg: Any) -> bytes:
         return self._encode(msg)
@@ -319,7 +306,7 @@ class Connection:
             kind = type(msg)
             if kind is m.Done:
                 if msg.release is not None:
-                    self.on_release(msg.release)
+                    self.shm.apply(msg.release)
                 self._finish(msg.id)
                 sink._done(msg.value, msg.run_time)
             elif kind is m.Failed:
@@ -376,7 +363,7 @@ class Connection:
                 if type(msg) is m.WorkerLog:
                     self._on_worker_log(msg.stream, msg.text)
                 elif type(msg) is m.Release:
-                    self.on_release(msg)
+                    self.shm.apply(msg)
                 elif type(msg) in (m.Pong, m.Ready, m.SetupFailed):
                     fut, expected = self._requests.get(msg.seq, (None, ()))
                     if fut is None:
@@ -437,8 +424,7 @@ class Connection:
             requests = list(self._requests.values())
             self._requests.clear()
         self._wake.set()  # let the reader thread see the end and exit
-        self.exporter.close()  # the worker holds none of our segments any more
-        self.importer.close()
+        self.shm.close()  # the worker holds none of our segments any more
         for sink in sinks:
             sink._failed(self._broken)
         for fut, _ in requests:

@@ -439,7 +439,7 @@ class Worker(CallOptions):
                 context = to_wire(context, allow_pickle=self.allow_pickle, where="context")
             call_id = next(conn._ids)
             payload = conn._encode(m.Call(call_id, method, args, kwargs, context,
-                                          conn.take_release()))
+                                          conn.shm.take_release()))
             sink = make(call_id, method, info.kind in ("generator", "asyncgen"), opts)
             if not blocking:
                 conn.submit(call_id, payload, sink)
@@ -486,7 +486,7 @@ class Worker(CallOptions):
                     sink = BlockingCall(call_id, method, streams, opts.on_event)
                     sink.prepare_to_wait()
                     batch.append((call_id, conn._encode(m.Call(
-                        call_id, method, wire_args, {}, opts.context, conn.take_release())),
+                        call_id, method, wire_args, {}, opts.context, conn.shm.take_release())),
                         sink))
             if batch:
                 conn.submit_batch(batch)

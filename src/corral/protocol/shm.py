@@ -508,3 +508,32 @@ class Importer:
         with self._lock:
             self._maps.clear()
             self._addresses.clear()
+
+
+class Link:
+    """Both halves of one connection's shared memory, and the Release news between them."""
+
+    def __init__(self, fd_sock: socket.socket, threshold: int = DEFAULT_THRESHOLD,
+                 max_segment: int = 1 << 40):
+        self.importer = Importer(fd_sock, max_segment)
+        self.exporter = Exporter(fd_sock, threshold, peer=self.importer)
+
+    def take_release(self) -> Any:
+        """A ``Release`` for the peer (leases of its segments we ended, our segments we
+        closed), or None when there is nothing to say."""
+        if not self.importer.releases and not self.exporter.forgotten:
+            return None
+        from .messages import Release
+
+        ids = self.importer.take_releases()
+        forget = self.exporter.take_forgotten()
+        return Release(ids, forget) if ids or forget else None
+
+    def apply(self, release: Any) -> None:
+        """The peer's ``Release``."""
+        self.exporter.released(release.ids)
+        self.importer.forget(release.forget)
+
+    def close(self) -> None:
+        self.exporter.close()
+        self.importer.close()

@@ -78,13 +78,13 @@ class WorkerProcess:
         init = self._read_control()
         if not isinstance(init, m.Init):
             raise SystemExit(f"corral worker: expected Init, got {type(init).__name__}")
-        from ..protocol.shm import Exporter, Importer
+        from ..protocol.shm import Link
 
-        # Big results go out through exporter; big arguments come in through importer.
-        self.importer = Importer(self.fds, 1 << 40)
-        self.exporter = Exporter(self.fds, init.oob_threshold, peer=self.importer)
+        # Big results go out through the exporter; big arguments come in through the importer.
+        self.shm = Link(self.fds, init.oob_threshold)
+        self.importer, self.exporter = self.shm.importer, self.shm.exporter
         self.runner = Runner(init.slots, self.data_out.send, self.capture, init.allow_pickle,
-                             self.exporter, self.flush_releases, self.take_release)
+                             self.exporter, self.flush_releases, self.shm.take_release)
         self.allow_pickle = init.allow_pickle
         loaded = self._setup(0, lambda: self._resolve(init), init.config)
         if loaded is None:
@@ -134,7 +134,7 @@ class WorkerProcess:
             except Exception:  # noqa: BLE001 - a broken control channel means the host is gone
                 os._exit(0)
             if isinstance(msg, m.Release):
-                self.on_release(msg)
+                self.shm.apply(msg)
             elif isinstance(msg, m.Ping):
                 self.control_out.send(m.Pong(msg.seq, runner.busy()))
             elif isinstance(msg, m.Reload):
@@ -187,7 +187,7 @@ class WorkerProcess:
                 self._refuse(frame, exc)
                 continue
             if call.release is not None:
-                self.on_release(call.release)
+                self.shm.apply(call.release)
                 call.release = None
             on_call(call)
             del call
@@ -206,26 +206,14 @@ class WorkerProcess:
         error = TypeError(f"cannot decode the arguments of call {call_id} in the worker: {exc}")
         self.data_out.send(m.Failed(call_id, error_info(error)))
 
-    def take_release(self) -> m.Release | None:
-        """What to tell the host about shared memory, if anything (protocol/shm.py)."""
-        if not self.importer.releases and not self.exporter.forgotten:
-            return None
-        ids = self.importer.take_releases()
-        forget = self.exporter.take_forgotten()
-        return m.Release(ids, forget) if ids or forget else None
-
     def flush_releases(self) -> None:
-        """Send ``take_release()`` on its own (when no reply is about to carry it)."""
-        release = self.take_release()
+        """Send the shared-memory news on its own (when no reply is about to carry it)."""
+        release = self.shm.take_release()
         if release is not None:
             try:
                 self.control_out.send(release)
             except OSError:
                 pass
-
-    def on_release(self, release: m.Release) -> None:
-        self.exporter.released(release.ids)
-        self.importer.forget(release.forget)
 
 
 def _setup_sink() -> Any:
