@@ -26,7 +26,7 @@ from ..exceptions import (
     make_remote_error,
 )
 from ..protocol import messages as m
-from ..protocol.framing import DEFAULT_MAX_FRAME
+from ..protocol.framing import DEFAULT_MAX_FRAME, TruncatedFrame
 from ..protocol.shm import DEFAULT_THRESHOLD
 from ..protocol.values import args_to_wire, to_wire
 from ..protocol.version import check_hello
@@ -287,14 +287,11 @@ class Worker(CallOptions):
         except socket.timeout:
             raise WorkerStartupError(f"worker {proc.pid} did not send {what} in time",
                                      proc.stderr_tail(0)) from None
-        except (OSError, Exception) as exc:
-            if isinstance(exc, (OSError,)) or True:
-                pass
-            if isinstance(exc, OSError):
-                msg = None
-            else:
-                raise ProtocolError(f"worker {proc.pid} sent an undecodable message during "
-                                    f"startup: {exc}") from exc
+        except (OSError, TruncatedFrame):
+            msg = None  # it died (or hung up) while we waited: reported below with its exit
+        except Exception as exc:  # noqa: BLE001 - anything else it sent is garbage
+            raise ProtocolError(f"worker {proc.pid} sent an undecodable message during "
+                                f"startup: {exc}") from exc
         if msg is None:
             code = proc.wait(5.0)
             text, _ = describe_exit(code)
