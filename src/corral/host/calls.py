@@ -34,7 +34,8 @@ class CallRecord:
     metrics: dict[str, Any]
     run_time: float | None
 
-    def _init_record(self, call_id: int, method: str, on_event: EventCallback | None) -> None:
+    def _init_record(self, call_id: int, method: str, on_event: EventCallback | None,
+                     streams: bool = False) -> None:
         self.id = call_id
         self.method = method
         self._sent = False  # set by the connection once the Call is on the wire
@@ -43,6 +44,8 @@ class CallRecord:
         self.metrics = {}
         self.run_time = None
         self._on_event = on_event
+        # A streaming method called for one result: its chunks, collected into a list.
+        self._chunks: list | None = [] if streams else None
 
     @property
     def logs(self) -> list[str]:
@@ -69,6 +72,18 @@ class CallRecord:
                 cb(event)
             except Exception:  # noqa: BLE001 - a caller's callback must not break the channel
                 log.exception("on_event callback for call %s raised", self.id)
+
+    def _event(self, event: Any) -> None:
+        self._record(event)
+        self._notify(event)
+
+    def _chunk(self, value: Any) -> None:
+        if self._chunks is not None:
+            self._chunks.append(value)
+
+    def _outcome(self, value: Any) -> Any:
+        """The call's result: the collected chunks of a streaming method, else ``value``."""
+        return self._chunks if self._chunks is not None else value
 
 
 def _apply_metric(metrics: dict[str, Any], ev: m.Metric) -> None:
@@ -102,20 +117,11 @@ class CallFuture(CallRecord, concurrent.futures.Future):
         self._exception = None
         self._waiters: list = []
         self._done_callbacks: list = []
-        self._init_record(call_id, method, on_event)
-        self._chunks: list | None = [] if streams else None
-
-    def _event(self, event: Any) -> None:
-        self._record(event)
-        self._notify(event)
-
-    def _chunk(self, value: Any) -> None:
-        if self._chunks is not None:
-            self._chunks.append(value)
+        self._init_record(call_id, method, on_event, streams)
 
     def _done(self, value: Any, run_time: float) -> None:
         self.run_time = run_time
-        self.set_result(self._chunks if self._chunks is not None else value)
+        self.set_result(self._outcome(value))
 
     def _failed(self, exc: BaseException) -> None:
         self.set_exception(exc)
@@ -130,8 +136,7 @@ class BlockingCall(CallRecord):
 
     def __init__(self, call_id: int, method: str, streams: bool,
                  on_event: EventCallback | None = None):
-        self._init_record(call_id, method, on_event)
-        self._chunks: list | None = [] if streams else None
+        self._init_record(call_id, method, on_event, streams)
         self._finished = False
         self._exc: BaseException | None = None
         self._lock: threading.Lock | None = None
@@ -141,20 +146,9 @@ class BlockingCall(CallRecord):
         self._lock = threading.Lock()
         self._lock.acquire()
 
-    def done(self) -> bool:
-        return self._finished
-
-    def _event(self, event: Any) -> None:
-        self._record(event)
-        self._notify(event)
-
-    def _chunk(self, value: Any) -> None:
-        if self._chunks is not None:
-            self._chunks.append(value)
-
     def _done(self, value: Any, run_time: float) -> None:
         self.run_time = run_time
-        self._value = self._chunks if self._chunks is not None else value
+        self._value = self._outcome(value)
         self._finished = True
         if self._lock is not None:
             self._lock.release()
@@ -255,22 +249,16 @@ class AsyncCallFuture(CallRecord, asyncio.Future):
     def __init__(self, call_id: int, method: str, streams: bool,
                  on_event: EventCallback | None, loop: asyncio.AbstractEventLoop):
         asyncio.Future.__init__(self, loop=loop)
-        self._init_record(call_id, method, on_event)
-        self._chunks: list | None = [] if streams else None
+        self._init_record(call_id, method, on_event, streams)
 
     def _event(self, event: Any) -> None:
         self._record(event)
         if self._on_event is not None:
             self.get_loop().call_soon_threadsafe(self._notify, event)
 
-    def _chunk(self, value: Any) -> None:
-        if self._chunks is not None:
-            self._chunks.append(value)
-
     def _done(self, value: Any, run_time: float) -> None:
         self.run_time = run_time
-        result = self._chunks if self._chunks is not None else value
-        self.get_loop().call_soon_threadsafe(self._settle, result, None)
+        self.get_loop().call_soon_threadsafe(self._settle, self._outcome(value), None)
 
     def _failed(self, exc: BaseException) -> None:
         self.get_loop().call_soon_threadsafe(self._settle, None, exc)

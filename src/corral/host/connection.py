@@ -54,7 +54,9 @@ class Connection:
         self._on_worker_log = on_worker_log
         self._on_broken = on_broken
         self._make_error = make_error
-        self._encode = make_encoder().encode
+        #: Encode a message (a Call) for ``submit``/``call``; ``ids`` numbers the calls.
+        self.encode = make_encoder().encode
+        self.ids = itertools.count(1)
         self._data_reader = FrameReader(data, max_frame)
         self._control_reader = FrameReader(control, max_frame)
         # Big values in calls go out through exporter; big values in replies come in
@@ -74,7 +76,6 @@ class Connection:
         self._waiting: deque[tuple[int, bytes]] = deque()
         self._in_flight = 0
         self._in_flight_bytes = 0
-        self._ids = itertools.count(1)
         self._last_id = 0
         self._seqs = itertools.count(1)
         self._requests: dict[int, Future] = {}
@@ -97,7 +98,7 @@ class Connection:
         return None if frame is None else self._control_decoder.decode(frame)
 
     def send_control(self, msg: Any) -> None:
-        payload = self._encode(msg)
+        payload = self.encode(msg)
         with self._control_send_lock:
             self._control.sendall(HEADER.pack(len(payload)) + payload)
 
@@ -108,9 +109,6 @@ class Connection:
             self._threads.append(t)
 
     # -- calls ------------------------------------------------------------------------------
-
-    def next_id(self) -> int:
-        return next(self._ids)
 
     def submit(self, call_id: int, payload: bytes, sink: Any) -> None:
         """Register ``sink`` for ``call_id`` and send the encoded Call (now or when the
@@ -208,9 +206,6 @@ class Connection:
                 self.send_control(release)
             except OSError:
                 pass  # the worker is gone, and its segments with it
-
-    def encode(self, msg: Any) -> bytes:
-        return self._encode(msg)
 
     def _fits(self, size: int) -> bool:
         if self._in_flight == 0:

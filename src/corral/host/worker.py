@@ -419,14 +419,7 @@ class Worker(CallOptions):
     def _submit(self, method: str, args: tuple, kwargs: dict, opts: CallOptions,
                 make: Callable[..., Any], blocking: bool = False) -> Any:
         with self._gate:
-            conn = self._conn
-            if conn is None or self._state not in ("ready", "reloading"):
-                raise InvalidState(self._not_callable()) from self._failure
-            info = self.methods.get(method)
-            if info is None:
-                if not isinstance(method, str):
-                    raise TypeError(f"method name must be a str, not {type(method).__name__}")
-                raise MethodNotFound(method, sorted(self.methods))
+            conn, info = self._callable(method)
             if args or kwargs:
                 args, kwargs = args_to_wire(args, kwargs, self.allow_pickle, conn.exporter)
             else:
@@ -434,10 +427,10 @@ class Worker(CallOptions):
             context = opts.context
             if context is not None:
                 context = to_wire(context, allow_pickle=self.allow_pickle, where="context")
-            call_id = next(conn._ids)
-            payload = conn._encode(m.Call(call_id, method, args, kwargs, context,
-                                          conn.shm.take_release()))
-            sink = make(call_id, method, info.kind in ("generator", "asyncgen"), opts)
+            call_id = next(conn.ids)
+            payload = conn.encode(m.Call(call_id, method, args, kwargs, context,
+                                         conn.shm.take_release()))
+            sink = make(call_id, method, info.streams, opts)
             if not blocking:
                 conn.submit(call_id, payload, sink)
                 return sink
@@ -464,13 +457,7 @@ class Worker(CallOptions):
         while True:
             batch = []
             with self._gate:
-                conn = self._conn
-                if conn is None or self._state not in ("ready", "reloading"):
-                    raise InvalidState(self._not_callable()) from self._failure
-                info = self.methods.get(method)
-                if info is None:
-                    raise MethodNotFound(str(method), sorted(self.methods))
-                streams = info.kind in ("generator", "asyncgen")
+                conn, info = self._callable(method)
                 while not exhausted and len(pending) + len(batch) < window:
                     try:
                         args = next(items)
@@ -479,10 +466,10 @@ class Worker(CallOptions):
                         break
                     wire_args = args_to_wire(tuple(args), {}, self.allow_pickle,
                                              conn.exporter)[0] if args else []
-                    call_id = next(conn._ids)
-                    sink = BlockingCall(call_id, method, streams, opts.on_event)
+                    call_id = next(conn.ids)
+                    sink = BlockingCall(call_id, method, info.streams, opts.on_event)
                     sink.prepare_to_wait()
-                    batch.append((call_id, conn._encode(m.Call(
+                    batch.append((call_id, conn.encode(m.Call(
                         call_id, method, wire_args, {}, opts.context, conn.shm.take_release())),
                         sink))
             if batch:
@@ -494,6 +481,18 @@ class Worker(CallOptions):
             conn.read_until(head)
             pending.popleft()
             yield head.result()
+
+    def _callable(self, method: str) -> tuple[Connection, m.MethodInfo]:
+        """The connection and the method's info, or why no call can be made (under _gate)."""
+        conn = self._conn
+        if conn is None or self._state not in ("ready", "reloading"):
+            raise InvalidState(self._not_callable()) from self._failure
+        info = self.methods.get(method)
+        if info is None:
+            if not isinstance(method, str):
+                raise TypeError(f"method name must be a str, not {type(method).__name__}")
+            raise MethodNotFound(method, sorted(self.methods))
+        return conn, info
 
     def _not_callable(self) -> str:
         if self._state == "new":

@@ -235,8 +235,7 @@ def _enc_timedelta(v, ctx):
     return Ext(TIMEDELTA, _packb([v.days, v.seconds, v.microseconds]))
 
 
-def _enc_decimal(v, ctx):  # decimal, uuid and pathlib are imported on first use: cold start
-
+def _enc_decimal(v, ctx):
     return Ext(DECIMAL, str(v).encode())
 
 
@@ -259,6 +258,7 @@ _ENCODERS: dict[type, Callable[[Any, bool], Any]] = {
     _dt.time: _enc_time,
     _dt.timedelta: _enc_timedelta,
 }
+# decimal, uuid and pathlib are imported on first use: they cost a worker's cold start.
 _LAZY_MODULES = frozenset({"decimal", "uuid", "pathlib"})
 
 

@@ -29,7 +29,7 @@ class Method:
         self.fn = fn
         self.info = info
         self.is_async = info.kind in ("async", "asyncgen")
-        self.streams = info.kind in ("generator", "asyncgen")
+        self.streams = info.streams
 
 
 @dataclass
