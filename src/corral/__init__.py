@@ -19,6 +19,9 @@ from .exceptions import (
     WorkerCrashed,
     WorkerError,
     WorkerStartupError,
+    WorkerUnavailable,
+    CallTimeout,
+    QueueFull,
 )
 from .protocol.messages import Chunk, Done, Log, Metric, MethodInfo, Progress
 from .types import File
@@ -26,6 +29,8 @@ from .worker.scope import Scope, current
 
 if _TYPE_CHECKING:
     from .host.calls import AsyncCallFuture, AsyncCallStream, CallFuture, CallStream
+    from .exceptions import Cancelled
+    from .host.supervisor import Crash, Restart
     from .host.worker import CallOptions, Health, Stats, Worker
 
 _LAZY_NAMES = {
@@ -39,6 +44,9 @@ _LAZY_NAMES = {
     "CallStream": "corral.host.calls",
     "AsyncCallFuture": "corral.host.calls",
     "AsyncCallStream": "corral.host.calls",
+    "Restart": "corral.host.supervisor",
+    "Crash": "corral.host.supervisor",
+    "Cancelled": "corral.exceptions",
 }
 
 __all__ = [
@@ -61,7 +69,10 @@ __all__ = [
     "WorkerStartupError",
     "SetupError",
     "WorkerCrashed",
+    "WorkerUnavailable",
     "ProtocolError",
+    "CallTimeout",
+    "QueueFull",
     *_LAZY_NAMES,
 ]
 

@@ -8,13 +8,18 @@
      ├── ArgumentError ........... the arguments do not fit the method's signature   (also a TypeError)
      ├── RemoteError ............. user code raised during a call; the worker is still usable
      │                             (a builtin type is also catchable as itself: ``except ValueError``)
+     ├── Cancelled ............... the call was cancelled (also a concurrent.futures.CancelledError)
+     ├── CallTimeout ............. the call ran past its ``timeout`` and was stopped (also a TimeoutError)
+     ├── QueueFull ............... a Pool's queue is full
      └── WorkerError ............. the worker process itself is broken
           ├── WorkerStartupError . it never became ready: interpreter, handshake or version mismatch
           │    └── SetupError .... loading the target or its ``setup()`` raised
           ├── WorkerCrashed ...... the process died while calls were in flight
+          ├── WorkerUnavailable .. it crashed too often and is not restarted any more (also an InvalidState)
           └── ProtocolError ...... it sent a frame that is oversize, truncated or undecodable
 
-This module is shared by the host and the worker side, so it imports nothing but the stdlib.
+This module is shared by the host and the worker side, so it imports nothing but the stdlib
+(``Cancelled`` is built on first use: it needs concurrent.futures, which a worker never does).
 """
 
 from __future__ import annotations
@@ -32,7 +37,11 @@ __all__ = [
     "WorkerStartupError",
     "SetupError",
     "WorkerCrashed",
+    "WorkerUnavailable",
     "ProtocolError",
+    "Cancelled",
+    "CallTimeout",
+    "QueueFull",
 ]
 
 
@@ -195,3 +204,48 @@ class WorkerCrashed(WorkerError):
 class ProtocolError(WorkerError):
     """Raised when a worker sends an oversize, truncated or undecodable frame, or a message
     that breaks the protocol. The worker is then defunct: it is killed and its calls fail."""
+
+
+class WorkerUnavailable(WorkerError, InvalidState):
+    """Raised for calls to a worker that crashed more often than its restart policy allows
+    (``Restart.max_restarts`` within ``Restart.window`` seconds), or whose restart failed
+    for good. ``history`` lists the crashes (``corral.Crash``), oldest first."""
+
+    def __init__(self, message: str, history: list[Any] | None = None):
+        self.history = list(history or [])
+        if self.history:
+            lines = "\n".join(f"  {c}" for c in self.history)
+            message = f"{message}\ncrash history (oldest first):\n{lines}"
+        super().__init__(message)
+
+
+class CallTimeout(CorralError, TimeoutError):
+    """Raised when a call runs past its ``timeout``: the call was cancelled in the worker
+    (the same way as ``cancel()``), so its slot is free again once the work has stopped."""
+
+    def __init__(self, message: str, timeout: float | None = None):
+        self.timeout = timeout
+        super().__init__(message)
+
+
+class QueueFull(CorralError):
+    """Raised when a call would wait in a queue that is already full (``Pool(max_queue=)``)."""
+
+
+def _make_cancelled() -> type:
+    import concurrent.futures
+
+    class Cancelled(CorralError, concurrent.futures.CancelledError):
+        """Raised for a call that was cancelled: ``future.cancel()``, closing its stream, a
+        cancelled asyncio task, or the host stopping. The work in the worker was stopped
+        (or its worker killed, when it did not stop within ``cancel_grace``)."""
+
+    Cancelled.__module__ = __name__
+    return Cancelled
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Cancelled":
+        cls = globals()["Cancelled"] = _make_cancelled()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

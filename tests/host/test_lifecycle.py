@@ -121,15 +121,18 @@ def test_stop_past_grace_fails_the_calls_left(basic, tmp_path):
         fut.result(timeout=10)
 
 
-def test_a_worker_that_dies_fails_its_call_with_the_exit_code(basic):
-    with pytest.raises(corral.WorkerCrashed) as info:
-        basic.call("exit_now", 3)
-    assert info.value.exitcode == 3
-    assert "exit code 3" in str(info.value)
-    assert basic.health().status == "failed"
-    with pytest.raises(corral.InvalidState) as again:
-        basic.call("add", 1)
-    assert isinstance(again.value.__cause__, corral.WorkerCrashed)
+def test_a_worker_that_dies_fails_its_call_with_the_exit_code():
+    # restart=False: the failure is final (restarts: tests/host/test_supervision.py)
+    with corral.Worker(fixture_ref("basic:Basic"), restart=False) as w:
+        with pytest.raises(corral.WorkerCrashed) as info:
+            w.call("exit_now", 3)
+        assert info.value.exitcode == 3
+        assert "exit code 3" in str(info.value)
+        assert w.health().status == "failed"
+        with pytest.raises(corral.WorkerUnavailable) as again:
+            w.call("add", 1)
+        assert isinstance(again.value, corral.InvalidState)
+        assert [c.exitcode for c in again.value.history] == [3]
 
 
 def test_killed_worker_names_the_signal(basic):
@@ -140,9 +143,10 @@ def test_killed_worker_names_the_signal(basic):
     assert info.value.signal_name == "SIGKILL" and info.value.exitcode == -9
 
 
-def test_an_idle_worker_that_dies_is_seen_without_a_call(basic):
-    os.kill(basic.pid, 9)  # (psutil's wait() would reap it and steal the exit status)
-    # The host notices on its own (end of the control channel), not at the next call.
-    wait_until(lambda: basic.state != "ready", what="the host to notice")
-    assert basic.health().status == "failed"
-    assert "SIGKILL" in basic.health().detail
+def test_an_idle_worker_that_dies_is_seen_without_a_call():
+    with corral.Worker(fixture_ref("basic:Basic"), restart=False) as w:
+        os.kill(w.pid, 9)  # (psutil's wait() would reap it and steal the exit status)
+        # The host notices on its own (end of the control channel), not at the next call.
+        wait_until(lambda: w.state != "ready", what="the host to notice")
+        assert w.health().status == "failed"
+        assert "SIGKILL" in w.health().detail

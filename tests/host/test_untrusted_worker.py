@@ -89,6 +89,8 @@ def fails_with(outcome: Any, kind: type[BaseException]) -> bool:
     to it (``raise InvalidState(...) from failure``): either way, the same kind."""
     if isinstance(outcome, kind):
         return True
+    if kind is corral.WorkerCrashed and isinstance(outcome, corral.WorkerUnavailable):
+        return True  # a crash with restart=False: the worker is unavailable for good
     return isinstance(outcome, corral.InvalidState) and isinstance(outcome.__cause__, kind)
 
 
@@ -102,7 +104,8 @@ def stop_quickly(w: corral.Worker, grace: float = 10.0) -> None:
 
 @pytest.fixture
 def evil():
-    w = corral.Worker(EVIL, max_frame=MAX_FRAME).start()
+    # restart=False: a crash is final here (restarts: tests/host/test_supervision.py)
+    w = corral.Worker(EVIL, max_frame=MAX_FRAME, restart=False).start()
     try:
         assert w.call("ping") == "pong"
         yield w
@@ -180,7 +183,7 @@ def test_done_for_a_call_not_sent_yet(tmp_path):
     fifo = str(tmp_path / "go")
     os.mkfifo(fifo)
     # window = slots + prefetch = 1: while the first call runs, the second waits on the host
-    w = corral.Worker(EVIL, max_frame=MAX_FRAME, prefetch=0).start()
+    w = corral.Worker(EVIL, max_frame=MAX_FRAME, prefetch=0, restart=False).start()
     try:
         first_id = w.submit("ping")
         first_id.result(DEADLINE)

@@ -638,6 +638,7 @@ MESSAGE_STRATEGIES: dict[type, st.SearchStrategy] = {
                       config=config_dicts, slots=st.integers(1, 64), allow_pickle=st.booleans()),
     m.Reload: st.builds(m.Reload, seq=ids, config=config_dicts),
     m.Ping: st.builds(m.Ping, seq=ids),
+    m.Cancel: st.builds(m.Cancel, id=ids),
     m.Shutdown: st.builds(m.Shutdown, grace=st.floats(min_value=0, allow_infinity=True)),
     m.Release: st.builds(m.Release, ids=st.lists(st.integers(min_value=0, max_value=2**63))),
     m.Hello: st.builds(m.Hello, protocol=st.integers(0, 2**32), corral_version=small_text,

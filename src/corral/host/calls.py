@@ -40,6 +40,8 @@ class CallRecord:
         self.method = method
         self._sent = False  # set by the connection once the Call is on the wire
         self._size = 0  # bytes of its frame, counted in the connection's window
+        self._owner: Any = None  # who can cancel it now: its Connection, or the deferral queue
+        self._timer: Any = None  # its deadline (host/timers.py), if it has a timeout
         self.events = []
         self.metrics = {}
         self.run_time = None
@@ -80,6 +82,23 @@ class CallRecord:
     def _chunk(self, value: Any) -> None:
         if self._chunks is not None:
             self._chunks.append(value)
+
+    def _cancel_with(self, error: BaseException) -> bool:
+        """Cancel the call with ``error`` wherever it is (queued on the host, in a restart's
+        queue, or running in the worker); False when it has already finished."""
+        while True:
+            owner = self._owner
+            if owner is None:
+                return False
+            if owner.cancel(self, error):
+                return True
+            if self._owner is owner:  # (it may have moved from a queue to a connection)
+                return False
+
+    def _cancel_error(self) -> BaseException:
+        from ..exceptions import Cancelled
+
+        return Cancelled(f"call {self.id} ({self.method}) was cancelled")
 
     def _outcome(self, value: Any) -> Any:
         """The call's result: the collected chunks of a streaming method, else ``value``."""
@@ -125,6 +144,21 @@ class CallFuture(CallRecord, concurrent.futures.Future):
 
     def _failed(self, exc: BaseException) -> None:
         self.set_exception(exc)
+
+    def cancel(self) -> bool:
+        """Cancel the call, also while it runs (unlike a plain concurrent.futures.Future):
+        the worker stops it, and ``result()`` raises ``corral.Cancelled`` (a
+        ``concurrent.futures.CancelledError``) at once. False if it already finished."""
+        if self.done():
+            return self.cancelled()
+        self._cancel_with(self._cancel_error())
+        return self.cancelled()
+
+    def cancelled(self) -> bool:
+        from ..exceptions import Cancelled
+
+        with self._condition:
+            return self._state == "FINISHED" and isinstance(self._exception, Cancelled)
 
     def __repr__(self) -> str:
         return f"<CallFuture id={self.id} method={self.method!r} state={self._state}>"
@@ -184,7 +218,8 @@ class CallStream(CallRecord):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._streams = streams
         self._yield_events = events
-        self._finished = False
+        self._finished = False  # the reader is done with it
+        self._complete = False  # the call ended
 
     def _event(self, event: Any) -> None:
         self._record(event)
@@ -197,6 +232,7 @@ class CallStream(CallRecord):
 
     def _done(self, value: Any, run_time: float) -> None:
         self.run_time = run_time
+        self._complete = True
         if self._yield_events:
             self._queue.put(m.Done(self.id, value, run_time))
         elif not self._streams:
@@ -204,6 +240,7 @@ class CallStream(CallRecord):
         self._queue.put(_END)
 
     def _failed(self, exc: BaseException) -> None:
+        self._complete = True
         self._queue.put(_Raise(exc))
 
     def __iter__(self) -> "CallStream":
@@ -228,8 +265,15 @@ class CallStream(CallRecord):
         self.close()
 
     def close(self) -> None:
-        """Stop reading; chunks that still arrive are dropped."""
+        """Stop reading. A call still running is cancelled in the worker (see
+        ``CallFuture.cancel``); nothing it still sends reaches anyone."""
         self._finished = True
+        if not self._complete:
+            self._cancel_with(self._cancel_error())
+
+    def cancel(self) -> bool:
+        """Cancel the call (also while it runs); the next ``next()`` raises Cancelled."""
+        return not self._complete and self._cancel_with(self._cancel_error())
 
     def __repr__(self) -> str:
         return f"<CallStream id={self.id} method={self.method!r}>"
@@ -262,6 +306,15 @@ class AsyncCallFuture(CallRecord, asyncio.Future):
 
     def _failed(self, exc: BaseException) -> None:
         self.get_loop().call_soon_threadsafe(self._settle, None, exc)
+
+    def cancel(self, msg: Any = None) -> bool:
+        """Cancel the call, also in the worker; awaiting it raises asyncio.CancelledError
+        (asyncio's own convention). A task awaiting the call that is cancelled cancels
+        the call too."""
+        if self.done():
+            return False
+        self._cancel_with(self._cancel_error())
+        return super().cancel(msg)
 
     def _settle(self, result: Any, exc: BaseException | None) -> None:
         if self.done():
@@ -319,7 +372,12 @@ class AsyncCallStream(CallRecord):
     async def __anext__(self) -> Any:
         if self._finished:
             raise StopAsyncIteration
-        item = await self._queue.get()
+        try:
+            item = await self._queue.get()
+        except asyncio.CancelledError:
+            # The task reading this stream was cancelled: so is the call.
+            await self.aclose()
+            raise
         if item is _END:
             self._finished = True
             raise StopAsyncIteration
@@ -329,7 +387,13 @@ class AsyncCallStream(CallRecord):
         return item
 
     async def aclose(self) -> None:
+        """Stop reading; a call still running is cancelled in the worker."""
         self._finished = True
+        if not self._inner._complete:
+            self._cancel_with(self._cancel_error())
+
+    def cancel(self) -> bool:
+        return not self._inner._complete and self._cancel_with(self._cancel_error())
 
     async def __aenter__(self) -> "AsyncCallStream":
         return self

@@ -15,6 +15,12 @@ the socket (pipelining) while the socket buffers can never fill up and block a s
 Beyond the window calls wait in a host-side deque and are sent, in order, by the reader
 thread as replies free room.
 
+Cancelling a call (``cancel``) fails its sink at once; a call not sent yet is forgotten, a
+sent one is replaced in the pending table by a placeholder that swallows whatever else the
+worker sends for it, and a Cancel goes out on the control channel. The placeholder keeps its
+place in the window until the worker's final reply says the work stopped; if that does not
+come within ``cancel_grace`` seconds, ``on_overdue`` kills the worker.
+
 Everything the worker sends is untrusted: a frame that is oversize, truncated or does not
 decode, or a reply for a call that was never sent, makes the worker defunct (``on_broken``)
 and fails every call with the error; the reader thread never raises.
@@ -29,11 +35,12 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Callable
 
-from ..exceptions import ProtocolError
+from ..exceptions import ProtocolError, WorkerCrashed
 from ..protocol import messages as m
 from ..protocol.framing import HEADER, FrameError, FrameReader, TruncatedFrame
 from ..protocol.shm import Link
 from ..protocol.values import make_decoder, make_encoder
+from .timers import timers
 
 log = logging.getLogger("corral")
 
@@ -47,16 +54,19 @@ class Connection:
                  oob_threshold: int,
                  max_frame: int, on_worker_log: Callable[[str, str], None],
                  on_broken: Callable[[BaseException | None], BaseException],
-                 make_error: Callable[[Any, m.ErrorInfo], BaseException]):
+                 make_error: Callable[[Any, m.ErrorInfo], BaseException],
+                 cancel_grace: float = 2.0,
+                 on_overdue: Callable[[int], None] = lambda call_id: None):
         self._control = control
         self._data = data
         self._window = window
         self._on_worker_log = on_worker_log
         self._on_broken = on_broken
         self._make_error = make_error
-        #: Encode a message (a Call) for ``submit``/``call``; ``ids`` numbers the calls.
+        #: Encode a message (a Call) for ``submit``/``call``.
         self.encode = make_encoder().encode
-        self.ids = itertools.count(1)
+        self.cancel_grace = cancel_grace
+        self._on_overdue = on_overdue
         self._data_reader = FrameReader(data, max_frame)
         self._control_reader = FrameReader(control, max_frame)
         # Big values in calls go out through exporter; big values in replies come in
@@ -117,22 +127,27 @@ class Connection:
         if not self._reading:
             self._wake.set()
 
-    def call(self, call_id: int, payload: bytes, sink: Any) -> None:
-        """Like ``submit``, for a caller that blocks until the call ends: this thread reads
-        the replies itself when no one else is reading, which saves a thread hand-off."""
+    def call_begin(self, call_id: int, payload: bytes, sink: Any) -> bool:
+        """Like ``submit``, for a caller that blocks until the call ends. True when this
+        thread must now read the replies itself (``lead``), because no one else is
+        reading: that saves a thread hand-off. False: someone else reads and delivers the
+        reply (the sink was prepared to wait)."""
         self._refuse_reentry()
         if not self._read_lock.acquire(blocking=False):
-            # Someone else reads: they deliver our reply, and we wait for it.
             sink.prepare_to_wait()
             self._register(call_id, payload, sink)
             if not self._reading:
                 self._wake.set()
-            return
+            return False
         try:
             self._register(call_id, payload, sink)
         except BaseException:
             self._read_lock.release()
             raise
+        return True
+
+    def lead(self, sink: Any) -> None:
+        """After ``call_begin`` returned True: read and route replies until ``sink`` ends."""
         self._lead(sink)
 
     def submit_batch(self, calls: list[tuple[int, bytes, Any]]) -> None:
@@ -186,6 +201,7 @@ class Connection:
             for call_id, payload, sink in calls:
                 size = len(payload) + 4
                 self._pending[call_id] = sink
+                sink._owner = self
                 sink._size = size
                 if call_id > self._last_id:
                     self._last_id = call_id
@@ -302,10 +318,11 @@ class Connection:
             if kind is m.Done:
                 if msg.release is not None:
                     self.shm.apply(msg.release)
-                self._finish(msg.id)
-                sink._done(msg.value, msg.run_time)
+                # The sink popped under the lock, not the one read above: a cancel() may
+                # have replaced it with a placeholder meanwhile.
+                self._finish(msg.id)._done(msg.value, msg.run_time)
             elif kind is m.Failed:
-                self._finish(msg.id)
+                sink = self._finish(msg.id)
                 sink._failed(self._make_error(sink, msg.error))
             elif kind is m.Chunk:
                 sink._chunk(msg.value)
@@ -316,26 +333,66 @@ class Connection:
             self._fail_all(_protocol_error(exc))
             return False
 
-    def _finish(self, call_id: int) -> None:
+    def _finish(self, call_id: int) -> Any:
+        """The call's final reply came: free its place in the window, send what waited
+        for it, and return the sink it belonged to."""
         to_send = []
         with self._lock:
             sink = self._pending.pop(call_id, None)
+            if sink is None:  # every call was failed meanwhile (the worker was stopped)
+                return _Abandoned(call_id, "", 0)
             self.completed += 1
+            timer = sink._timer
+            if timer is not None:
+                timer.cancel()
             if self._idle_waiters and not self._pending:
                 self._idle.notify_all()
             self._in_flight -= 1
-            if sink is not None:
-                self._in_flight_bytes -= sink._size
+            self._in_flight_bytes -= sink._size
             waiting = self._waiting
             while waiting and self._fits(len(waiting[0][1]) + 4):
                 cid, payload = waiting.popleft()
                 self._in_flight += 1
                 self._in_flight_bytes += len(payload) + 4
-                sink = self._pending.get(cid)
-                if sink is not None:
-                    sink._sent = True
+                queued = self._pending.get(cid)
+                if queued is not None:
+                    queued._sent = True
                 to_send.append(payload)
         self._send_frames(to_send)
+        return sink
+
+    # -- cancellation -----------------------------------------------------------------------
+
+    def cancel(self, sink: Any, error: BaseException) -> bool:
+        """Fail ``sink`` with ``error`` now and stop its call (see the module docstring).
+        False when the call already ended."""
+        with self._lock:
+            if self._pending.get(sink.id) is not sink:
+                return False
+            if sink._timer is not None:
+                sink._timer.cancel()
+            if sink._sent:
+                self._pending[sink.id] = _Abandoned(sink.id, sink.method, sink._size)
+            else:  # still waiting on the host: the worker never hears of it
+                del self._pending[sink.id]
+                self._waiting = deque(e for e in self._waiting if e[0] != sink.id)
+                if self._idle_waiters and not self._pending:
+                    self._idle.notify_all()
+        sink._failed(error)
+        if sink._sent:
+            try:
+                self.send_control(m.Cancel(sink.id))
+            except OSError:
+                return True  # the worker is gone: the reader fails what is left
+            call_id = sink.id
+            timers.schedule(self.cancel_grace, lambda: self._check_stopped(call_id))
+        return True
+
+    def _check_stopped(self, call_id: int) -> None:
+        """``cancel_grace`` after a Cancel: a call still not stopped (stuck in C code, or
+        code that swallowed the cancellation) costs the worker its life."""
+        if type(self._pending.get(call_id)) is _Abandoned and not self._failed_all:
+            self._on_overdue(call_id)
 
     def _read_control(self) -> None:
         try:
@@ -407,7 +464,7 @@ class Connection:
             report = self._broken is None
             if report:
                 # Provisional, so that no call registers while on_broken runs.
-                self._broken = error or ProtocolError("worker closed its data channel")
+                self._broken = error or WorkerCrashed("the worker closed its channels")
         if report:
             # on_broken reaps the process and builds what callers get (exit code, stderr).
             self._broken = self._on_broken(error)
@@ -441,6 +498,33 @@ class Connection:
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(5.0)
+
+
+class _Abandoned:
+    """Stands in for a cancelled call until the worker's final reply: keeps its place in
+    the window and drops everything else the worker sends for it."""
+
+    __slots__ = ("id", "method", "_sent", "_size", "_timer", "_finished")
+
+    def __init__(self, call_id: int, method: str, size: int):
+        self.id = call_id
+        self.method = method
+        self._sent = True
+        self._size = size
+        self._timer = None
+        self._finished = True
+
+    def _event(self, event: Any) -> None:
+        pass
+
+    def _chunk(self, value: Any) -> None:
+        pass
+
+    def _done(self, value: Any, run_time: float) -> None:
+        pass
+
+    def _failed(self, exc: BaseException) -> None:
+        pass
 
 
 def _protocol_error(exc: BaseException) -> BaseException:

@@ -120,15 +120,22 @@ class WorkerProcess:
                 pass
             if self.wait(grace) is None:
                 self.kill()
+        self.kill_group()
         return self.popen.wait()
 
     def kill(self) -> None:
-        if self.popen.poll() is None:
-            try:
-                self.popen.kill()
-            except ProcessLookupError:
-                pass
+        """SIGKILL the worker and whatever it started in its process group (a subprocess
+        the model code launched must not outlive it), then reap it."""
+        self.kill_group()
         self.popen.wait()
+
+    def kill_group(self) -> None:
+        """SIGKILL the worker's process group. Safe after the worker died but before it was
+        reaped, and after: the group id cannot be reused while any member lives."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def close(self) -> None:
         """Release the sockets and the stderr pipe; the process must have exited."""

@@ -25,7 +25,8 @@ class ErrorInfo(msgspec.Struct, array_like=True, omit_defaults=True):
     ``type`` is the qualified type name (``builtins.ValueError``, ``mypkg.mod.MyError``),
     ``traceback`` the whole formatted traceback. ``cause`` is an explicit ``raise ... from``
     cause, ``context`` an implicit one. ``kind`` says who is to blame: ``user`` code,
-    ``arguments`` that do not fit the signature, or an unknown ``method``.
+    ``arguments`` that do not fit the signature, an unknown ``method``, or ``cancelled``
+    (the call stopped because the host cancelled it).
     """
 
     type: str
@@ -89,7 +90,14 @@ class Release(msgspec.Struct, tag=5, array_like=True):
     forget: list[int] = []
 
 
-HostControl = Union[Init, Reload, Ping, Shutdown, Release]
+class Cancel(msgspec.Struct, tag=6, array_like=True):
+    """Stop call ``id``: it ends with a ``Failed`` of kind ``cancelled`` once the work has
+    really stopped (or as it would have anyway, if it was already finishing)."""
+
+    id: int
+
+
+HostControl = Union[Init, Reload, Ping, Shutdown, Release, Cancel]
 
 
 # ---- control channel, worker -> host -------------------------------------------------

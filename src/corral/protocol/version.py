@@ -5,7 +5,7 @@ from __future__ import annotations
 from .._version import __version__
 
 #: Bump on any incompatible change to protocol.messages or protocol.values.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 def check_hello(protocol: int, corral_version: str) -> str | None:

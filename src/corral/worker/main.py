@@ -1,7 +1,7 @@
 """The worker process: handshake, load the target, then serve calls until told to stop.
 
 Threads: the main thread reads the data socket and runs sync calls inline when there is one
-slot; ``corral-control`` reads the control socket (reload, ping, shutdown; its end of stream
+slot; ``corral-control`` reads the control socket (reload, ping, cancel, shutdown; its end of stream
 means the host is gone, and the worker exits at once); ``corral-capture`` forwards fd-level
 output. The worker also asks the kernel to kill it when its parent dies (Linux).
 """
@@ -21,6 +21,7 @@ from ..protocol import messages as m
 from ..protocol.framing import DEFAULT_MAX_FRAME, FrameReader, FrameWriter
 from ..protocol.values import make_decoder, make_encoder
 from ..protocol.version import PROTOCOL_VERSION
+from .cancel import CallCancelled
 from .capture import Capture
 from .errors import error_info
 from .loader import Loaded, build, resolve
@@ -89,6 +90,10 @@ class WorkerProcess:
         loaded = self._setup(0, lambda: self._resolve(init), init.config)
         if loaded is None:
             return  # SetupFailed was sent; the host reaps us
+        from .cancel import install_handler
+        from .scope import _current
+
+        install_handler(_current.get)  # before any call can run, and on the main thread
         threading.Thread(target=self._control_loop, name="corral-control", daemon=True).start()
         self._data_loop()
 
@@ -135,6 +140,8 @@ class WorkerProcess:
                 os._exit(0)
             if isinstance(msg, m.Release):
                 self.shm.apply(msg)
+            elif isinstance(msg, m.Cancel):
+                runner.cancel(msg.id)
             elif isinstance(msg, m.Ping):
                 self.control_out.send(m.Pong(msg.seq, runner.busy()))
             elif isinstance(msg, m.Reload):
@@ -189,7 +196,10 @@ class WorkerProcess:
             if call.release is not None:
                 self.shm.apply(call.release)
                 call.release = None
-            on_call(call)
+            try:
+                on_call(call)
+            except CallCancelled:
+                pass  # armed just as the call ended: it was reported already
             del call
             if releases or forgotten:  # the call's big arguments were just collected
                 self.flush_releases()

@@ -23,6 +23,9 @@ from typing import Any, Callable
 
 from ..protocol import messages as m
 from ..protocol.values import PLAIN_TYPES, to_wire
+from threading import get_ident
+
+from .cancel import CallCancelled, cancel, leave_user_code
 from .capture import Capture
 from .errors import error_info
 from .loader import Loaded, Method
@@ -45,7 +48,9 @@ class Runner:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._idle_waiters = 0
-        self._running: dict[int, Scope] = {}
+        self._running: dict[int, Scope] = {}  # admitted calls, started or about to start
+        self._last_seen = 0  # the host sends calls in id order
+        self._early_cancels: set[int] = set()
         self._admitted = 0
         self._waiting: deque[m.Call] = deque()
         self._inline = slots == 1
@@ -55,27 +60,54 @@ class Runner:
     # -- admission ------------------------------------------------------------------------
 
     def busy(self) -> int:
-        return self._admitted
+        # Not _admitted: a call leaves _running before its reply goes out, so a host that
+        # has the reply never hears that the call still keeps its slot busy.
+        return len(self._running)
 
     def on_call(self, call: m.Call) -> None:
         """Called by the main thread for every Call read from the data socket."""
         with self._lock:
+            self._last_seen = call.id
+            if self._early_cancels and call.id in self._early_cancels:
+                self._early_cancels.discard(call.id)
+                self._send(_cancelled(call.id))
+                return
             if self._admitted >= self.slots:
                 self._waiting.append(call)
                 return
             self._admitted += 1
-        self._start(call, inline=self._inline)
+            scope = self._running[call.id] = Scope(call.id, call.method, call.context, self._send)
+        self._start(call, scope, inline=self._inline)
 
     def _finished(self) -> None:
         with self._lock:
             if self._waiting:
                 call = self._waiting.popleft()
+                scope = self._running[call.id] = Scope(call.id, call.method, call.context,
+                                                       self._send)
             else:
                 self._admitted -= 1
                 if self._admitted == 0 and self._idle_waiters:
                     self._idle.notify_all()
                 return
-        self._start(call, inline=False)
+        self._start(call, scope, inline=False)
+
+    def cancel(self, call_id: int) -> None:
+        """Called by the control thread for a Cancel: stop the call wherever it is. A call
+        that already finished needs nothing; one not read yet is failed when it arrives
+        (the control channel can overtake the data channel)."""
+        with self._lock:
+            scope = self._running.get(call_id)
+            if scope is None:
+                for call in self._waiting:
+                    if call.id == call_id:
+                        self._waiting.remove(call)
+                        self._send(_cancelled(call_id))
+                        return
+                if call_id > self._last_seen:
+                    self._early_cancels.add(call_id)
+                return
+        cancel(scope)
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Block until no call is running or waiting (True), or the timeout passes (False)."""
@@ -91,19 +123,21 @@ class Runner:
         scopes = list(self._running.values())  # one C call: safe while slots mutate it
         return scopes[0] if len(scopes) == 1 else None
 
-    def _start(self, call: m.Call, inline: bool) -> None:
+    def _start(self, call: m.Call, scope: Scope, inline: bool) -> None:
         loaded = self.loaded
         method = loaded.methods.get(call.method) if loaded is not None else None
         if method is None:
+            self._running.pop(call.id, None)
             self._send(m.Failed(call.id, m.ErrorInfo("corral.MethodNotFound", call.method,
                                                      kind="method")))
             self._finished()
         elif method.is_async:
-            self._ensure_loop().call_soon_threadsafe(self._spawn_task, call, method)
+            scope._loop = loop = self._ensure_loop()
+            loop.call_soon_threadsafe(self._spawn_task, call, method, scope)
         elif inline:
-            self._run_sync(call, method)
+            self._run_sync(call, method, scope)
         else:
-            self._ensure_pool().put((call, method))
+            self._ensure_pool().put((call, method, scope))
 
     # -- sync -----------------------------------------------------------------------------
 
@@ -119,28 +153,44 @@ class Runner:
     def _pool_thread(self) -> None:
         assert self._pool is not None
         while True:
-            call, method = self._pool.get()
-            self._run_sync(call, method)
-            del call, method  # collect the call's big arguments, then say so
+            call, method, scope = self._pool.get()
+            try:
+                self._run_sync(call, method, scope)
+            except CallCancelled:
+                pass  # armed just as the call ended: it was reported already
+            del call, method, scope  # collect the call's big arguments, then say so
             self._flush_releases()
 
-    def _run_sync(self, call: m.Call, method: Method) -> None:
+    def _run_sync(self, call: m.Call, method: Method, scope: Scope) -> None:
         # The hot path of every call: keep it lean (see docs/architecture.md).
-        scope = Scope(call.id, call.method, call.context, self._send)
-        self._running[call.id] = scope
+        scope._tid = get_ident()
         _current.set(scope)
         send = self._send
         try:
             t0 = time.perf_counter()
             try:
+                scope._in_user = True
+                if scope._requested:
+                    raise CallCancelled()
                 result = method.fn(*call.args, **call.kwargs)
             except TypeError as exc:
                 self._reraise_as_arguments_error(exc, call, method)
                 raise
+            finally:
+                leave_user_code(scope)
             if method.streams:
-                for item in result:
-                    send(m.Chunk(call.id, self._wire(item, call, "a chunk streamed by")))
+                it = iter(result)
                 result = None
+                while True:
+                    try:
+                        scope._in_user = True
+                        item = next(it)
+                    except StopIteration:
+                        break
+                    finally:
+                        leave_user_code(scope)
+                    send(m.Chunk(call.id, self._wire(item, call, "a chunk streamed by")))
+                it = None
             run_time = time.perf_counter() - t0
             value = self._wire(result, call, "the return value of")
             result = None  # (an echo's result is its argument: let both go)
@@ -177,17 +227,20 @@ class Runner:
 
         return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop()).result()
 
-    def _spawn_task(self, call: m.Call, method: Method) -> None:
-        task = self._loop.create_task(self._run_async(call, method))
+    def _spawn_task(self, call: m.Call, method: Method, scope: Scope) -> None:
+        task = scope._task = self._loop.create_task(self._run_async(call, method, scope))
         task.add_done_callback(lambda _: self._flush_releases())
 
-    async def _run_async(self, call: m.Call, method: Method) -> None:
-        scope = Scope(call.id, call.method, call.context, self._send)
-        self._running[call.id] = scope
+    async def _run_async(self, call: m.Call, method: Method, scope: Scope) -> None:
         _current.set(scope)
         send = self._send
         try:
             t0 = time.perf_counter()
+            # (cancel.py's _cancel_task runs on this loop too: before this line it only
+            # sets _requested, after it it cancels the task)
+            scope._started = True
+            if scope._requested:
+                raise CallCancelled()
             try:
                 result = method.fn(*call.args, **call.kwargs)
             except TypeError as exc:
@@ -242,6 +295,12 @@ class Runner:
         except BaseException:  # noqa: BLE001 - still report the call's own error
             self._running.pop(call.id, None)
             _current.set(None)
+        if scope._requested:  # whatever it raised on the way out: the host cancelled it
+            try:
+                self._send(_cancelled(call.id))
+            except OSError:
+                pass
+            return
         kind = getattr(exc, "_corral_kind", "user")
         try:
             info = error_info(exc, skip_frames=0 if kind != "user" else 1, kind=kind)
@@ -272,6 +331,11 @@ class Runner:
             raise err from None
         except ValueError:
             return
+
+
+def _cancelled(call_id: int) -> m.Failed:
+    return m.Failed(call_id, m.ErrorInfo("corral.Cancelled", f"call {call_id} was cancelled",
+                                         kind="cancelled"))
 
 
 def _printable(info: m.ErrorInfo) -> m.ErrorInfo:

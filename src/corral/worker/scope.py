@@ -17,7 +17,11 @@ class Scope:
     call, in order, before its result.
     """
 
-    __slots__ = ("id", "context", "method", "_send", "_partial")
+    __slots__ = ("id", "context", "method", "_send", "_partial",
+                 # cancellation (worker/cancel.py): the thread or loop running the call,
+                 # whether it is inside user code, and how far a cancel got
+                 "_tid", "_loop", "_task", "_started", "_in_user", "_requested", "_armed",
+                 "_fired")
 
     def __init__(self, call_id: int, method: str, context: dict[str, Any] | None,
                  send: Callable[[Any], Any]):
@@ -26,6 +30,16 @@ class Scope:
         self.context: dict[str, Any] = context if context is not None else {}
         self._send = send
         self._partial: dict[str, str] = {}
+        self._tid = 0
+        self._loop = self._task = None
+        self._started = self._in_user = self._requested = self._armed = self._fired = False
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the host asked to cancel this call. Code that runs long outside
+        Python (a C loop that calls back, a polling loop) can check it and return early;
+        Python code is interrupted anyway."""
+        return self._requested
 
     def progress(self, step: float, total: float | None = None, phase: str | None = None) -> None:
         """Report progress: ``step`` of ``total`` (if known), optionally naming a ``phase``."""
