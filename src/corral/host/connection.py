@@ -56,7 +56,8 @@ class Connection:
                  on_broken: Callable[[BaseException | None], BaseException],
                  make_error: Callable[[Any, m.ErrorInfo], BaseException],
                  cancel_grace: float = 2.0,
-                 on_overdue: Callable[[int], None] = lambda call_id: None):
+                 on_overdue: Callable[[int], None] = lambda call_id: None,
+                 on_settled: Callable[[], None] = lambda: None):
         self._control = control
         self._data = data
         self._window = window
@@ -67,6 +68,11 @@ class Connection:
         self.encode = make_encoder().encode
         self.cancel_grace = cancel_grace
         self._on_overdue = on_overdue
+        #: Cancelled calls the worker has not yet confirmed stopped. While there are any,
+        #: the Worker holds new calls back (a stuck call may cost the process its life,
+        #: and calls never sent to it survive that); on_settled() says when they are done.
+        self.cancels_pending = 0
+        self._on_settled = on_settled
         self._data_reader = FrameReader(data, max_frame)
         self._control_reader = FrameReader(control, max_frame)
         # Big values in calls go out through exporter; big values in replies come in
@@ -341,6 +347,10 @@ class Connection:
             sink = self._pending.pop(call_id, None)
             if sink is None:  # every call was failed meanwhile (the worker was stopped)
                 return _Abandoned(call_id, "", 0)
+            settled = False
+            if type(sink) is _Abandoned:
+                self.cancels_pending -= 1
+                settled = self.cancels_pending == 0
             self.completed += 1
             timer = sink._timer
             if timer is not None:
@@ -359,6 +369,8 @@ class Connection:
                     queued._sent = True
                 to_send.append(payload)
         self._send_frames(to_send)
+        if settled:
+            self._on_settled()
         return sink
 
     # -- cancellation -----------------------------------------------------------------------
@@ -373,6 +385,7 @@ class Connection:
                 sink._timer.cancel()
             if sink._sent:
                 self._pending[sink.id] = _Abandoned(sink.id, sink.method, sink._size)
+                self.cancels_pending += 1
             else:  # still waiting on the host: the worker never hears of it
                 del self._pending[sink.id]
                 self._waiting = deque(e for e in self._waiting if e[0] != sink.id)

@@ -307,7 +307,8 @@ class Worker(CallOptions):
                 max_frame=self.max_frame, on_worker_log=proc.note_output,
                 on_broken=functools.partial(self._on_broken, proc),
                 make_error=self._make_error, cancel_grace=self.cancel_grace,
-                on_overdue=functools.partial(self._overdue, proc))
+                on_overdue=functools.partial(self._overdue, proc),
+                on_settled=self._cancels_settled)
             self._handshake(proc, conn)
         except BaseException:
             proc.kill()
@@ -464,6 +465,18 @@ class Worker(CallOptions):
             self._detail = ""
             self._deferred.flush(self)
         self._notify_changed()
+
+    def _cancels_settled(self) -> None:
+        """Every cancelled call stopped (on the reader thread): send the calls that were
+        held back meanwhile, from another thread (the gate may be held by reload())."""
+        def flush() -> None:
+            with self._gate:
+                conn = self._conn
+                if self._state == "ready" and conn is not None and not conn.cancels_pending:
+                    self._deferred.flush(self)
+
+        # (always: a call may be joining the queue right now, under the gate)
+        threading.Thread(target=flush, name="corral-flush", daemon=True).start()
 
     def _overdue(self, proc: WorkerProcess, call_id: int) -> None:
         """A cancelled call did not stop within cancel_grace: kill its worker (on the timer
@@ -629,7 +642,8 @@ class Worker(CallOptions):
         timeout = opts.timeout if opts.timeout is not None else self.default_timeout
         with self._gate:
             state = self._state
-            if state == "restarting" and self._conn is not None:
+            if (state == "restarting" or state == "ready" and self._conn.cancels_pending) \
+                    and self._conn is not None:
                 info = self._method_info(method)
                 sink = make(next(self._ids), method, info.streams, opts)
                 if blocking:

@@ -184,6 +184,8 @@ class Runner:
                 while True:
                     try:
                         scope._in_user = True
+                        if scope._requested:  # (cancelled while it was out of user code)
+                            raise CallCancelled()
                         item = next(it)
                     except StopIteration:
                         break

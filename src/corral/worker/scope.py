@@ -43,7 +43,7 @@ class Scope:
 
     def progress(self, step: float, total: float | None = None, phase: str | None = None) -> None:
         """Report progress: ``step`` of ``total`` (if known), optionally naming a ``phase``."""
-        self._send(m.Progress(self.id, float(step), None if total is None else float(total),
+        self._emit(m.Progress(self.id, float(step), None if total is None else float(total),
                               None if phase is None else str(phase)))
 
     def metric(self, name: str, value: Any, mode: str = "replace") -> None:
@@ -53,11 +53,28 @@ class Scope:
             raise ValueError(f"metric mode must be one of {', '.join(m.METRIC_MODES)}, not {mode!r}")
         if not isinstance(name, str) or not name:
             raise ValueError(f"metric name must be a non-empty str, not {name!r}")
-        self._send(m.Metric(self.id, name, to_wire(value, where=f"metric {name!r}"), mode))
+        self._emit(m.Metric(self.id, name, to_wire(value, where=f"metric {name!r}"), mode))
 
     def log(self, text: str, stream: str = "stdout") -> None:
         """Send one log line for this call, as ``print`` inside the call would."""
-        self._send(m.Log(self.id, stream, str(text)))
+        self._emit(m.Log(self.id, stream, str(text)))
+
+    def _emit(self, msg: Any) -> None:
+        """Send a message of this call. From user code, the send itself is not user code:
+        a cancel signal must not cut a frame in half (worker/cancel.py); a cancel that
+        came meanwhile is raised right after."""
+        if not self._in_user:
+            self._send(msg)
+            return
+        self._in_user = False
+        try:
+            self._send(msg)
+        finally:
+            self._in_user = True
+        if self._requested:
+            from .cancel import CallCancelled
+
+            raise CallCancelled()
 
     # -- used by the capture layer --------------------------------------------------------
 
@@ -66,19 +83,19 @@ class Scope:
         data = self._partial.pop(stream, "") + text
         *lines, rest = data.split("\n")
         for line in lines:
-            self._send(m.Log(self.id, stream, line))
+            self._emit(m.Log(self.id, stream, line))
         if rest:
             self._partial[stream] = rest
 
     def emit_line(self, stream: str, line: str) -> None:
         """Send one complete line captured at the file-descriptor level."""
-        self._send(m.Log(self.id, stream, line))
+        self._emit(m.Log(self.id, stream, line))
 
     def flush_partial(self) -> None:
         """Send any unterminated last line (at the end of the call)."""
         if self._partial:
             for stream, rest in self._partial.items():
-                self._send(m.Log(self.id, stream, rest))
+                self._emit(m.Log(self.id, stream, rest))
             self._partial.clear()
 
     def __repr__(self) -> str:
