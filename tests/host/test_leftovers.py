@@ -1,0 +1,78 @@
+"""Nothing is left behind after a stop or a crash: no process (grandchildren included), no
+socket or other descriptor in the host, nothing in /dev/shm, no temp file."""
+
+import os
+import signal
+import tempfile
+
+import psutil
+import pytest
+
+import corral
+from conftest import fixture_ref, wait_until
+
+SPAWNER = fixture_ref("supervised:Spawner")
+CRASHY = fixture_ref("supervised:Crashy")
+
+
+def open_fds() -> set[str]:
+    """What this process has open, by target (sockets show as socket:[inode])."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.add(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            pass  # the listing's own descriptor
+    return out
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def temp_entries() -> set[str]:
+    return set(os.listdir(tempfile.gettempdir()))
+
+
+@pytest.mark.parametrize("ending", ["stop", "crash", "sigkill"])
+def test_a_grandchild_dies_with_its_worker(ending):
+    w = corral.Worker(SPAWNER, restart=False).start()
+    try:
+        grandchild = w.call("spawn")
+        assert not gone(grandchild)
+        if ending == "crash":
+            with pytest.raises(corral.WorkerCrashed):
+                w.call("exit_now", 1)
+        elif ending == "sigkill":
+            os.kill(w.pid, signal.SIGKILL)
+            wait_until(lambda: w.state == "failed", what="the host to see the crash")
+        wait_until(lambda: gone(grandchild) or ending == "stop", what="the grandchild to die")
+    finally:
+        w.stop()
+    wait_until(lambda: gone(grandchild), what="the grandchild to die")
+
+
+def test_no_descriptor_or_file_is_left_after_starts_crashes_restarts_and_stops():
+    # Warm up what is created once per host process (the timer thread, imports).
+    with corral.Worker(CRASHY, timeout=5) as w:
+        w.call("echo", 1)
+    fds, temps = open_fds(), temp_entries()
+    shm = {n for n in os.listdir("/dev/shm") if "corral" in n}
+    for _ in range(3):
+        with corral.Worker(CRASHY, restart=corral.Restart(backoff=0.0), timeout=5) as w:
+            assert w.call("echo", 1) == 1
+            with pytest.raises(corral.WorkerCrashed):
+                w.call("exit_now", 1)  # crash, restart
+            assert w.call("echo", 2) == 2
+            fut = w.submit("sleep", 30)
+            wait_until(lambda: w.health().busy == 1, what="the call to run")
+            fut.cancel()
+            assert w.call("echo", 3) == 3
+        pids = [c.pid for c in w.crashes]
+        assert all(gone(p) for p in pids)
+    assert open_fds() == fds
+    assert temp_entries() == temps
+    assert {n for n in os.listdir("/dev/shm") if "corral" in n} == shm
