@@ -447,10 +447,6 @@ class Worker(CallOptions):
             with self._lifecycle:
                 if self._state != "restarting":
                     return
-                if isinstance(exc, WorkerStartupError) and not isinstance(exc, SetupError) \
-                        and "protocol version" in str(exc):
-                    self._fail(exc)
-                    return
                 self._crashed(Crash(time.time(), None, None, None,
                                     f"restart failed: {str(exc).splitlines()[0]}"))
             return
