@@ -3,7 +3,6 @@ socket or other descriptor in the host, nothing in /dev/shm, no temp file."""
 
 import os
 import signal
-import tempfile
 
 import psutil
 import pytest
@@ -33,10 +32,6 @@ def gone(pid: int) -> bool:
         return True
 
 
-def temp_entries() -> set[str]:
-    return set(os.listdir(tempfile.gettempdir()))
-
-
 @pytest.mark.parametrize("ending", ["stop", "crash", "sigkill"])
 def test_a_grandchild_dies_with_its_worker(ending):
     w = corral.Worker(SPAWNER, restart=False).start()
@@ -55,14 +50,17 @@ def test_a_grandchild_dies_with_its_worker(ending):
     wait_until(lambda: gone(grandchild), what="the grandchild to die")
 
 
-def test_no_descriptor_or_file_is_left_after_starts_crashes_restarts_and_stops():
+def test_no_descriptor_or_file_is_left_after_starts_crashes_restarts_and_stops(tmp_path):
     # Warm up what is created once per host process (the timer thread, imports).
     with corral.Worker(CRASHY, timeout=5) as w:
         w.call("echo", 1)
-    fds, temps = open_fds(), temp_entries()
+    fds = open_fds()
+    tmp = tmp_path / "tmp"  # the workers' temp dir: must stay empty
+    tmp.mkdir()
     shm = {n for n in os.listdir("/dev/shm") if "corral" in n}
     for _ in range(3):
-        with corral.Worker(CRASHY, restart=corral.Restart(backoff=0.0), timeout=5) as w:
+        with corral.Worker(CRASHY, restart=corral.Restart(backoff=0.0), timeout=5,
+                           env={"TMPDIR": str(tmp)}) as w:
             assert w.call("echo", 1) == 1
             with pytest.raises(corral.WorkerCrashed):
                 w.call("exit_now", 1)  # crash, restart
@@ -74,5 +72,5 @@ def test_no_descriptor_or_file_is_left_after_starts_crashes_restarts_and_stops()
         pids = [c.pid for c in w.crashes]
         assert all(gone(p) for p in pids)
     assert open_fds() == fds
-    assert temp_entries() == temps
+    assert list(tmp.iterdir()) == []
     assert {n for n in os.listdir("/dev/shm") if "corral" in n} == shm
