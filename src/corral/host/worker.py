@@ -388,6 +388,7 @@ class Worker(CallOptions):
         """Called once by a process's connection when its channel ends or breaks: reap it,
         say what happened (the error every call in flight gets) and decide what next."""
         retired = proc.pid in self._retired
+        self._retired.discard(proc.pid)
         current = proc is self._proc and self._state not in ("stopping", "stopped")
         if error is None:
             code = proc.wait(2.0)
@@ -432,7 +433,7 @@ class Worker(CallOptions):
         timers.schedule(delay, lambda: threading.Thread(
             target=self._restart, name="corral-restart", daemon=True).start())
 
-    def _restart(self, planned: bool = False) -> None:
+    def _restart(self) -> None:
         """Start a new process for a restart or a recycle, then send what waited."""
         with self._lifecycle:
             if self._state != "restarting":
@@ -521,7 +522,7 @@ class Worker(CallOptions):
             pass
         if proc.wait(self.cancel_grace + 2.0) is None:
             proc.terminate(2.0)
-        self._restart(planned=True)
+        self._restart()
 
     def _watch_rss(self, proc: WorkerProcess) -> None:
         def check() -> None:
