@@ -211,3 +211,29 @@ def test_threads_calling_through_repeated_crashes_get_results_or_typed_errors():
         assert not any(t.is_alive() for t in threads)
     assert len(results) == 120 and all(ok for _, ok in results)
     assert sum(1 for kind, _ in results if kind == "ok") > 0
+
+
+def test_a_value_that_cannot_be_sent_raises_at_submit_during_a_restart_too():
+    with corral.Worker(CRASHY, restart=corral.Restart(backoff=0.3)) as w:
+        with pytest.raises(corral.WorkerCrashed):
+            w.call("exit_now", 1)
+        assert w.state == "restarting"
+        with pytest.raises(TypeError, match="lock"):
+            w.submit("echo", threading.Lock())
+        assert w.call("echo", 1) == 1
+
+
+def test_done_callbacks_of_calls_that_waited_for_a_restart_may_call_again():
+    with corral.Worker(CRASHY, restart=corral.Restart(backoff=0.3)) as w:
+        with pytest.raises(corral.WorkerCrashed):
+            w.call("exit_now", 1)
+        follow_ups = []
+        done = threading.Event()
+
+        def follow_up(fut):
+            follow_ups.append(w.submit("echo", fut.result() + 1))
+            done.set()
+
+        w.submit("echo", 1).add_done_callback(follow_up)
+        assert done.wait(30)
+        assert follow_ups[0].result(timeout=30) == 2

@@ -195,15 +195,35 @@ class Connection:
     def _register(self, call_id: int, payload: bytes, sink: Any) -> None:
         self._send_frames(self._admit([(call_id, payload, sink)]))
 
-    def _admit(self, calls: list[tuple[int, bytes, Any]]) -> list[bytes]:
+    def submit_or_refuse(self, call_id: int, payload: bytes, sink: Any) -> BaseException | None:
+        """Like ``submit``, but a connection that is already broken returns its error
+        instead of failing the sink: for a caller holding locks that the sink's done
+        callbacks may need."""
+        refused: list = []
+        self._send_frames(self._admit([(call_id, payload, sink)], refused))
+        if refused:
+            return refused[0]
+        if not self._reading:
+            self._wake.set()
+        return None
+
+    def _admit(self, calls: list[tuple[int, bytes, Any]],
+               refused: list | None = None) -> list[bytes]:
         """Register calls as pending; return the payloads the window lets go now (the rest
         wait in order for replies to free room)."""
-        to_send = []
+        to_send: list[bytes] = []
         with self._lock:
-            if self._broken is not None:
+            broken = self._broken
+        if broken is not None:
+            if refused is not None:
+                refused.append(broken)
+            else:
                 for _, _, sink in calls:
-                    sink._failed(self._broken)
-                return to_send
+                    sink._failed(broken)
+            return to_send
+        with self._lock:
+            if self._broken is not None:  # (broke just now: once more, outside the lock)
+                return self._admit(calls, refused)
             for call_id, payload, sink in calls:
                 size = len(payload) + 4
                 self._pending[call_id] = sink

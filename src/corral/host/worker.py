@@ -460,17 +460,20 @@ class Worker(CallOptions):
             self._install(proc, conn)
             self._state = "ready"
             self._detail = ""
-            self._deferred.flush(self)
+            failed = self._deferred.flush(self)
         self._notify_changed()
+        _fail_sinks(failed)
 
     def _cancels_settled(self) -> None:
         """Every cancelled call stopped (on the reader thread): send the calls that were
         held back meanwhile, from another thread (the gate may be held by reload())."""
         def flush() -> None:
+            failed: list = []
             with self._gate:
                 conn = self._conn
                 if self._state == "ready" and conn is not None and not conn.cancels_pending:
-                    self._deferred.flush(self)
+                    failed = self._deferred.flush(self)
+            _fail_sinks(failed)
 
         # (always: a call may be joining the queue right now, under the gate)
         threading.Thread(target=flush, name="corral-flush", daemon=True).start()
@@ -642,6 +645,11 @@ class Worker(CallOptions):
             if (state == "restarting" or state == "ready" and self._conn.cancels_pending) \
                     and self._conn is not None:
                 info = self._method_info(method)
+                # Encoded for real once the process is ready; checked now, so that a value
+                # that cannot be sent raises here as it would at any other time.
+                args_to_wire(args, kwargs, self.allow_pickle, None)
+                if opts.context is not None:
+                    to_wire(opts.context, allow_pickle=self.allow_pickle, where="context")
                 sink = make(next(self._ids), method, info.streams, opts)
                 if blocking:
                     sink.prepare_to_wait()
@@ -695,13 +703,14 @@ class Worker(CallOptions):
         sink._timer = timers.schedule(timeout, lambda: sink._cancel_with(error()))
 
     def _send_deferred(self, sink: Any, method: str, args: tuple, kwargs: dict,
-                       opts: CallOptions) -> None:
-        """Send a call that waited for a restart (under _gate, with a ready connection)."""
+                       opts: CallOptions) -> BaseException | None:
+        """Send a call that waited (under _gate, with a ready connection); returns the
+        error it must fail with instead, for the caller to deliver once it let go of the
+        locks (a done callback may call this worker again)."""
         conn = self._conn
         assert conn is not None
-        if method not in self.methods:
-            sink._failed(MethodNotFound(method, sorted(self.methods)))
-            return
+        if method not in self.methods:  # the reloaded or restarted target lost it
+            return MethodNotFound(method, sorted(self.methods))
         try:
             wire_args, wire_kwargs = args_to_wire(args, kwargs, self.allow_pickle,
                                                   conn.exporter) if args or kwargs else ([], {})
@@ -709,12 +718,9 @@ class Worker(CallOptions):
             if context is not None:
                 context = to_wire(context, allow_pickle=self.allow_pickle, where="context")
         except Exception as exc:  # noqa: BLE001 - the caller's value, reported to the caller
-            if sink._timer is not None:
-                sink._timer.cancel()
-            sink._failed(exc)
-            return
-        conn.submit(sink.id, conn.encode(m.Call(sink.id, method, wire_args, wire_kwargs,
-                                                context, conn.shm.take_release())), sink)
+            return exc
+        return conn.submit_or_refuse(sink.id, conn.encode(m.Call(
+            sink.id, method, wire_args, wire_kwargs, context, conn.shm.take_release())), sink)
 
     def _map(self, method: str, items: Any, opts: CallOptions) -> Any:
         """Pipelined calls read on the calling thread: while the worker runs one call, the
@@ -919,16 +925,23 @@ class _Deferred:
         sink._failed(error)
         return True
 
-    def flush(self, worker: Worker) -> None:
+    def flush(self, worker: Worker) -> list[tuple[Any, BaseException]]:
         """Send the waiting calls, in order, as far as the new process may take them (it
-        may be recycled again after ``max_calls``)."""
+        may be recycled again after ``max_calls``). Returns the calls that could not be
+        sent, with why: the caller fails them once it holds no lock."""
+        failed = []
         with self._lock:
             while self._calls and worker._state == "ready":
                 call_id = next(iter(self._calls))
-                worker._send_deferred(*self._calls.pop(call_id))
+                call = self._calls.pop(call_id)
+                error = worker._send_deferred(*call)
+                if error is not None:
+                    failed.append((call[0], error))
+                    continue
                 worker._calls_left -= 1
                 if worker._calls_left == 0:
                     worker._begin_recycle(f"max_calls={worker.max_calls}")
+        return failed
 
     def fail_all(self, error: BaseException) -> None:
         with self._lock:
@@ -937,6 +950,13 @@ class _Deferred:
             if sink._timer is not None:
                 sink._timer.cancel()
             sink._failed(error)
+
+
+def _fail_sinks(failed: list[tuple[Any, BaseException]]) -> None:
+    for sink, error in failed:
+        if sink._timer is not None:
+            sink._timer.cancel()
+        sink._failed(error)
 
 
 def _timeout_error(sink: Any, timeout: float) -> CallTimeout:
