@@ -144,3 +144,51 @@ def test_bench_values_smoke(tmp_path):
     assert len(met) == 5 + len(data["config"]["empty_sizes"])
     # Everything the benchmark started (and its child hosts started) was stopped.
     assert data["leftover_children"] == []
+
+
+SUPERVISION_SCRIPT = os.path.join(ROOT, "benchmarks", "bench_supervision.py")
+
+
+@pytest.mark.timeout(120)
+def test_bench_supervision_smoke(tmp_path):
+    """bench_supervision.py --smoke: crashes, restarts, cancels and throughput, 1-2 reps
+    each. The Pool rows appear only once corral has a Pool."""
+    proc = subprocess.run(
+        [sys.executable, SUPERVISION_SCRIPT, "--smoke", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=110, cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+    data = json.loads((tmp_path / "supervision.json").read_text())
+    assert (tmp_path / "supervision.md").read_text().startswith("# corral supervision benchmark")
+    assert "| metric | corral | baseline | ratio | target | met? |" in proc.stdout
+    meta = data["meta"]
+    assert meta["mode"] == "smoke" and meta["wall_s"] > 0 and meta["python"]
+
+    crash = data["crash"]
+    for key in ("kill_to_error_ms", "exit_to_error_ms", "kill_to_next_reply_ms",
+                "exit_to_next_reply_ms", "cold_ready_ms", "cold_first_reply_ms", "noop_rtt_ms"):
+        for q in ("p50", "p90"):
+            _positive(crash[key][q], ("crash", key, q))
+    assert crash["restarts"] >= 2  # one per SIGKILL and one per os._exit
+    cancel = data["cancel"]
+    for kind in ("async", "sync_spin_main", "sync_sleep_main", "sync_spin_slot_thread",
+                 "stuck_in_c"):
+        for key in ("next_reply_ms", "result_raises_us", "noop_rtt_ms"):
+            _positive(cancel[kind][key]["p50"], (kind, key))
+    assert cancel["stuck_in_c"]["restarts"] >= 1  # only a kill stops a call stuck in C
+    assert cancel["first_async"]["reps"] >= 1
+    pool = data["pool"]
+    _positive(pool["burn_n"], "burn_n")
+    for k in (1, 2):
+        for what in ("burn", "noop"):
+            _positive(pool[f"ppe{k}_{what}_per_s"], ("pool", k, what))
+            _positive(pool[f"workers{k}_{what}_per_s"], ("workers", k, what))
+    assert pool["pool"] is not None or pool["pool_note"]
+
+    for row in data["rows"]:
+        assert row["corral"] > 0 and row["baseline"] > 0, row
+    met = data["targets"]["met"]
+    assert set(met) == {r["metric"] for r in data["rows"] if r["met"] is not None}
+    # Everything the benchmark started (workers, restarts, pools) was stopped.
+    assert data["leftover_children"] == []
