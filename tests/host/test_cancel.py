@@ -217,3 +217,15 @@ def test_bad_timeouts_are_refused(w):
             w.options(timeout=bad)
     with pytest.raises(ValueError, match="cancel_grace"):
         corral.Worker(CRASHY, cancel_grace=0)
+
+
+def test_an_async_call_cancelled_before_it_starts_is_not_killed():
+    # The first async call starts the worker's event loop: a cancel arriving meanwhile
+    # must be noticed when the task starts, not thrown into a task that never ran.
+    with corral.Worker(CRASHY, cancel_grace=5.0) as w:
+        pid = w.pid
+        for _ in range(5):
+            fut = w.submit("asleep", 60)
+            fut.cancel()
+        assert w.call("pid") == pid
+        assert w.health().busy == 0

@@ -93,6 +93,9 @@ def cancel(scope: Any) -> None:
 
 
 def _cancel_task(scope: Any) -> None:
-    # On the loop thread, so ordered with the task's own start (see Runner._run_async).
-    if scope._task is not None:
+    # On the loop thread, so ordered with the task's own first step (Runner._run_async).
+    # A task that has not started must not be cancelled: the CancelledError would be thrown
+    # in before its body runs, and the call would never report (nor free its slot). It
+    # sees _requested when it starts instead.
+    if scope._started and scope._task is not None:
         scope._task.cancel()
