@@ -160,8 +160,9 @@ def test_an_idempotent_call_is_retried_on_the_other_worker(tmp_path):
         with pytest.raises(corral.WorkerCrashed):
             plain.result(timeout=10)
         # The retry runs on the other worker (the victim is restarting, or a new process).
-        wait_until(lambda: len(gate.started()) == 4, what="the retry to start")
-        assert retried.attempts == 2 and not retried.done()
+        wait_until(lambda: len(gate.started()) == 4 and retried.attempts == 2,
+                   what="the retry to start")
+        assert not retried.done()
         gate.open()
         assert retried.result(timeout=10) == other.result(timeout=10) != old
         assert retried.worker is other.worker
@@ -176,7 +177,8 @@ def test_an_idempotent_call_is_retried_only_once(tmp_path):
         gate.wait_started(1)
         first = fut.worker
         kill(first)
-        wait_until(lambda: len(gate.started()) == 2, what="the retry to start")
+        wait_until(lambda: len(gate.started()) == 2 and fut.attempts == 2,
+                   what="the retry to start")
         second = fut.worker
         assert second is not first
         kill(second)
@@ -186,7 +188,7 @@ def test_an_idempotent_call_is_retried_only_once(tmp_path):
 
 
 def test_a_restarting_worker_gets_no_calls(tmp_path):
-    policy = corral.Restart(backoff=30.0)  # it stays "restarting" for the whole test
+    policy = corral.Restart(backoff=30.0, max_backoff=30.0)  # "restarting" all along
     with corral.Pool(POOLED, workers=2, restart=policy) as pool:
         victim, spare = pool.workers
         kill(victim)
@@ -314,11 +316,23 @@ def test_async_calls(tmp_path):
 
 
 def test_stop_drains_queued_calls(tmp_path):
+    gate = Gate(tmp_path)
     pool = corral.Pool(POOLED, workers=2, slots=1, prefetch=0).start()
-    futs = [pool.submit("sleep", 0.05) for _ in range(10)]
-    assert pool.stats().queued >= 6
+    running = [pool.submit("wait_for", *gate.held()) for _ in range(2)]
+    gate.wait_started(2)
+    queued = [pool.submit("echo", i) for i in range(8)]
+    assert pool.stats().queued == 8
+
+    def open_once_stopping():
+        wait_until(lambda: pool.state == "stopping", what="stop() to begin")
+        gate.open()
+
+    opener = threading.Thread(target=open_once_stopping)
+    opener.start()
     pool.stop(grace=30)
-    assert [f.result(timeout=0) for f in futs] == [0.05] * 10
+    opener.join(10)
+    assert [f.result(timeout=0) for f in queued] == list(range(8))
+    assert all(f.result(timeout=0) in (w.pid for w in pool.workers) for f in running)
     assert pool.state == "stopped" and all(w.state == "stopped" for w in pool.workers)
     with pytest.raises(corral.InvalidState, match="stopped"):
         pool.call("echo", 1)
@@ -379,7 +393,10 @@ def test_callbacks_may_submit_but_not_block(tmp_path):
             follow = pool.submit("echo", "follow-up")
             follow.add_done_callback(lambda f: (got.append(f.result()), done.set()))
 
-        pool.submit("echo", 0).add_done_callback(callback)
+        gate = Gate(tmp_path)
+        held = pool.submit("wait_for", *gate.held())  # so the callback runs on a corral thread
+        held.add_done_callback(callback)
+        gate.open()
         assert done.wait(10)
         assert isinstance(got[0], RuntimeError) and got[1] == "follow-up"
 

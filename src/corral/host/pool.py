@@ -401,6 +401,7 @@ class Pool(CallOptions):
         self._queued = 0  # live calls in _queue (cancelled ones are skipped lazily)
         # Calls made from a callback with a worker picked, for the dispatcher to send.
         self._handoff: deque[tuple[_Call, int]] = deque()
+        self._sending = 0  # calls with a worker picked, not handed to it yet (or put back)
         self._ids = itertools.count(1)
         self._state = "new"
         self._retrying = True  # crashes may put calls back (not once workers stop)
@@ -487,12 +488,11 @@ class Pool(CallOptions):
             if self._state in ("new", "stopped", "failed"):
                 self._state = "stopped"
                 return
-            self._state = "stopping"
             deadline = time.monotonic() + grace
             with self._lock:
+                self._state = "stopping"
                 self._wakeup.notify()
-                self._drained.wait_for(lambda: self._queued == 0 and not self._handoff,
-                                       max(0.0, deadline - time.monotonic()))
+                self._drained.wait_for(self._is_drained, max(0.0, deadline - time.monotonic()))
                 self._retrying = False
                 left = self._take_queue()
                 self._wakeup.notify()
@@ -599,11 +599,11 @@ class Pool(CallOptions):
         it; else queue it (or raise QueueFull)."""
         index = None
         with self._lock:
+            if self._state != "ready":  # (stop() began since _check_callable)
+                raise InvalidState(f"the pool is {self._state}; no more calls can be made")
             if self._queued == 0:
                 index = self._pick(call)
             if index is None:
-                if self._state != "ready":
-                    raise InvalidState(f"the pool is {self._state}; no more calls can be made")
                 if self._queued >= self.max_queue:
                     self._rejected += 1
                     raise QueueFull(
@@ -613,6 +613,7 @@ class Pool(CallOptions):
                 self._enqueue(call)
                 return
             call.state = "dispatching"
+            self._sending += 1
             if _in_callback():  # maybe under a worker's locks: the dispatcher sends it
                 self._handoff.append((call, index))
                 self._wakeup.notify()
@@ -699,8 +700,12 @@ class Pool(CallOptions):
         if call.timer is not None:
             call.timer.cancel()
             call.timer = None
-        if self._queued == 0:
+        if self._is_drained():
             self._drained.notify_all()
+
+    def _is_drained(self) -> bool:
+        """Every call is with a worker, or finished (locked)."""
+        return self._queued == 0 and self._sending == 0
 
     def _take_queue(self) -> list[_Call]:
         """Empty the queue; return the live calls it held (locked)."""
@@ -708,6 +713,7 @@ class Pool(CallOptions):
         while self._handoff:
             call, index = self._handoff.popleft()
             self._handed[index] -= 1
+            self._sending -= 1
             left.append(call)
         while self._queue:
             call = self._queue.popleft()
@@ -728,10 +734,7 @@ class Pool(CallOptions):
                                                     and not self._retrying):
                         return
                     batch = list(self._handoff)
-                    if batch:
-                        self._handoff.clear()
-                        if self._queued == 0:
-                            self._drained.notify_all()
+                    self._handoff.clear()
                     batch += self._take_sendable()
                     if batch:
                         interval = POLL_MIN
@@ -766,6 +769,7 @@ class Pool(CallOptions):
                 break
             queue.popleft()
             call.state = "dispatching"
+            self._sending += 1
             self._dequeued(call)
             batch.append((call, index))
         return batch
@@ -774,6 +778,15 @@ class Pool(CallOptions):
         """Hand ``call`` to worker ``index`` (its place already reserved; not locked).
         ``inline``: on the caller's thread, whose errors (an argument that cannot be sent)
         are raised there."""
+        try:
+            self._send_to(call, index, inline)
+        finally:
+            with self._lock:
+                self._sending -= 1
+                if self._is_drained():
+                    self._drained.notify_all()
+
+    def _send_to(self, call: _Call, index: int, inline: bool) -> None:
         if call.cancelling:  # cancelled on its way out of the queue
             self._release(index)
             return
