@@ -429,7 +429,7 @@ class Pool(CallOptions):
         """new, starting, ready, stopping, stopped, or failed (every worker failed, or
         start() failed)."""
         state = self._state
-        if state == "ready" and all(w.state == "failed" for w in self._workers):
+        if state == "ready" and self._none_left():
             return "failed"
         return state
 
@@ -584,8 +584,12 @@ class Pool(CallOptions):
             if not isinstance(method, str):
                 raise TypeError(f"method name must be a str, not {type(method).__name__}")
             raise MethodNotFound(method, sorted(methods))
-        if all(w.state == "failed" for w in self._workers):
+        if self._none_left():
             raise self._unavailable()
+
+    def _none_left(self) -> bool:
+        """No worker will take a call again: each failed for good (or was stopped by hand)."""
+        return all(w.state in ("failed", "stopped") for w in self._workers)
 
     def _unavailable(self) -> WorkerUnavailable:
         reasons = "; ".join(w.health().detail for w in self._workers if w.state == "failed")
@@ -743,7 +747,7 @@ class Pool(CallOptions):
                         self._wakeup.wait()
                         interval = POLL_MIN
                         continue
-                    if all(w.state == "failed" for w in self._workers):
+                    if self._none_left():
                         failed = self._take_queue()
                         break
                     self._wakeup.wait(interval)
@@ -882,7 +886,7 @@ class Pool(CallOptions):
         """Put a call that went out back at the head of the queue, unless the pool no
         longer takes it back or the caller gave up on it (locked)."""
         if not self._retrying or call.cancelling or call.future.done() \
-                or all(w.state == "failed" for w in self._workers):
+                or self._none_left():
             return False
         self._enqueue(call, front=True)
         return True
