@@ -24,8 +24,8 @@ just crashed and that has not noticed yet.
 ``max_queue`` calls (``QueueFull`` at submit when full; ``max_queue=0``: no queue at all).
 Queued calls are sent by one dispatcher thread, woken when a call ends. Completion
 callbacks never send calls themselves, because a worker may complete a future while it
-holds its own locks (a call sent after a restart fails while the restart still holds the
-worker's gate): sending from there could deadlock. The dispatcher also re-checks, with a
+holds its own locks (``Worker.stop()`` fails what is left under its lifecycle lock, which a
+restart takes after the worker's gate): sending from there could deadlock. The dispatcher also re-checks, with a
 back-off from 2 to 50 ms, while calls wait and nothing it is told about can free a slot (a
 worker restarting, a stream ending). A call's ``timeout`` counts from ``submit()``: time
 spent in the queue is part of it, and a call still queued at its deadline fails with
