@@ -31,6 +31,7 @@ if _TYPE_CHECKING:
     from .host.calls import AsyncCallFuture, AsyncCallStream, CallFuture, CallStream
     from .exceptions import Cancelled
     from .host.supervisor import Crash, Restart
+    from .host.pool import AsyncPoolFuture, Pool, PoolFuture, PoolHealth, PoolStats
     from .host.worker import CallOptions, Health, Stats, Worker
 
 _LAZY_NAMES = {
@@ -44,6 +45,11 @@ _LAZY_NAMES = {
     "CallStream": "corral.host.calls",
     "AsyncCallFuture": "corral.host.calls",
     "AsyncCallStream": "corral.host.calls",
+    "Pool": "corral.host.pool",
+    "PoolFuture": "corral.host.pool",
+    "AsyncPoolFuture": "corral.host.pool",
+    "PoolHealth": "corral.host.pool",
+    "PoolStats": "corral.host.pool",
     "Restart": "corral.host.supervisor",
     "Crash": "corral.host.supervisor",
     "Cancelled": "corral.exceptions",
