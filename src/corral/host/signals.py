@@ -166,15 +166,13 @@ def _act_as_default(signum: int, frame: Any, restore: bool) -> None:
 
 
 def _kill_workers() -> None:
-    # No lock, no wait: only what is safe in a signal handler. Popen.send_signal skips a
-    # child already reaped, so a recycled pid is never hit.
+    # No lock, no wait: only what is safe in a signal handler. A process already reaped is
+    # skipped (its pid, and so its group id, may be another's by now); a live one is killed
+    # with its process group (what the model code started), and so is a restart under way.
     for worker in list(_live):
-        proc = worker._proc
-        if proc is not None:
-            try:
-                proc.popen.send_signal(signal.SIGKILL)
-            except OSError:
-                pass
+        for proc in (worker._proc, worker._launching):
+            if proc is not None and proc.popen.poll() is None:
+                proc.kill_group()
 
 
 def _serve(requests: "queue.SimpleQueue[_Drain]") -> None:
