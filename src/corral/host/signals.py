@@ -45,6 +45,19 @@ How, and why not the obvious way:
 - Whether a late second signal was impatience or came after the drain ended is settled by
   one atomic ``list.pop()`` on a claim token that both the handler and the helper thread
   try to take: exactly one of them acts.
+- CPython runs a Python handler only when the main thread next executes bytecode, and a
+  signal that lands after its last check but before it blocks in a system call (say, on
+  its way back into ``recv`` after running a handler, once it has let go of the GIL) only
+  sets a flag: the main thread sleeps on, and the handler waits for whatever wakes it. For
+  the re-delivery that could mean a host that never ends, so the helper thread sends the
+  signal again (after 50 ms, then doubling up to 1 s) until our handler has taken it. The
+  helper checks and sends without letting go of the GIL, which the handler needs, so a copy
+  goes only while the signal is untaken (the one exception: a handler that loses the GIL
+  before its first line, exactly as the helper wakes, would raise a second
+  KeyboardInterrupt). A signal of the user's that lands in that window waits likewise:
+  a first one starts the drain only when the main thread wakes (blocked in ``call()``:
+  when the reply comes), a second one during a drain takes effect at the latest when the
+  drain ends.
 - A forked child inherits our handlers but not the helper thread (nor the workers, whose
   host is its parent): there a signal acts as the default.
 
@@ -60,6 +73,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from typing import Any
 
 log = logging.getLogger("corral")
@@ -76,14 +90,15 @@ _drain: "_Drain | None" = None  # the drain under way; only the main thread sets
 
 
 class _Drain:
-    __slots__ = ("signum", "claim", "finished")
+    __slots__ = ("signum", "claim", "finished", "delivered")
 
     def __init__(self, signum: int):
         self.signum = signum
         # Popped by whoever acts last: the helper thread (re-delivery) or an impatient
         # second signal (kill). list.pop is atomic under the GIL.
         self.claim = [True]
-        self.finished = False
+        self.finished = False  # the workers are stopped; the signal is being re-delivered
+        self.delivered = False  # our handler has taken the re-delivery
 
 
 def install() -> None:
@@ -139,7 +154,8 @@ def _handle(signum: int, frame: Any) -> None:
         _requests.put(drain)
         return
     if drain.finished and signum == drain.signum:
-        _drain = None  # the helper thread's re-delivery (or one just like it)
+        drain.delivered = True  # the helper thread's re-delivery (or one just like it)
+        _drain = None
         _act_as_default(signum, frame, restore=True)
         return
     try:
@@ -187,7 +203,20 @@ def _serve(requests: "queue.SimpleQueue[_Drain]") -> None:
         except IndexError:
             continue  # an impatient second signal took over
         drain.finished = True
-        signal.pthread_kill(threading.main_thread().ident, drain.signum)
+        _redeliver(drain)
+
+
+def _redeliver(drain: _Drain) -> None:
+    main = threading.main_thread().ident
+    pause = 0.05
+    while True:
+        # From the check to the send the GIL is not let go (no call in between where it
+        # could be handed over), and the handler needs it to set `delivered`.
+        if drain.delivered:
+            return
+        signal.pthread_kill(main, drain.signum)
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 def _stop_all(drain: _Drain) -> None:
