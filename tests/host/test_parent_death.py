@@ -14,11 +14,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import psutil
 import pytest
 
+import corral
 from conftest import fixture_ref, wait_until
 
 HOST = textwrap.dedent("""
@@ -146,10 +148,51 @@ def test_a_busy_worker_ends_within_1s_of_its_host(tmp_path, how, busy, where):
     assert shm_names() - shm_before == set()
 
 
-# Two ways a worker outlives its host today. Both need a worker started off the host's
-# main thread (a thread, or `async with`, which starts it through asyncio.to_thread): it
-# has no PR_SET_PDEATHSIG then, and end of stream on the control socket is all it has.
-# Starting every worker from one long-lived host thread, with PR_SET_PDEATHSIG, closes both.
+# Two ways a worker outlives its host today. Both need a worker without PR_SET_PDEATHSIG,
+# for which end of stream on the control socket is all there is: one started off the host's
+# main thread (a thread, or `async with`, which starts it through asyncio.to_thread), and,
+# as the next test shows, every worker that replaces a crashed or recycled one (started on
+# a short-lived corral-restart or corral-recycle thread). Starting every worker from one
+# long-lived host thread, with PR_SET_PDEATHSIG, closes both (checked by hand).
+
+
+def asks_to_die_with_its_host(pid: int) -> bool:
+    return "--die-with-parent" in psutil.Process(pid).cmdline()
+
+
+NO_PDEATHSIG = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "PR_SET_PDEATHSIG is only asked for from the host's main thread (Linux ties it to the "
+    "thread that forks, and these threads end)"))
+
+
+@pytest.mark.parametrize("how", [
+    "started on the main thread",
+    pytest.param("started on a thread", marks=NO_PDEATHSIG),
+    pytest.param("recycled", marks=NO_PDEATHSIG),
+    pytest.param("restarted after a crash", marks=NO_PDEATHSIG),
+])
+def test_every_worker_asks_the_kernel_to_end_it_with_its_host(how):
+    slow = fixture_ref("slow:Slow")
+    if how == "started on a thread":
+        box = []
+        t = threading.Thread(target=lambda: box.append(corral.Worker(slow).start()))
+        t.start()
+        t.join()
+        w = box[0]
+    else:
+        w = corral.Worker(slow, max_calls=1 if how == "recycled" else None).start()
+    with w:
+        first = w.pid
+        if how == "recycled":
+            w.call("sleep", os.devnull, 0)
+        elif how == "restarted after a crash":
+            with pytest.raises(corral.WorkerCrashed):
+                w.call("die")
+        if how in ("recycled", "restarted after a crash"):
+            wait_until(lambda: w.pid != first and w.state == "ready",
+                       what=f"the worker to be {how}")
+        assert asks_to_die_with_its_host(w.pid)
+
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "the worker's corral-control thread sees the end of the control socket at once, but "
