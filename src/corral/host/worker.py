@@ -41,6 +41,7 @@ from .connection import Connection
 from .process import WorkerProcess, describe_exit
 from .supervisor import Crash, CrashHistory, restart_policy
 from .timers import timers
+from . import signals
 
 log = logging.getLogger("corral")
 
@@ -286,6 +287,7 @@ class Worker(CallOptions):
             self._install(proc, conn)
             self._state = "ready"
             _live_workers.add(self)
+            signals.install()  # drain calls in flight on SIGTERM/SIGINT (main thread only)
         return self
 
     def _launch(self) -> tuple[WorkerProcess, Connection]:
