@@ -74,3 +74,20 @@ def test_no_descriptor_or_file_is_left_after_starts_crashes_restarts_and_stops(t
     assert open_fds() == fds
     assert list(tmp.iterdir()) == []
     assert {n for n in os.listdir("/dev/shm") if "corral" in n} == shm
+
+
+def test_a_forked_child_leaves_its_parents_worker_alone():
+    from corral.host.worker import _stop_live_workers
+
+    with corral.Worker(CRASHY) as w:
+        pid = w.pid
+        child = os.fork()
+        if child == 0:  # the child: what its exit would do, then an explicit stop()
+            try:
+                _stop_live_workers()
+                w.stop(grace=0)
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
+        assert w.call("pid") == pid
+        assert w.health().status == "ready"

@@ -148,28 +148,21 @@ def test_a_busy_worker_ends_within_1s_of_its_host(tmp_path, how, busy, where):
     assert shm_names() - shm_before == set()
 
 
-# Two ways a worker outlives its host today. Both need a worker without PR_SET_PDEATHSIG,
-# for which end of stream on the control socket is all there is: one started off the host's
-# main thread (a thread, or `async with`, which starts it through asyncio.to_thread), and,
-# as the next test shows, every worker that replaces a crashed or recycled one (started on
-# a short-lived corral-restart or corral-recycle thread). Starting every worker from one
-# long-lived host thread, with PR_SET_PDEATHSIG, closes both (checked by hand).
+# Every worker asks the kernel to end it with its host, however it was started: workers are
+# forked by one long-lived host thread (host/process.py, _Spawner), because Linux ties
+# PR_SET_PDEATHSIG to the forking thread. That also covers a worker whose control thread
+# cannot act on the end of its control socket (a C call holding the GIL).
 
 
 def asks_to_die_with_its_host(pid: int) -> bool:
     return "--die-with-parent" in psutil.Process(pid).cmdline()
 
 
-NO_PDEATHSIG = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "PR_SET_PDEATHSIG is only asked for from the host's main thread (Linux ties it to the "
-    "thread that forks, and these threads end)"))
-
-
 @pytest.mark.parametrize("how", [
     "started on the main thread",
-    pytest.param("started on a thread", marks=NO_PDEATHSIG),
-    pytest.param("recycled", marks=NO_PDEATHSIG),
-    pytest.param("restarted after a crash", marks=NO_PDEATHSIG),
+    "started on a thread",
+    "recycled",
+    "restarted after a crash",
 ])
 def test_every_worker_asks_the_kernel_to_end_it_with_its_host(how):
     slow = fixture_ref("slow:Slow")
@@ -194,10 +187,6 @@ def test_every_worker_asks_the_kernel_to_end_it_with_its_host(how):
         assert asks_to_die_with_its_host(w.pid)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the worker's corral-control thread sees the end of the control socket at once, but "
-    "needs the GIL to act on it (os._exit); a C call holding the GIL on the worker's main "
-    "thread delays the exit until it returns"))
 def test_a_worker_in_a_c_call_holding_the_gil_ends_within_1s(tmp_path):
     host = Host(tmp_path, "hold_gil", "thread", 2.5)
     try:
@@ -207,10 +196,6 @@ def test_a_worker_in_a_c_call_holding_the_gil_ends_within_1s(tmp_path):
     assert took <= 1.0, f"worker {host.worker} outlived its host by {took:.3f}s"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the host's ends of the worker's sockets are inherited by a child it forked (close-on-"
-    "exec does not apply to fork without exec), so the control socket does not end while "
-    "that child lives"))
 def test_a_worker_ends_within_1s_of_a_host_whose_forked_child_lives_on(tmp_path):
     host = Host(tmp_path, "sleep", "thread", fork=True)
     try:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import queue
 import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import weakref
+from typing import Any, Callable
 
 log = logging.getLogger("corral.worker")
 
@@ -29,6 +32,65 @@ def describe_exit(code: int | None) -> tuple[str, str | None]:
             name = f"signal {-code}"
         return f"killed by {name} ({code})", name
     return f"exit code {code}", None
+
+
+class _Spawner:
+    """The one thread that forks every worker. PR_SET_PDEATHSIG fires when the thread that
+    forked the child ends, not the process: from a caller's thread (``async with`` starts
+    workers through asyncio.to_thread) or a restart's thread, the worker would die with that
+    thread, so those used to go without. This thread lives as long as the process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue | None = None
+        self._pid = 0
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        with self._lock:
+            if self._pid != os.getpid():  # first use, or a forked child: its own thread
+                self._requests = queue.SimpleQueue()
+                threading.Thread(target=self._serve, args=(self._requests,),
+                                 name="corral-spawner", daemon=True).start()
+                self._pid = os.getpid()
+            requests = self._requests
+        done = threading.Event()
+        box: list = []
+        requests.put((fn, box, done))
+        done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    @staticmethod
+    def _serve(requests: queue.SimpleQueue) -> None:
+        while True:
+            fn, box, done = requests.get()
+            try:
+                box.append((True, fn()))
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                box.append((False, exc))
+            done.set()
+            del fn, box, done
+
+
+_spawner = _Spawner()
+_live: "weakref.WeakSet[WorkerProcess]" = weakref.WeakSet()
+
+
+def _close_in_forked_child() -> None:
+    # A child forked by the host (without exec) inherits the host's ends of every worker's
+    # sockets: while it lived, a worker would never see its host go. Close them there.
+    for proc in list(_live):
+        for sock in (proc.control, proc.data, proc.fds):
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_forked_child)
 
 
 class WorkerProcess:
@@ -53,14 +115,13 @@ class WorkerProcess:
             "--data-fd", str(data_child.fileno()),
             "--fds-fd", str(fds_child.fileno()),
             "--parent-pid", str(os.getpid()),
-            # Linux ties PR_SET_PDEATHSIG to the *thread* that started the child: only ask
-            # for it from the main thread, or a worker started from a short-lived thread
-            # would die with that thread. End of stream on the control socket covers the rest.
-            *(["--die-with-parent"] if threading.current_thread() is threading.main_thread() else []),
+            # Linux ties PR_SET_PDEATHSIG to the *thread* that forks: every worker is
+            # forked by one long-lived thread (_spawner), so it dies with the process only.
+            "--die-with-parent",
             "--max-frame", str(max_frame),
         ]
         try:
-            self.popen = subprocess.Popen(
+            self.popen = _spawner.run(lambda: subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -71,7 +132,7 @@ class WorkerProcess:
                 # Its own session: a Ctrl-C in the host's terminal reaches the host, which
                 # then stops its workers in order, instead of killing them mid-call.
                 start_new_session=True,
-            )
+            ))
         except BaseException:
             for s in (control_host, data_host, fds_host):
                 s.close()
@@ -81,10 +142,12 @@ class WorkerProcess:
             data_child.close()
             fds_child.close()
         self.pid = self.popen.pid
+        self.host_pid = os.getpid()
         try:  # (Linux >= 5.3) readable once the process has exited
             self._pidfd: int | None = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
             self._pidfd = None
+        _live.add(self)
         self._stderr_thread = threading.Thread(
             target=self._read_stderr, name=f"corral-stderr-{self.pid}", daemon=True)
         self._stderr_thread.start()
@@ -129,6 +192,8 @@ class WorkerProcess:
 
     def terminate(self, grace: float) -> int:
         """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit code."""
+        if os.getpid() != self.host_pid:
+            return 0  # a forked child of the host: its parent's worker, not its own
         if self.popen.poll() is None:
             try:
                 self.popen.terminate()
@@ -142,12 +207,16 @@ class WorkerProcess:
     def kill(self) -> None:
         """SIGKILL the worker and whatever it started in its process group (a subprocess
         the model code launched must not outlive it), then reap it."""
+        if os.getpid() != self.host_pid:
+            return
         self.kill_group()
         self.popen.wait()
 
     def kill_group(self) -> None:
         """SIGKILL the worker's process group. Safe after the worker died but before it was
         reaped, and after: the group id cannot be reused while any member lives."""
+        if os.getpid() != self.host_pid:
+            return  # a forked child of the host: these are its parent's workers
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

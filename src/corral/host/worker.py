@@ -9,6 +9,7 @@ import itertools
 from collections import deque
 import inspect
 import logging
+import os
 import socket
 import sys
 import threading
@@ -1010,6 +1011,12 @@ def _pickle_target(obj: Any) -> bytes:
 
 
 _live_workers: "weakref.WeakSet[Worker]" = weakref.WeakSet()
+
+
+if hasattr(os, "register_at_fork"):
+    # A child forked by the host does not own its parent's workers: its exit must not
+    # stop them (the sockets it inherited are closed there, host/process.py).
+    os.register_at_fork(after_in_child=_live_workers.clear)
 
 
 @atexit.register
