@@ -50,6 +50,12 @@ class CallRecord:
         self._chunks: list | None = [] if streams else None
 
     @property
+    def sent(self) -> bool:
+        """True once the call went to the worker process (it may have run, or be running);
+        False while it waits on the host."""
+        return self._sent
+
+    @property
     def logs(self) -> list[str]:
         """The call's log lines (stdout and stderr, in order)."""
         return [e.text for e in self.events if type(e) is m.Log]

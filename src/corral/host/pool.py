@@ -36,7 +36,7 @@ restarts itself, and the pool sends it calls again once it is ready. A call that
 reached the crashed process (it was refused by the broken connection, or waited for a
 restart that gave up with WorkerUnavailable) goes back to the head of the queue: it never
 ran, so it is safe to send again, idempotent or not (this reads the worker future's
-``_sent`` flag, which the connection sets when the Call goes on the wire). A call that was in flight is retried,
+``sent`` flag, which the connection sets when the Call goes on the wire). A call that was in flight is retried,
 once, only when the caller marked it ``options(idempotent=True)``; it is preferably sent to
 another worker. Nothing else is retried: not user errors (RemoteError), Cancelled,
 CallTimeout, nor ProtocolError (the call's own result may be what broke the protocol, and a
@@ -850,7 +850,7 @@ class Pool(CallOptions):
         with self._lock:
             self._handed[index] -= 1
             if isinstance(exc, WorkerCrashed) or (isinstance(exc, WorkerUnavailable)
-                                                  and not getattr(inner, "_sent", True)):
+                                                  and not getattr(inner, "sent", True)):
                 crashed = exc.pid if exc.pid is not None else pid
                 if self._workers[index].pid == crashed:
                     self._suspect[index] = (crashed, time.monotonic())
@@ -868,8 +868,8 @@ class Pool(CallOptions):
 
     def _retry(self, call: _Call, index: int, inner: Any, exc: BaseException) -> bool:
         """Put a call whose worker went down back in the queue, if that is safe (locked)."""
-        # A Call still on the host when the worker went down (``_sent`` False) never ran.
-        never_ran = not getattr(inner, "_sent", True)
+        # A Call still on the host when the worker went down (``sent`` False) never ran.
+        never_ran = not getattr(inner, "sent", True)
         if not never_ran and not (call.opts.idempotent and call.retries < 1):
             return False
         call.avoid = index
