@@ -64,12 +64,16 @@ class MethodNotFound(CorralError, AttributeError):
 
 
 class ArgumentError(CorralError, TypeError):
-    """Raised when a call's arguments do not fit the method's signature."""
+    """Raised when a call's arguments do not fit the method's signature. For a call made
+    with ``options(convert=True)``, ``problems`` lists every bad input as
+    ``{"loc": [name, ...], "msg": ...}`` (unknown, missing, ill-typed, out of range)."""
 
-    def __init__(self, method: str, signature: str, detail: str):
+    def __init__(self, method: str, signature: str, detail: str,
+                 problems: list[dict[str, Any]] | None = None):
         self.method = method
         self.signature = signature
         self.detail = detail
+        self.problems = list(problems or [])
         super().__init__(f"bad arguments for {method}{signature}: {detail}")
 
 

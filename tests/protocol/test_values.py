@@ -639,6 +639,10 @@ MESSAGE_STRATEGIES: dict[type, st.SearchStrategy] = {
     m.Reload: st.builds(m.Reload, seq=ids, config=config_dicts),
     m.Ping: st.builds(m.Ping, seq=ids),
     m.Cancel: st.builds(m.Cancel, id=ids),
+    m.Describe: st.builds(m.Describe, seq=ids),
+    m.Description: st.builds(m.Description, seq=ids, methods=st.dictionaries(
+        st.text(max_size=8), st.builds(m.MethodSchema, input=st.none() | st.just({"type": "object"}),
+                                       output=st.none()), max_size=3)),
     m.Shutdown: st.builds(m.Shutdown, grace=st.floats(min_value=0, allow_infinity=True)),
     m.Release: st.builds(m.Release, ids=st.lists(st.integers(min_value=0, max_value=2**63))),
     m.Hello: st.builds(m.Hello, protocol=st.integers(0, 2**32), corral_version=small_text,
@@ -709,8 +713,8 @@ def test_every_message_round_trips_in_its_direction(cls, data):
 def test_messages_are_compact():
     enc = make_encoder().encode
     # (array_like Structs still write trailing defaults: one byte each for the optional
-    # context and the piggybacked shared-memory release)
-    assert len(enc(m.Call(1, "predict", [1], {}))) <= 16
+    # context, the piggybacked shared-memory release and the convert flag)
+    assert len(enc(m.Call(1, "predict", [1], {}))) <= 17
     assert len(enc(m.Done(1, 2, 0.001))) <= 16
 
 
@@ -718,7 +722,8 @@ def test_old_peer_tolerates_new_trailing_fields_and_new_peer_old_messages():
     enc = msgspec.msgpack.encode
     dec = make_decoder(m.HostData)
     # A newer host may append fields: an older worker ignores them.
-    call = dec.decode(enc([21, 5, "predict", [1], {"k": 2}, None, None, "some future field", 3]))
+    call = dec.decode(enc([21, 5, "predict", [1], {"k": 2}, None, None, False,
+                           "some future field", 3]))
     assert call == m.Call(5, "predict", [1], {"k": 2}, None)
     # An older host omits trailing defaulted fields.
     assert dec.decode(enc([21, 5, "predict", [], {}])).context is None

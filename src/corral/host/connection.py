@@ -449,7 +449,7 @@ class Connection:
                     self._on_worker_log(msg.stream, msg.text)
                 elif type(msg) is m.Release:
                     self.shm.apply(msg)
-                elif type(msg) in (m.Pong, m.Ready, m.SetupFailed):
+                elif type(msg) in (m.Pong, m.Ready, m.SetupFailed, m.Description):
                     fut, expected = self._requests.get(msg.seq, (None, ()))
                     if fut is None:
                         raise ProtocolError(f"worker answered control request {msg.seq}, "

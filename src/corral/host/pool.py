@@ -534,19 +534,19 @@ class Pool(CallOptions):
 
     def options(self, *, context: dict[str, Any] | None = None,
                 on_event: EventCallback | None = None, timeout: float | None = None,
-                idempotent: bool = False) -> CallOptions:
+                idempotent: bool = False, convert: bool = False) -> CallOptions:
         """Call with options: ``pool.options(timeout=5, idempotent=True).call(...)``.
 
         ``context`` reaches the call as ``corral.current().context``; ``on_event`` gets
         each Log, Progress and Metric as it arrives (of every attempt); ``timeout``
         (seconds, queue time included) stops the call and raises CallTimeout;
         ``idempotent=True`` lets the pool run the call again on another worker if its
-        worker crashes while running it.
+        worker crashes while running it; ``convert`` as for a Worker (CallOptions).
         """
         if context is not None and not isinstance(context, dict):
             raise TypeError(f"context must be a dict, not {type(context).__name__}")
         _check_positive("timeout", timeout)
-        return CallOptions(self, context, _guarded(on_event), timeout, idempotent)
+        return CallOptions(self, context, _guarded(on_event), timeout, idempotent, convert)
 
     def _submit(self, method: str, args: tuple, kwargs: dict, opts: CallOptions,
                 make: Callable[..., Any], blocking: bool = False) -> Any:
@@ -635,7 +635,8 @@ class Pool(CallOptions):
                 raise self._unavailable()
             index = min(usable, key=self._load)
         timeout = opts.timeout if opts.timeout is not None else self.default_timeout
-        wopts = CallOptions(self._workers[index], opts.context, opts.on_event, timeout)
+        wopts = CallOptions(self._workers[index], opts.context, opts.on_event, timeout,
+                            convert=opts.convert)
         return getattr(wopts, kind)(method, *args, **kwargs)
 
     def _map(self, method: str, items: Any, opts: CallOptions) -> Any:
@@ -803,10 +804,12 @@ class Pool(CallOptions):
                 self._fail(call, _queue_timeout_error(call))
                 return
         opts = call.opts
-        if opts.context is None and opts.on_event is None and timeout is None:
+        if opts.context is None and opts.on_event is None and timeout is None \
+                and not opts.convert:
             wopts: CallOptions = worker  # a Worker is its own default options
         else:
-            wopts = CallOptions(worker, opts.context, opts.on_event, timeout)
+            wopts = CallOptions(worker, opts.context, opts.on_event, timeout,
+                                convert=opts.convert)
         pid = worker.pid
         try:
             inner = wopts.submit(call.method, *call.args, **call.kwargs)

@@ -86,19 +86,23 @@ class CallOptions:
     (on a corral thread for sync calls, on the event loop for async ones: keep it quick).
     ``timeout`` (seconds) stops the call in the worker when it runs longer and raises
     CallTimeout; ``idempotent`` lets a Pool retry the call on another worker when its
-    worker crashes while running it.
+    worker crashes while running it. ``convert`` treats the keyword arguments as external
+    input (JSON, command-line strings): the worker checks each against the method's type
+    hints and converts it (``"3"`` to ``3`` for an int), and a bad input raises
+    ArgumentError with ``problems`` listing every one.
     """
 
-    __slots__ = ("_worker", "context", "on_event", "timeout", "idempotent")
+    __slots__ = ("_worker", "context", "on_event", "timeout", "idempotent", "convert")
 
     def __init__(self, worker: "Worker", context: dict[str, Any] | None,
                  on_event: EventCallback | None, timeout: float | None = None,
-                 idempotent: bool = False):
+                 idempotent: bool = False, convert: bool = False):
         self._worker = worker
         self.context = context
         self.on_event = on_event
         self.timeout = timeout
         self.idempotent = idempotent
+        self.convert = convert
 
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         return self._worker._submit(method, args, kwargs, self, _blocking, True)
@@ -560,7 +564,8 @@ class Worker(CallOptions):
     def _make_error(self, sink: Any, info: m.ErrorInfo) -> BaseException:
         if info.kind == "arguments":
             meth = self.methods.get(sink.method)
-            return ArgumentError(sink.method, meth.signature if meth else "(...)", info.message)
+            return ArgumentError(sink.method, meth.signature if meth else "(...)", info.message,
+                                 info.problems)
         if info.kind == "method":
             return MethodNotFound(info.message, sorted(self.methods))
         if info.kind == "cancelled":
@@ -633,12 +638,13 @@ class Worker(CallOptions):
 
     def options(self, *, context: dict[str, Any] | None = None,
                 on_event: EventCallback | None = None, timeout: float | None = None,
-                idempotent: bool = False) -> CallOptions:
-        """Call with options: ``worker.options(context={...}, timeout=5).call(...)``."""
+                idempotent: bool = False, convert: bool = False) -> CallOptions:
+        """Call with options: ``worker.options(context={...}, timeout=5).call(...)``
+        (see CallOptions)."""
         if context is not None and not isinstance(context, dict):
             raise TypeError(f"context must be a dict, not {type(context).__name__}")
         _check_positive("timeout", timeout)
-        return CallOptions(self, context, on_event, timeout, idempotent)
+        return CallOptions(self, context, on_event, timeout, idempotent, convert)
 
     def _submit(self, method: str, args: tuple, kwargs: dict, opts: CallOptions,
                 make: Callable[..., Any], blocking: bool = False) -> Any:
@@ -672,7 +678,7 @@ class Worker(CallOptions):
                     context = to_wire(context, allow_pickle=self.allow_pickle, where="context")
                 call_id = next(self._ids)
                 payload = conn.encode(m.Call(call_id, method, args, kwargs, context,
-                                             conn.shm.take_release()))
+                                             conn.shm.take_release(), opts.convert))
                 sink = make(call_id, method, info.streams, opts)
                 if timeout is not None:
                     self._arm_deadline(sink, timeout)
@@ -723,7 +729,8 @@ class Worker(CallOptions):
         except Exception as exc:  # noqa: BLE001 - the caller's value, reported to the caller
             return exc
         return conn.submit_or_refuse(sink.id, conn.encode(m.Call(
-            sink.id, method, wire_args, wire_kwargs, context, conn.shm.take_release())), sink)
+            sink.id, method, wire_args, wire_kwargs, context, conn.shm.take_release(),
+            opts.convert)), sink)
 
     def _map(self, method: str, items: Any, opts: CallOptions) -> Any:
         """Pipelined calls read on the calling thread: while the worker runs one call, the
@@ -887,6 +894,16 @@ class Worker(CallOptions):
                 self.methods = reply.methods
                 self.setup_logs = reply.setup_logs
                 self._state = "ready"
+
+    def describe(self, timeout: float | None = 30.0) -> dict[str, m.MethodSchema]:
+        """The JSON Schemas of every method's inputs and output, by method name (built in
+        the worker from the type hints; ``msgspec.Meta`` constraints and descriptions
+        included). For front ends that take inputs from outside: the CLI, HTTP."""
+        with self._gate:
+            conn = self._conn
+            if conn is None or self._state not in ("ready", "reloading"):
+                raise InvalidState(self._not_callable()) from self._failure
+        return conn.request(lambda seq: m.Describe(seq), (m.Description,)).result(timeout).methods
 
     def get_state(self) -> Any:
         """The target's state: calls its ``get_state()`` method."""

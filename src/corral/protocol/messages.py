@@ -35,6 +35,8 @@ class ErrorInfo(msgspec.Struct, array_like=True, omit_defaults=True):
     cause: ErrorInfo | None = None
     context: ErrorInfo | None = None
     kind: str = "user"
+    #: For ``arguments``: each problem with the inputs, ``{"loc": [...], "msg": ...}``.
+    problems: list[dict[str, Any]] | None = None
 
 
 class MethodInfo(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -97,7 +99,14 @@ class Cancel(msgspec.Struct, tag=6, array_like=True):
     id: int
 
 
-HostControl = Union[Init, Reload, Ping, Shutdown, Release, Cancel]
+class Describe(msgspec.Struct, tag=7, array_like=True):
+    """Ask for the JSON Schemas of the target's methods (answered by ``Description``).
+    On request only: building them costs imports a worker need not pay at start."""
+
+    seq: int
+
+
+HostControl = Union[Init, Reload, Ping, Shutdown, Release, Cancel, Describe]
 
 
 # ---- control channel, worker -> host -------------------------------------------------
@@ -136,7 +145,20 @@ class WorkerLog(msgspec.Struct, tag=15, array_like=True):
     text: str
 
 
-WorkerControl = Union[Hello, Ready, SetupFailed, Pong, WorkerLog, Release]
+class MethodSchema(msgspec.Struct, array_like=True, omit_defaults=True):
+    """A method's inputs (its keyword parameters, as a JSON Schema object) and output (for
+    a generator: each item); None where the type hints cannot be described."""
+
+    input: dict[str, Any] | None = None
+    output: dict[str, Any] | None = None
+
+
+class Description(msgspec.Struct, tag=16, array_like=True):
+    seq: int
+    methods: dict[str, MethodSchema]
+
+
+WorkerControl = Union[Hello, Ready, SetupFailed, Pong, WorkerLog, Release, Description]
 
 
 # ---- data channel, host -> worker ----------------------------------------------------
@@ -151,6 +173,9 @@ class Call(msgspec.Struct, tag=21, array_like=True):
     #: Shared-memory leases the host ended since its last message (see ``Release``),
     #: carried here so that a busy connection needs no separate message for them.
     release: Release | None = None
+    #: The kwargs are external input (JSON, command-line strings): check each against the
+    #: method's type hints, convert it, and fail with every problem listed.
+    convert: bool = False
 
 
 HostData = Call

@@ -23,13 +23,29 @@ class TargetError(Exception):
 class Method:
     """A callable method with what the hot path needs precomputed."""
 
-    __slots__ = ("fn", "info", "is_async", "streams")
+    __slots__ = ("fn", "info", "is_async", "streams", "_inputs")
 
     def __init__(self, fn: Callable[..., Any], info: MethodInfo):
         self.fn = fn
         self.info = info
         self.is_async = info.kind in ("async", "asyncgen")
         self.streams = info.streams
+        self._inputs: Any = None
+
+    @property
+    def inputs(self) -> Any:
+        """What the method accepts (worker/inputs.py), built on first use."""
+        if self._inputs is None:
+            from .inputs import Inputs
+
+            self._inputs = Inputs(self.fn)
+        return self._inputs
+
+    def schema(self) -> Any:
+        from ..protocol.messages import MethodSchema
+
+        inputs = self.inputs
+        return MethodSchema(inputs.schema(), inputs.output_schema(self.streams))
 
 
 @dataclass

@@ -142,12 +142,20 @@ class WorkerProcess:
                 self.shm.apply(msg)
             elif isinstance(msg, m.Cancel):
                 runner.cancel(msg.id)
+            elif isinstance(msg, m.Describe):
+                self._describe(msg.seq)
             elif isinstance(msg, m.Ping):
                 self.control_out.send(m.Pong(msg.seq, runner.busy()))
             elif isinstance(msg, m.Reload):
                 self._reload(msg)
             elif isinstance(msg, m.Shutdown):
                 self._shutdown(msg.grace)
+
+    def _describe(self, seq: int) -> None:
+        loaded = self.runner.loaded if self.runner is not None else None
+        methods = {name: meth.schema() for name, meth in loaded.methods.items()} \
+            if loaded is not None else {}
+        self.control_out.send(m.Description(seq, methods))
 
     def _reload(self, msg: m.Reload) -> None:
         runner = self.runner

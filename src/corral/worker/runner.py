@@ -168,6 +168,8 @@ class Runner:
         send = self._send
         try:
             t0 = time.perf_counter()
+            if call.convert:
+                call.kwargs = method.inputs.convert(call.kwargs)
             try:
                 scope._in_user = True
                 if scope._requested:
@@ -243,6 +245,8 @@ class Runner:
             scope._started = True
             if scope._requested:
                 raise CallCancelled()
+            if call.convert:
+                call.kwargs = method.inputs.convert(call.kwargs)
             try:
                 result = method.fn(*call.args, **call.kwargs)
             except TypeError as exc:

@@ -1,0 +1,153 @@
+"""A method's inputs as data: its JSON Schemas, and external input checked against them.
+
+Front ends that take inputs from outside Python (the CLI, the HTTP server) need what a
+method accepts as a JSON Schema, and need every problem of a bad input at once, as data.
+Both come from the method's signature and type hints, read here in the worker: the host
+never imports the target. msgspec does the work: a Struct built from the parameters gives
+the schema, and ``msgspec.convert`` checks and converts each input (``"3"`` becomes ``3``
+where the hint says int; ``Annotated[int, msgspec.Meta(ge=1)]`` constraints are enforced).
+Types msgspec does not know (a numpy array, a file) are described as what crosses from
+outside (a URI string for a path or file) and passed through as given.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pathlib
+import typing
+from typing import Any, Callable
+
+import msgspec
+
+from ..types import File
+
+_EMPTY = inspect.Parameter.empty
+
+
+class InputError(TypeError):
+    """Inputs that do not fit: ``problems`` lists each, as ``{"loc": [...], "msg": ...}``."""
+
+    _corral_kind = "arguments"
+
+    def __init__(self, problems: list[dict[str, Any]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}"
+                                   for p in problems))
+
+
+class Inputs:
+    """What one method accepts, built once when the target is loaded."""
+
+    def __init__(self, fn: Callable[..., Any]):
+        sig = inspect.signature(fn)
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception:  # noqa: BLE001 - unresolvable annotations: no types, not no method
+            hints = {}
+        self.fields: list[tuple[str, Any, Any]] = []  # name, hint, default (or _EMPTY)
+        self.extra = False  # **kwargs: other names are accepted as they are
+        for name, p in sig.parameters.items():
+            if p.kind is p.VAR_KEYWORD:
+                self.extra = True
+            elif p.kind not in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY):
+                self.fields.append((name, hints.get(name, Any), p.default))
+        self.returns = hints.get("return", _EMPTY)
+
+    def schema(self) -> dict[str, Any] | None:
+        """The inputs as a JSON Schema object (None if the hints cannot be described)."""
+        fields = []
+        for name, hint, default in self.fields:
+            if default is _EMPTY:
+                fields.append((name, hint))
+            else:
+                fields.append((name, hint, msgspec.field(default_factory=_const(default))))
+        try:
+            struct = msgspec.defstruct("Input", fields, kw_only=True)
+            schema = msgspec.json.schema(struct, schema_hook=_schema_hook)
+        except Exception:  # noqa: BLE001 - a schema is a courtesy, never a failure
+            return None
+        body = schema.get("$defs", {}).pop("Input", schema)
+        for name, _, default in self.fields:  # default_factory hides the default: restore it
+            if default is not _EMPTY and name in body.get("properties", {}):
+                try:
+                    body["properties"][name]["default"] = msgspec.to_builtins(default)
+                except Exception:  # noqa: BLE001 - not JSON: leave it out
+                    pass
+        if schema.get("$defs"):
+            body["$defs"] = schema["$defs"]
+        return body
+
+    def output_schema(self, streams: bool) -> dict[str, Any] | None:
+        hint = self.returns
+        if hint is _EMPTY:
+            return None
+        if streams:  # Iterator[T], Generator[T, ...], AsyncIterator[T]: the items are T
+            args = typing.get_args(hint)
+            hint = args[0] if args else Any
+        try:
+            return msgspec.json.schema(hint, schema_hook=_schema_hook)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def convert(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Check every input and convert it to its parameter's type; raise InputError
+        listing every problem (unknown, missing, ill-typed, out of range)."""
+        problems: list[dict[str, Any]] = []
+        out: dict[str, Any] = {}
+        known = {name for name, _, _ in self.fields}
+        for name, value in kwargs.items():
+            if name not in known:
+                if self.extra:
+                    out[name] = value
+                else:
+                    problems.append({"loc": [name], "msg": "unexpected input"})
+        for name, hint, default in self.fields:
+            if name not in kwargs:
+                if default is _EMPTY:
+                    problems.append({"loc": [name], "msg": "required input is missing"})
+                continue
+            try:
+                out[name] = _convert(kwargs[name], hint)
+            except msgspec.ValidationError as exc:
+                loc, msg = _split(str(exc))
+                problems.append({"loc": [name, *loc], "msg": msg})
+        if problems:
+            raise InputError(problems)
+        return out
+
+
+def _convert(value: Any, hint: Any) -> Any:
+    if hint is Any:
+        return value
+    if hint in (pathlib.Path, File) and isinstance(value, str):
+        return hint(value)
+    try:
+        return msgspec.convert(value, hint, strict=False)
+    except TypeError:  # a type msgspec does not handle: passed on as given
+        return value
+
+
+def _split(message: str) -> tuple[list[Any], str]:
+    """``"Expected `int`, got `str` - at `$[0]`"`` -> ``([0], "Expected `int`, got `str`")``."""
+    msg, sep, where = message.rpartition(" - at `")
+    if not sep:
+        return [], message
+    loc: list[Any] = []
+    for part in where.rstrip("`").removeprefix("$").replace("]", "").split("["):
+        for piece in part.split("."):
+            if piece:
+                loc.append(int(piece) if piece.isdigit() else piece.strip("'\""))
+    return loc, msg
+
+
+def _const(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def _schema_hook(hint: Any) -> dict[str, Any]:
+    if hint in (pathlib.Path, File) or (isinstance(hint, type) and issubclass(hint, pathlib.PurePath)):
+        return {"type": "string", "format": "uri"}
+    name = f"{getattr(hint, '__module__', '')}.{getattr(hint, '__qualname__', hint)}"
+    if name in ("numpy.ndarray", "torch.Tensor"):
+        return {"type": "array"}
+    return {}
