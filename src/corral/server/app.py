@@ -1,0 +1,297 @@
+"""The Starlette app: Cog's prediction API over a corral ``Worker`` or ``Pool``.
+
+``create_app(runner, *, token=None, host="127.0.0.1", insecure=False, ...)`` builds it; the
+app starts the runner in the background if it is not started yet (``/health-check`` says
+STARTING meanwhile, then READY, or SETUP_FAILED with the setup logs) and stops it when the
+app shuts down if it started it. Predictions run the target's ``predict(**input)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from typing import Any, Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..exceptions import ArgumentError, InvalidState, MethodNotFound, QueueFull, SetupError
+from .auth import BearerAuth, check_binding
+from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from .predictions import EVENTS, Prediction, Predictions
+from .schema import openapi
+from .sse import EventStream
+from .webhooks import WebhookSender
+
+log = logging.getLogger("corral.server")
+
+
+class Setup:
+    """The runner's start, as /health-check reports it."""
+
+    def __init__(self) -> None:
+        self.status: str | None = None  # None (not begun), starting, succeeded, failed
+        self.started_at: str | None = None
+        self.completed_at: str | None = None
+        self.logs = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"started_at": self.started_at, "completed_at": self.completed_at,
+                "logs": self.logs, "status": self.status}
+
+
+def create_app(runner: Any, *, token: str | None = None, host: str | None = "127.0.0.1",
+               insecure: bool = False, retry_after: int = 1,
+               cancel_on_disconnect: bool = True, webhook_retries: int = 5,
+               webhook_backoff: float = 0.1, stop_grace: float = 10.0,
+               public_paths: tuple[str, ...] = ("/health-check",),
+               on_shutdown: Callable[[], None] | None = None) -> Starlette:
+    """The ASGI app serving ``runner`` (a ``corral.Worker`` or ``corral.Pool``).
+
+    ``token``: the bearer token every route but ``public_paths`` needs; required when
+    ``host`` is beyond loopback, unless ``insecure=True`` (else ValueError). A full queue
+    answers 429 with ``Retry-After: retry_after``. ``on_shutdown`` is what POST /shutdown
+    calls (``serve()`` makes it stop the server)."""
+    check_binding(host, token, insecure)
+    service = Predictions(runner)
+    webhooks = WebhookSender(retries=webhook_retries, backoff=webhook_backoff)
+    service.on_create.append(webhooks.attach)
+    metrics = Metrics(runner)
+    setup = Setup()
+    state = {"owned": False, "shutdown": on_shutdown}
+
+    def not_ready() -> Response | None:
+        if setup.status == "failed":
+            return JSONResponse({"detail": "setup failed"}, status_code=503)
+        if runner.state != "ready":
+            return JSONResponse({"detail": f"the model is {runner.state}"}, status_code=503,
+                                headers={"Retry-After": str(retry_after)})
+        return None
+
+    async def predict(request: Request, pid: str | None = None) -> Response:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _invalid([{"loc": ["body"], "msg": "the body is not valid JSON",
+                              "type": "value_error.jsondecode"}])
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            return _invalid([{"loc": ["body"], "msg": "the body must be a JSON object",
+                              "type": "type_error.dict"}])
+        inp = body.get("input") or {}
+        if not isinstance(inp, dict):
+            return _invalid([{"loc": ["body", "input"], "msg": "input must be an object",
+                              "type": "type_error.dict"}])
+        if pid is not None and body.get("id") not in (None, pid):
+            return _invalid([{"loc": ["body", "id"], "msg": "the id in the body differs from "
+                              "the one in the path", "type": "value_error"}])
+        pid = pid or body.get("id")
+        webhook = body.get("webhook")
+        events = body.get("webhook_events_filter")
+        if events is not None and (not isinstance(events, list)
+                                   or any(e not in EVENTS for e in events)):
+            return _invalid([{"loc": ["body", "webhook_events_filter"], "type": "value_error",
+                              "msg": f"must be a list of {', '.join(EVENTS)}"}])
+        respond_async = "respond-async" in request.headers.get("prefer", "")
+        wants_sse = "text/event-stream" in request.headers.get("accept", "")
+
+        existing = service.get(pid) if pid else None
+        if existing is not None:  # idempotent: the same prediction, never run twice
+            if respond_async:
+                return JSONResponse(existing.to_json(), status_code=202)
+            await existing.done.wait()
+            return _answer(existing)
+        refused = not_ready()
+        if refused is not None:
+            return refused
+
+        queue: asyncio.Queue | None = asyncio.Queue() if wants_sse else None
+        listeners = ()
+        if queue is not None:
+            def to_sse(event: str, payload: Any) -> None:
+                if event == "completed" and payload["status"] == "failed":
+                    queue.put_nowait(("error", payload))
+                elif event != "start":
+                    queue.put_nowait((event, payload))
+            listeners = (to_sse,)
+        try:
+            pred = service.start(inp, pid, webhook, events, listeners)
+        except QueueFull as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=429,
+                                headers={"Retry-After": str(retry_after)})
+        except ArgumentError as exc:
+            return _invalid([{"loc": ["body", "input"], "msg": str(exc),
+                              "type": "value_error"}])
+        except (MethodNotFound, InvalidState) as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=503)
+        except TypeError as exc:  # an input value that cannot be sent
+            return _invalid([{"loc": ["body", "input"], "msg": str(exc), "type": "type_error"}])
+        if queue is not None:
+            def disconnected() -> None:
+                if cancel_on_disconnect:
+                    service.cancel(pred)
+            return EventStream(queue, disconnected)
+        if respond_async:
+            return JSONResponse(pred.to_json(), status_code=202)
+        await pred.done.wait()
+        return _answer(pred)
+
+    async def create_prediction(request: Request) -> Response:
+        return await predict(request)
+
+    async def put_prediction(request: Request) -> Response:
+        return await predict(request, request.path_params["prediction_id"])
+
+    async def get_prediction(request: Request) -> Response:
+        pred = service.get(request.path_params["prediction_id"])
+        if pred is None:
+            return JSONResponse({"detail": "not found"}, status_code=404)
+        return JSONResponse(pred.to_json())
+
+    async def cancel(request: Request) -> Response:
+        pred = service.get(request.path_params["prediction_id"])
+        if pred is None:
+            return JSONResponse({"detail": "not found"}, status_code=404)
+        service.cancel(pred)
+        return JSONResponse({})
+
+    async def health_check(request: Request) -> Response:
+        return JSONResponse({"status": await asyncio.to_thread(_health_status, runner, setup),
+                             "setup": setup.to_json()})
+
+    async def root(request: Request) -> Response:
+        return JSONResponse({"openapi_url": "/openapi.json", "docs_url": None})
+
+    async def openapi_json(request: Request) -> Response:
+        info = None
+        with contextlib.suppress(Exception):
+            info = service._methods().get(service.method)
+        return JSONResponse(openapi(info, title=getattr(runner, "target_name", "corral")))
+
+    async def shutdown(request: Request) -> Response:
+        hook = state["shutdown"]
+        if hook is not None:
+            asyncio.get_running_loop().call_soon(hook)
+        return JSONResponse({})
+
+    async def metrics_route(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        task = None
+        if runner.state == "new":
+            state["owned"] = True
+            task = asyncio.get_running_loop().create_task(_start(runner, setup))
+        else:
+            setup.status = "succeeded"
+        try:
+            yield
+        finally:
+            await service.aclose()
+            await webhooks.aclose()
+            if task is not None:
+                await task
+            if state["owned"]:
+                await asyncio.to_thread(runner.stop, stop_grace)
+
+    routes = [
+        Route("/", root, methods=["GET"]),
+        Route("/health-check", health_check, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/predictions", create_prediction, methods=["POST"]),
+        Route("/predictions/{prediction_id}", put_prediction, methods=["PUT"]),
+        Route("/predictions/{prediction_id}", get_prediction, methods=["GET"]),
+        Route("/predictions/{prediction_id}/cancel", cancel, methods=["POST"]),
+        Route("/shutdown", shutdown, methods=["POST"]),
+        Route("/metrics", metrics_route, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    if token is not None:
+        app.add_middleware(BearerAuth, token=token, public=public_paths)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.predictions = service
+    app.state.setup = setup
+    app.state.metrics = metrics
+
+    def set_shutdown(hook: Callable[[], None]) -> None:
+        state["shutdown"] = hook
+
+    app.state.set_shutdown = set_shutdown
+    return app
+
+
+def _invalid(problems: list[dict[str, Any]]) -> Response:
+    return JSONResponse({"detail": problems}, status_code=422)
+
+
+def _answer(pred: Prediction) -> Response:
+    if pred.status == "failed" and pred.error_type is not None \
+            and issubclass(pred.error_type, ArgumentError):
+        problems = getattr(pred, "problems", None) or [
+            {"loc": ["body", "input"], "msg": pred.error, "type": "value_error"}]
+        return _invalid(problems)
+    return JSONResponse(pred.to_json())
+
+
+async def _start(runner: Any, setup: Setup) -> None:
+    from .predictions import now_iso
+
+    setup.status = "starting"
+    setup.started_at = now_iso()
+    try:
+        await asyncio.to_thread(runner.start)
+    except SetupError as exc:
+        setup.logs = exc.logs if isinstance(exc.logs, str) else "".join(exc.logs or ())
+        setup.status = "failed"
+        log.error("setup failed: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - reported by /health-check
+        setup.logs = str(exc)
+        setup.status = "failed"
+        log.error("the runner did not start: %s", exc)
+    else:
+        setup.status = "succeeded"
+    setup.completed_at = now_iso()
+
+
+def _health_status(runner: Any, setup: Setup) -> str:
+    if setup.status in (None, "starting"):
+        return "STARTING"
+    if setup.status == "failed":
+        return "SETUP_FAILED"
+    state = runner.state
+    if state in ("new", "starting"):
+        return "STARTING"
+    if state != "ready":
+        return "DEFUNCT"
+    stats = runner.stats()
+    workers = getattr(stats, "workers", None)
+    busy = stats.busy if workers is None else sum(w.busy for w in workers)
+    slots = runner.slots
+    if workers is not None and not any(w.state == "ready" for w in runner.workers):
+        return "DEFUNCT"
+    return "BUSY" if busy >= slots else "READY"
+
+
+def serve(runner: Any, *, host: str = "127.0.0.1", port: int = 5000,
+          token: str | None = None, insecure: bool = False, **app_kwargs: Any) -> None:
+    """Serve ``runner`` with uvicorn until SIGTERM/SIGINT or POST /shutdown. ``token``
+    defaults to the CORRAL_TOKEN environment variable."""
+    import uvicorn
+
+    if token is None:
+        token = os.environ.get("CORRAL_TOKEN") or None
+    app = create_app(runner, token=token, host=host, insecure=insecure, **app_kwargs)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+
+    def stop() -> None:
+        server.should_exit = True
+
+    app.state.set_shutdown(stop)
+    server.run()

@@ -1,0 +1,90 @@
+"""Prometheus metrics, in a registry of the app's own (two apps in one process never
+share counters): requests and their latency per route, and the runner's queue depth, busy
+slots and worker restarts read at scrape time."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class RunnerCollector:
+    def __init__(self, runner: Any):
+        self.runner = runner
+
+    def collect(self) -> Any:
+        queued = busy = restarts = 0
+        slots = getattr(self.runner, "slots", 0)
+        try:
+            stats = self.runner.stats()
+        except Exception:  # noqa: BLE001 - a scrape never fails for it
+            stats = None
+        if stats is not None:
+            workers = getattr(stats, "workers", None)
+            if workers is None:  # a Worker
+                queued, busy, restarts = stats.queued, stats.busy, stats.restarts
+            else:
+                queued = stats.queued + sum(w.queued for w in workers)
+                busy = sum(w.busy for w in workers)
+                restarts = stats.restarts
+        yield GaugeMetricFamily("corral_queue_depth", "Predictions waiting for a slot",
+                                value=queued)
+        yield GaugeMetricFamily("corral_busy_slots", "Slots running a prediction", value=busy)
+        yield GaugeMetricFamily("corral_slots", "Slots of all workers", value=slots)
+        yield CounterMetricFamily("corral_worker_restarts", "Worker restarts after crashes",
+                                  value=restarts)
+
+
+class Metrics:
+    def __init__(self, runner: Any):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("corral_http_requests", "HTTP requests answered",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("corral_http_request_duration_seconds",
+                                 "Time to answer an HTTP request (to its first byte for "
+                                 "streams)", ["method", "route"], registry=self.registry)
+        self.registry.register(RunnerCollector(runner))
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Count and time every HTTP request by route template (never the raw path: ids
+    would make a label per prediction)."""
+
+    def __init__(self, app: Any, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                self.metrics.latency.labels(scope["method"], _route(scope)).observe(
+                    time.perf_counter() - t0)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.requests.labels(scope["method"], _route(scope), str(status[0])).inc()
+
+
+def _route(scope: dict) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if path else "other"

@@ -1,0 +1,242 @@
+"""Prediction records and their life: submit to the runner, follow events, finish.
+
+A ``Prediction`` holds what Cog's API reports (id, status, input, output, logs, error,
+metrics.predict_time, created_at/started_at/completed_at as ISO timestamps). Its status
+goes ``starting`` -> ``processing`` -> ``succeeded`` | ``failed`` | ``canceled``.
+``Predictions`` owns every record of an app, keyed by id (so a second PUT with one id finds
+the first prediction and never runs it again), and runs them on the runner's ``predict``:
+
+* a non-streaming target goes through ``runner.submit()`` (a Pool queues it while every
+  slot is busy; a full queue raises ``corral.QueueFull`` there, before a record exists);
+* a generator target goes through ``runner.awatch()``, so every chunk is an ``output``
+  event as soon as it arrives (a Pool does not queue streams: the service itself refuses
+  one with QueueFull when the pool's load is already at slots + max_queue).
+
+Listeners (SSE responses, the webhook sender) get ``(event, payload)`` tuples: ``start``,
+``output`` (one chunk), ``logs`` (one line), ``completed`` (the record's JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+import uuid
+from typing import Any, Callable
+
+from ..exceptions import Cancelled, QueueFull
+from .outputs import jsonable
+
+TERMINAL = ("succeeded", "failed", "canceled")
+EVENTS = ("start", "output", "logs", "completed")
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+class Prediction:
+    def __init__(self, pid: str, input: dict[str, Any], webhook: str | None = None,
+                 events_filter: list[str] | None = None):
+        self.id = pid
+        self.input = input
+        self.webhook = webhook
+        self.events_filter = set(events_filter) if events_filter is not None else set(EVENTS)
+        self.status = "starting"
+        self.output: Any = None
+        self.logs = ""
+        self.error: str | None = None
+        self.error_type: type | None = None
+        self.created_at = now_iso()
+        self.started_at: str | None = None
+        self.completed_at: str | None = None
+        self.predict_time: float | None = None
+        self.metrics: dict[str, Any] = {}
+        self.handle: Any = None  # the runner's future or stream: what cancel() cancels
+        self.done = asyncio.Event()
+        self.listeners: list[Callable[[str, Any], None]] = []
+        self._t0 = time.monotonic()
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_json(self) -> dict[str, Any]:
+        metrics = dict(jsonable(self.metrics))
+        if self.predict_time is not None:
+            metrics["predict_time"] = self.predict_time
+        return {
+            "id": self.id,
+            "status": self.status,
+            "input": self.input,
+            "output": jsonable(self.output),
+            "logs": self.logs,
+            "error": self.error,
+            "metrics": metrics,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "completed_at": self.completed_at,
+        }
+
+    def emit(self, event: str, payload: Any) -> None:
+        for listener in list(self.listeners):
+            listener(event, payload)
+
+    # -- state changes (on the event loop) -------------------------------------------------
+
+    def mark_started(self) -> None:
+        if self.status == "starting":
+            self.status = "processing"
+            self.started_at = now_iso()
+            self._t0 = time.monotonic()
+            self.emit("start", self.to_json())
+
+    def add_log(self, text: str) -> None:
+        if not text.endswith("\n"):
+            text += "\n"
+        self.logs += text
+        self.emit("logs", text)
+
+    def add_chunk(self, value: Any) -> None:
+        if self.output is None:
+            self.output = []
+        self.output.append(value)
+        self.emit("output", jsonable(value))
+
+    def finish(self, status: str, output: Any = None, error: BaseException | None = None,
+               run_time: float | None = None) -> None:
+        if self.finished:
+            return
+        if self.started_at is None:
+            self.started_at = now_iso()
+        self.status = status
+        if status == "succeeded" and output is not None:
+            self.output = output
+        if error is not None:
+            self.error = str(error) or type(error).__name__
+            self.error_type = type(error)
+        self.completed_at = now_iso()
+        self.predict_time = run_time if run_time is not None else time.monotonic() - self._t0
+        self.done.set()
+        self.emit("completed", self.to_json())
+
+    def on_event(self, event: Any) -> None:
+        """A corral event of the call (Log, Metric; Progress is kept in metrics)."""
+        kind = type(event).__name__
+        if kind == "Log":
+            self.add_log(event.text)
+        elif kind == "Metric":
+            if event.mode == "increment":
+                self.metrics[event.name] = self.metrics.get(event.name, 0) + event.value
+            elif event.mode == "append":
+                self.metrics.setdefault(event.name, []).append(event.value)
+            else:
+                self.metrics[event.name] = event.value
+
+
+class Predictions:
+    """Every prediction of one app, and how they run on ``runner``'s ``predict``."""
+
+    def __init__(self, runner: Any, method: str = "predict"):
+        self.runner = runner
+        self.method = method
+        self.records: dict[str, Prediction] = {}
+        #: Called with each new record before it starts (to attach webhooks, SSE).
+        self.on_create: list[Callable[[Prediction], None]] = []
+        self._tasks: set[asyncio.Task] = set()
+
+    def _methods(self) -> dict[str, Any]:
+        methods = getattr(self.runner, "methods", None)
+        if methods is None:  # a Pool: its workers' methods
+            methods = self.runner.workers[0].methods
+        return methods
+
+    @property
+    def streams(self) -> bool:
+        info = self._methods().get(self.method)
+        return bool(info is not None and info.streams)
+
+    def get(self, pid: str) -> Prediction | None:
+        return self.records.get(pid)
+
+    def start(self, input: dict[str, Any], pid: str | None = None,
+              webhook: str | None = None, events_filter: list[str] | None = None,
+              listeners: tuple[Callable[[str, Any], None], ...] = ()) -> Prediction:
+        """Make the record and submit it (on the event loop). Raises QueueFull when no room
+        is left, and MethodNotFound/InvalidState as the runner does; no record is kept
+        then."""
+        pred = Prediction(pid or uuid.uuid4().hex, input, webhook, events_filter)
+        pred.listeners.extend(listeners)
+        loop = asyncio.get_running_loop()
+        if self.streams:
+            self._check_room()
+            stream = self.runner.awatch(self.method, **input)
+            pred.handle = stream
+            coro = self._follow_stream(pred, stream)
+        else:
+            def on_event(event: Any) -> None:
+                loop.call_soon_threadsafe(pred.on_event, event)
+
+            fut = self.runner.options(on_event=on_event).submit(self.method, **input)
+            pred.handle = fut
+            coro = self._follow_future(pred, fut)
+        self.records[pred.id] = pred
+        for hook in self.on_create:
+            hook(pred)
+        pred.mark_started()
+        task = loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return pred
+
+    def _check_room(self) -> None:
+        max_queue = getattr(self.runner, "max_queue", None)
+        if max_queue is None:
+            return
+        if self.runner.load >= self.runner.slots + max_queue:
+            raise QueueFull(f"the pool is full: {self.runner.load} calls in flight or queued "
+                            f"(slots={self.runner.slots}, max_queue={max_queue})")
+
+    async def _follow_future(self, pred: Prediction, fut: Any) -> None:
+        try:
+            value = await asyncio.wrap_future(fut)
+        except (Cancelled, asyncio.CancelledError):
+            pred.finish("canceled")
+        except Exception as exc:  # noqa: BLE001 - the prediction failed: reported in it
+            pred.finish("failed", error=exc)
+        else:
+            pred.finish("succeeded", value, run_time=getattr(fut, "run_time", None))
+
+    async def _follow_stream(self, pred: Prediction, stream: Any) -> None:
+        try:
+            async for item in stream:
+                kind = type(item).__name__
+                if kind == "Chunk":
+                    pred.add_chunk(item.value)
+                elif kind == "Done":
+                    if pred.output is None:
+                        pred.output = []
+                    pred.finish("succeeded", run_time=item.run_time)
+                else:
+                    pred.on_event(item)
+        except (Cancelled, asyncio.CancelledError):
+            pred.finish("canceled")
+        except Exception as exc:  # noqa: BLE001
+            pred.finish("failed", error=exc)
+        if not pred.finished:
+            pred.finish("canceled")
+
+    def cancel(self, pred: Prediction) -> bool:
+        """Cancel through the runner's future (or stream); the record turns canceled."""
+        if pred.finished:
+            return False
+        handle = pred.handle
+        if handle is not None:
+            handle.cancel()
+        return True
+
+    async def aclose(self) -> None:
+        for pred in list(self.records.values()):
+            self.cancel(pred)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,90 @@
+"""A real server for each test: uvicorn on 127.0.0.1 (a free port) in a thread, with real
+worker processes behind it, and an httpx client."""
+
+import contextlib
+import os
+import threading
+
+import pytest
+
+from conftest import fixture_ref, wait_until
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+pytest.importorskip("starlette")
+
+
+class Running:
+    def __init__(self, server, thread, app):
+        self.server, self.thread, self.app = server, thread, app
+        port = server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def client(self, **kw):
+        return httpx.Client(base_url=self.url, timeout=30, **kw)
+
+
+@contextlib.contextmanager
+def run_server(app):
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           lifespan="on"))
+    app.state.set_shutdown(lambda: setattr(server, "should_exit", True))
+    thread = threading.Thread(target=server.run, daemon=True, name="test-uvicorn")
+    thread.start()
+    wait_until(lambda: server.started or not thread.is_alive(), 30, "uvicorn to start")
+    assert server.started, "uvicorn did not start"
+    try:
+        yield Running(server, thread, app)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        assert not thread.is_alive(), "uvicorn did not stop"
+
+
+@contextlib.contextmanager
+def serving(runner, wait_ready=True, **app_kwargs):
+    """Serve ``runner`` (started by the app); wait until /health-check leaves STARTING."""
+    from corral.server import create_app
+
+    app = create_app(runner, **app_kwargs)
+    with run_server(app) as running:
+        if wait_ready:
+            headers = {}
+            with running.client() as c:
+                wait_until(lambda: c.get("/health-check").json()["status"] != "STARTING",
+                           60, "setup to finish")
+        yield running
+
+
+def worker(name, **kw):
+    import corral
+
+    return corral.Worker(fixture_ref(f"cogish:{name}"), **kw)
+
+
+def pool(name, **kw):
+    import corral
+
+    return corral.Pool(fixture_ref(f"cogish:{name}"), **kw)
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    """A FIFO a gated predictor blocks on until ``open_gate`` writes to it."""
+    path = tmp_path / "gate"
+    os.mkfifo(path)
+    return str(path)
+
+
+def open_gate(path, text="go"):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def started(side):
+    if not os.path.exists(side):
+        return 0
+    with open(side) as f:
+        return f.read().count("started")
