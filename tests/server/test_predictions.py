@@ -63,7 +63,16 @@ def test_arguments_that_do_not_fit_are_422():
     with serving(worker("Typed")) as srv, srv.client() as c:
         r = c.post("/predictions", json={"input": {"text": "a", "bogus": 1}})
         assert r.status_code == 422
-        assert "bogus" in r.json()["detail"][0]["msg"]
+        assert r.json()["detail"] == [{"loc": ["body", "input", "bogus"],
+                                       "msg": "unexpected input", "type": "value_error"}]
+        # Every bad field at once, each with where it is.
+        r = c.post("/predictions", json={"input": {"n": "many", "raw": "maybe"}})
+        assert r.status_code == 422
+        assert {tuple(p["loc"]) for p in r.json()["detail"]} == {
+            ("body", "input", "text"), ("body", "input", "n"), ("body", "input", "raw")}
+        # JSON strings convert where the hints say so.
+        r = c.post("/predictions", json={"input": {"text": "ab", "n": "2"}})
+        assert r.json()["output"] == "abab"
         assert c.post("/predictions", json={"input": [1]}).status_code == 422
         assert c.post("/predictions", content=b"{nope").status_code == 422
 

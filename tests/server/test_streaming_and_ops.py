@@ -201,3 +201,8 @@ def test_openapi_json_has_cogs_shape():
         assert {"/predictions", "/predictions/{prediction_id}",
                 "/predictions/{prediction_id}/cancel", "/health-check", "/shutdown"} <= \
             set(doc["paths"])
+        # Input comes from predict()'s type hints, built in the worker.
+        inputs = schemas["Input"]
+        assert inputs["required"] == ["text"]
+        assert inputs["properties"]["n"] == {"type": "integer", "default": 1}
+        assert inputs["properties"]["raw"] == {"type": "boolean", "default": False}

@@ -928,6 +928,15 @@ class Pool(CallOptions):
 
     # -- introspection ----------------------------------------------------------------------
 
+    def describe(self, timeout: float | None = 30.0) -> dict[str, Any]:
+        """The JSON Schemas of the target's methods (``Worker.describe``), from a ready
+        worker (they all host the same target)."""
+        for worker in self._workers:
+            if worker.state == "ready":
+                return worker.describe(timeout)
+        raise self._unavailable() if self._state == "ready" else InvalidState(
+            f"the pool is {self._state}")
+
     def health(self, timeout: float = 5.0) -> PoolHealth:
         """Every worker's ``health()`` (a ping each) and the pool's status."""
         healths = [w.health(timeout) for w in self._workers]

@@ -169,10 +169,16 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         return JSONResponse({"openapi_url": "/openapi.json", "docs_url": None})
 
     async def openapi_json(request: Request) -> Response:
-        info = None
+        info = schemas = None
         with contextlib.suppress(Exception):
             info = service._methods().get(service.method)
-        return JSONResponse(openapi(info, title=getattr(runner, "target_name", "corral")))
+        if state.get("schemas") is None:
+            with contextlib.suppress(Exception):  # not ready yet: an open Input for now
+                state["schemas"] = await asyncio.to_thread(runner.describe)
+        if state.get("schemas") is not None:
+            schemas = state["schemas"].get(service.method)
+        return JSONResponse(openapi(info, schemas,
+                                    title=getattr(runner, "target_name", "corral")))
 
     async def shutdown(request: Request) -> Response:
         hook = state["shutdown"]

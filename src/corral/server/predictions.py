@@ -47,6 +47,7 @@ class Prediction:
         self.logs = ""
         self.error: str | None = None
         self.error_type: type | None = None
+        self.problems: list[dict[str, Any]] = []
         self.created_at = now_iso()
         self.started_at: str | None = None
         self.completed_at: str | None = None
@@ -115,6 +116,10 @@ class Prediction:
         if error is not None:
             self.error = str(error) or type(error).__name__
             self.error_type = type(error)
+            # Bad inputs, each as {"loc": ["body", "input", name, ...], "msg": ...}
+            self.problems = [{"loc": ["body", "input", *p["loc"]], "msg": p["msg"],
+                              "type": "value_error"}
+                             for p in getattr(error, "problems", None) or []]
         self.completed_at = now_iso()
         self.predict_time = run_time if run_time is not None else time.monotonic() - self._t0
         self.done.set()
@@ -170,14 +175,15 @@ class Predictions:
         loop = asyncio.get_running_loop()
         if self.streams:
             self._check_room()
-            stream = self.runner.awatch(self.method, **input)
+            stream = self.runner.options(convert=True).awatch(self.method, **input)
             pred.handle = stream
             coro = self._follow_stream(pred, stream)
         else:
             def on_event(event: Any) -> None:
                 loop.call_soon_threadsafe(pred.on_event, event)
 
-            fut = self.runner.options(on_event=on_event).submit(self.method, **input)
+            fut = self.runner.options(on_event=on_event, convert=True).submit(self.method,
+                                                                               **input)
             pred.handle = fut
             coro = self._follow_future(pred, fut)
         self.records[pred.id] = pred

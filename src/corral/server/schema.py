@@ -1,20 +1,26 @@
 """/openapi.json in Cog's shape: components.schemas.Input, Output, PredictionRequest,
 PredictionResponse, Status, and the paths of the prediction API.
 
-Input and Output come from the method's JSON Schemas when the worker reports them
-(``MethodInfo.input_schema`` / ``output_schema``); until then Input is an open object."""
+Input and Output are the method's JSON Schemas as the worker reports them
+(``Worker.describe()``, built from the type hints); before the worker is ready, or for
+hints that cannot be described, Input is an open object."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .._version import __version__
 
 
-def openapi(method_info: Any, title: str = "corral") -> dict[str, Any]:
-    input_schema = getattr(method_info, "input_schema", None) or {
+def openapi(method_info: Any, schemas: Any = None, title: str = "corral") -> dict[str, Any]:
+    input_schema = getattr(schemas, "input", None) or {
         "title": "Input", "type": "object", "additionalProperties": True}
-    output_schema = getattr(method_info, "output_schema", None) or {"title": "Output"}
+    output_schema = dict(getattr(schemas, "output", None) or {"title": "Output"})
+    if method_info is not None and method_info.streams and schemas is not None \
+            and schemas.output:  # a generator: Cog describes the output as an iterator
+        output_schema = {"title": "Output", "type": "array", "items": schemas.output,
+                         "x-cog-array-type": "iterator"}
     if method_info is not None and method_info.streams and "type" not in output_schema:
         output_schema = {"title": "Output", "type": "array", "items": {},
                          "x-cog-array-type": "iterator"}
@@ -52,6 +58,19 @@ def openapi(method_info: Any, title: str = "corral") -> dict[str, Any]:
             "422": {"description": "Validation Error"},
             "429": {"description": "The queue is full; see Retry-After"},
         }}
+    components = {
+        "Input": {**input_schema, "title": "Input"},
+        "Output": {**output_schema, "title": "Output"},
+        "Status": status,
+        "PredictionRequest": request,
+        "PredictionResponse": response,
+    }
+    # Nested types (a Struct, a dataclass) come as $defs with "#/$defs/X" references:
+    # OpenAPI wants them among the components.
+    for name in ("Input", "Output"):
+        for def_name, body in components[name].pop("$defs", {}).items():
+            components.setdefault(def_name, body)
+    components = json.loads(json.dumps(components).replace('"#/$defs/', '"#/components/schemas/'))
     return {
         "openapi": "3.0.2",
         "info": {"title": title, "version": __version__},
@@ -73,11 +92,5 @@ def openapi(method_info: Any, title: str = "corral") -> dict[str, Any]:
             "/shutdown": {"post": {"summary": "Start Shutdown",
                                    "responses": {"200": {"description": "OK"}}}},
         },
-        "components": {"schemas": {
-            "Input": {**input_schema, "title": "Input"},
-            "Output": {**output_schema, "title": "Output"},
-            "Status": status,
-            "PredictionRequest": request,
-            "PredictionResponse": response,
-        }},
+        "components": {"schemas": components},
     }
