@@ -21,9 +21,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..exceptions import ArgumentError, InvalidState, MethodNotFound, QueueFull, SetupError
+from .access import PREDICTION_ID, AccessLog
 from .auth import BearerAuth, check_binding
+from .drain import MESSAGE as DRAINING, Drain, draining_server
+from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from .predictions import EVENTS, Prediction, Predictions
+from .retention import DEFAULT_MAX_RECORDS, DEFAULT_SECONDS, Retention
 from .schema import openapi
 from .sse import EventStream
 from .webhooks import WebhookSender
@@ -50,15 +54,21 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                cancel_on_disconnect: bool = True, webhook_retries: int = 5,
                webhook_backoff: float = 0.1, stop_grace: float = 10.0,
                public_paths: tuple[str, ...] = ("/health-check",),
-               on_shutdown: Callable[[], None] | None = None) -> Starlette:
+               on_shutdown: Callable[[], None] | None = None, drain_grace: float = 30.0,
+               max_body_bytes: int = DEFAULT_MAX_BODY, retention: float = DEFAULT_SECONDS,
+               max_records: int = DEFAULT_MAX_RECORDS) -> Starlette:
     """The ASGI app serving ``runner`` (a ``corral.Worker`` or ``corral.Pool``).
 
     ``token``: the bearer token every route but ``public_paths`` needs; required when
     ``host`` is beyond loopback, unless ``insecure=True`` (else ValueError). A full queue
     answers 429 with ``Retry-After: retry_after``. ``on_shutdown`` is what POST /shutdown
-    calls (``serve()`` makes it stop the server)."""
+    calls (``serve()`` makes it stop the server) once the predictions in flight have ended,
+    at most ``drain_grace`` seconds after; meanwhile new predictions are answered 503.
+    Bodies over ``max_body_bytes`` are answered 413. Finished records are kept
+    ``retention`` seconds, and at most ``max_records`` of them."""
     check_binding(host, token, insecure)
-    service = Predictions(runner)
+    service = Predictions(runner, retention=Retention(retention, max_records))
+    drain = Drain(service, drain_grace)
     webhooks = WebhookSender(retries=webhook_retries, backoff=webhook_backoff)
     service.on_create.append(webhooks.attach)
     metrics = Metrics(runner)
@@ -74,6 +84,9 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         return None
 
     async def predict(request: Request, pid: str | None = None) -> Response:
+        if drain.draining and (pid is None or service.get(pid) is None):
+            return JSONResponse({"detail": DRAINING}, status_code=503,
+                                headers={"Connection": "close"})
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
@@ -132,6 +145,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
             return JSONResponse({"detail": str(exc)}, status_code=503)
         except TypeError as exc:  # an input value that cannot be sent
             return _invalid([{"loc": ["body", "input"], "msg": str(exc), "type": "type_error"}])
+        request.scope[PREDICTION_ID] = pred.id
         if queue is not None:
             def disconnected() -> None:
                 if cancel_on_disconnect:
@@ -181,9 +195,8 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                                     title=getattr(runner, "target_name", "corral")))
 
     async def shutdown(request: Request) -> Response:
-        hook = state["shutdown"]
-        if hook is not None:
-            asyncio.get_running_loop().call_soon(hook)
+        if state["shutdown"] is not None:  # else no server to stop: nothing to drain for
+            drain.begin(state["shutdown"])
         return JSONResponse({})
 
     async def metrics_route(request: Request) -> Response:
@@ -191,6 +204,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
+        app.state.loop = asyncio.get_running_loop()
         task = None
         if runner.state == "new":
             state["owned"] = True
@@ -200,6 +214,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         try:
             yield
         finally:
+            await drain.wait()
             await service.aclose()
             await webhooks.aclose()
             if task is not None:
@@ -219,12 +234,16 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         Route("/metrics", metrics_route, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    # The last added is the outermost: access log, metrics, auth, body limit, routes.
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if token is not None:
         app.add_middleware(BearerAuth, token=token, public=public_paths)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(AccessLog)
     app.state.predictions = service
     app.state.setup = setup
     app.state.metrics = metrics
+    app.state.drain = drain
 
     def set_shutdown(hook: Callable[[], None]) -> None:
         state["shutdown"] = hook
@@ -287,17 +306,27 @@ def _health_status(runner: Any, setup: Setup) -> str:
 
 def serve(runner: Any, *, host: str = "127.0.0.1", port: int = 5000,
           token: str | None = None, insecure: bool = False, **app_kwargs: Any) -> None:
-    """Serve ``runner`` with uvicorn until SIGTERM/SIGINT or POST /shutdown. ``token``
-    defaults to the CORRAL_TOKEN environment variable."""
+    """Serve ``runner`` with uvicorn until SIGTERM/SIGINT or POST /shutdown, both of which
+    drain first (a second signal exits at once). ``token`` defaults to the CORRAL_TOKEN
+    environment variable. Requests are logged as JSON on ``corral.access`` (uvicorn's own
+    access log is off)."""
     import uvicorn
 
     if token is None:
         token = os.environ.get("CORRAL_TOKEN") or None
     app = create_app(runner, token=token, host=host, insecure=insecure, **app_kwargs)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    server = draining_server(uvicorn.Config(app, host=host, port=port, log_level="info",
+                                            access_log=False), app)
 
     def stop() -> None:
         server.should_exit = True
 
     app.state.set_shutdown(stop)
+    access = logging.getLogger("corral.access")
+    if not access.handlers:  # the JSON lines as they are, one a line, on stderr
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
     server.run()

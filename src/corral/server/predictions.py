@@ -13,7 +13,12 @@ the first prediction and never runs it again), and runs them on the runner's ``p
   one with QueueFull when the pool's load is already at slots + max_queue).
 
 Listeners (SSE responses, the webhook sender) get ``(event, payload)`` tuples: ``start``,
-``output`` (one chunk), ``logs`` (one line), ``completed`` (the record's JSON).
+``output`` (one chunk), ``logs`` (one line), ``progress`` (``{step, total, phase}``),
+``metric`` (``{name, value, mode}``), ``completed`` (the record's JSON). Webhooks only
+know Cog's four (``EVENTS``).
+
+Finished records are dropped by ``retention`` (see retention.py); a dropped id is unknown
+again (GET answers 404, and a PUT with it runs a new prediction).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, Callable
 
 from ..exceptions import Cancelled, QueueFull
 from .outputs import jsonable
+from .retention import Retention
 
 TERMINAL = ("succeeded", "failed", "canceled")
 EVENTS = ("start", "output", "logs", "completed")
@@ -126,10 +132,13 @@ class Prediction:
         self.emit("completed", self.to_json())
 
     def on_event(self, event: Any) -> None:
-        """A corral event of the call (Log, Metric; Progress is kept in metrics)."""
+        """A corral event of the call: Log, Progress or Metric."""
         kind = type(event).__name__
         if kind == "Log":
             self.add_log(event.text)
+        elif kind == "Progress":
+            self.emit("progress", {"step": event.step, "total": event.total,
+                                   "phase": event.phase})
         elif kind == "Metric":
             if event.mode == "increment":
                 self.metrics[event.name] = self.metrics.get(event.name, 0) + event.value
@@ -137,15 +146,19 @@ class Prediction:
                 self.metrics.setdefault(event.name, []).append(event.value)
             else:
                 self.metrics[event.name] = event.value
+            self.emit("metric", {"name": event.name, "value": jsonable(event.value),
+                                 "mode": event.mode})
 
 
 class Predictions:
     """Every prediction of one app, and how they run on ``runner``'s ``predict``."""
 
-    def __init__(self, runner: Any, method: str = "predict"):
+    def __init__(self, runner: Any, method: str = "predict",
+                 retention: Retention | None = None):
         self.runner = runner
         self.method = method
         self.records: dict[str, Prediction] = {}
+        self.retention = retention if retention is not None else Retention()
         #: Called with each new record before it starts (to attach webhooks, SSE).
         self.on_create: list[Callable[[Prediction], None]] = []
         self._tasks: set[asyncio.Task] = set()
@@ -170,6 +183,7 @@ class Predictions:
         """Make the record and submit it (on the event loop). Raises QueueFull when no room
         is left, and MethodNotFound/InvalidState as the runner does; no record is kept
         then."""
+        self.retention.prune(self.records)
         pred = Prediction(pid or uuid.uuid4().hex, input, webhook, events_filter)
         pred.listeners.extend(listeners)
         loop = asyncio.get_running_loop()
@@ -187,6 +201,13 @@ class Predictions:
             pred.handle = fut
             coro = self._follow_future(pred, fut)
         self.records[pred.id] = pred
+
+        def on_completed(event: str, payload: Any) -> None:
+            if event == "completed":
+                self.retention.finished(pred.id)
+                self.retention.prune(self.records)
+
+        pred.listeners.append(on_completed)
         for hook in self.on_create:
             hook(pred)
         pred.mark_started()

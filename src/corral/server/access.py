@@ -1,0 +1,59 @@
+"""Structured access logs: one JSON line per request on the ``corral.access`` logger.
+
+Each line has ``method``, ``path`` (never the query string), ``status``, ``duration_ms``
+(to the last byte of the answer), ``client`` (host:port) and ``prediction_id`` when the
+request concerns one (from the path, or set by the app in ``scope[PREDICTION_ID]`` for a
+new one). No header is ever logged, so neither is the Authorization header or its token.
+The same fields ride on the record as ``record.access`` for handlers that want them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger("corral.access")
+
+PREDICTION_ID = "corral.prediction_id"
+
+
+class AccessLog:
+    def __init__(self, app: Any, logger: logging.Logger = log):
+        self.app = app
+        self.logger = logger
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.logger.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [None]
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            fields = entry(scope, status[0] or 500, time.perf_counter() - t0)
+            self.logger.info(json.dumps(fields, separators=(",", ":")),
+                             extra={"access": fields})
+
+
+def entry(scope: dict, status: int, seconds: float) -> dict[str, Any]:
+    client = scope.get("client")
+    pid = scope.get(PREDICTION_ID) or (scope.get("path_params") or {}).get("prediction_id")
+    fields: dict[str, Any] = {
+        "method": scope["method"],
+        "path": scope["path"],
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "client": f"{client[0]}:{client[1]}" if client else None,
+    }
+    if pid is not None:
+        fields["prediction_id"] = pid
+    return fields
