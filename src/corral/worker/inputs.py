@@ -122,9 +122,18 @@ def _convert(value: Any, hint: Any) -> Any:
     if hint in (pathlib.Path, File) and isinstance(value, str):
         return hint(value)
     try:
-        return msgspec.convert(value, hint, strict=False)
+        return msgspec.convert(value, hint, strict=False, dec_hook=_path_hook)
     except TypeError:  # a type msgspec does not handle: passed on as given
         return value
+
+
+def _path_hook(hint: Any, value: Any) -> Any:
+    """A str where a path or File is expected, inside another type too (``Path | None``,
+    ``list[Path]``): the path. Any other custom type keeps msgspec's own message."""
+    if isinstance(value, str) and isinstance(hint, type) \
+            and (hint is File or issubclass(hint, pathlib.PurePath)):
+        return hint(value)
+    raise TypeError(f"Expected `{getattr(hint, '__name__', hint)}`, got `{type(value).__name__}`")
 
 
 def _split(message: str) -> tuple[list[Any], str]:

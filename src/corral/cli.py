@@ -1,0 +1,457 @@
+"""The ``corral`` command: run a prediction, print a target's schema, serve it over HTTP.
+
+``corral predict TARGET -i key=value ...`` parses each value by the method's input schema
+(``Worker.describe()``), lets the worker check and convert it (``options(convert=True)``),
+streams the output, logs and a progress bar as they come. ``corral schema TARGET`` prints
+the JSON Schemas; ``corral serve TARGET`` runs the HTTP server (needs the ``server`` extra).
+
+Exit status: 0 on success, 1 when the prediction (or the target's setup) fails, 2 for a
+bad command line or bad inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any, Iterable
+
+import click
+
+from ._version import __version__
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+TARGET_HELP = "path/to/file.py:Name or package.module:Name"
+
+
+class Failure(click.ClickException):
+    """An error message and an exit status (1 by default), printed without a usage line."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+# -- inputs --------------------------------------------------------------------------------
+
+
+def _types(prop: dict[str, Any] | None) -> tuple[set[str], bool]:
+    """The JSON types a property accepts, and whether a string of it is a URI (a path)."""
+    if not isinstance(prop, dict):
+        return set(), False
+    types: set[str] = set()
+    uri = False
+    t = prop.get("type")
+    if isinstance(t, str):
+        types.add(t)
+    elif isinstance(t, list):
+        types.update(x for x in t if isinstance(x, str))
+    if prop.get("format") == "uri":
+        uri = True
+    if "$ref" in prop:
+        types.add("object")
+    if "enum" in prop and not types:
+        types.update({"string"} if all(isinstance(v, str) for v in prop["enum"])
+                     else {"string", "number"})
+    for key in ("anyOf", "oneOf", "allOf"):
+        for sub in prop.get(key) or ():
+            sub_types, sub_uri = _types(sub)
+            types |= sub_types
+            uri = uri or sub_uri
+    return types, uri
+
+
+def parse_value(text: str, prop: dict[str, Any] | None) -> Any:
+    """One ``-i`` value as the worker should receive it, by its property's schema.
+
+    ``@path``: the path itself where the property is a URI string (a Path or corral.File
+    parameter), else the file's text, parsed like a value given inline. ``@@...`` is a
+    literal ``@...``. A string property keeps the text; an array or object one parses it
+    as JSON; others (numbers, booleans) go as text, which the worker converts. Raises
+    ValueError for a file that cannot be read."""
+    types, uri = _types(prop)
+    if text.startswith("@@"):
+        text = text[1:]
+    elif text.startswith("@"):
+        path = os.path.expanduser(text[1:])
+        if uri:
+            if not os.path.exists(path):
+                raise ValueError(f"no such file: {path}")
+            return os.path.abspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not UTF-8 text") from None
+        if "string" in types:
+            return text
+        text = text.strip()
+    if "string" in types:
+        return text
+    if types & {"array", "object"}:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text  # the worker says what it expected
+    if "null" in types and text in ("null", "None", ""):
+        return None
+    return text
+
+
+def parse_inputs(pairs: Iterable[str], schema: dict[str, Any] | None
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``key=value`` pairs as keyword arguments, and the problems found without the worker
+    (bad syntax, a name given twice, an unreadable file)."""
+    props = (schema or {}).get("properties") or {}
+    kwargs: dict[str, Any] = {}
+    problems: list[dict[str, Any]] = []
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append({"loc": [pair], "msg": "expected key=value"})
+            continue
+        if key in kwargs:
+            problems.append({"loc": [key], "msg": "given more than once"})
+            continue
+        try:
+            kwargs[key] = parse_value(text, props.get(key))
+        except ValueError as exc:
+            problems.append({"loc": [key], "msg": str(exc)})
+            kwargs[key] = None
+    if problems and schema is not None:  # the rest that can be told without the worker
+        for key in kwargs:
+            if key not in props and schema.get("additionalProperties") is not True:
+                problems.append({"loc": [key], "msg": "unexpected input"})
+        for key in schema.get("required") or ():
+            if key not in kwargs:
+                problems.append({"loc": [key], "msg": "required input is missing"})
+    return kwargs, problems
+
+
+def format_problems(method: str, problems: list[dict[str, Any]]) -> str:
+    lines = [f"invalid inputs for {method}:"]
+    for p in problems:
+        loc = ".".join(str(x) for x in p.get("loc") or ()) or "(input)"
+        lines.append(f"  {loc}: {p.get('msg', 'invalid')}")
+    return "\n".join(lines)
+
+
+# -- outputs -------------------------------------------------------------------------------
+
+
+def _as_json(value: Any) -> str:
+    from ._jsonable import jsonable
+
+    return json.dumps(jsonable(value), ensure_ascii=False)
+
+
+def _echo_value(value: Any) -> None:
+    """One output (a result or a chunk) on stdout: text as it is, bytes raw, paths as
+    paths, anything else as JSON."""
+    if isinstance(value, str):
+        click.echo(value)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        out = click.get_binary_stream("stdout")
+        sys.stdout.flush()
+        out.write(bytes(value))
+        out.flush()
+    elif isinstance(value, os.PathLike):
+        click.echo(os.fspath(value))
+    else:
+        from ._jsonable import jsonable
+
+        click.echo(json.dumps(jsonable(value), ensure_ascii=False, indent=2))
+    sys.stdout.flush()
+
+
+class _Events:
+    """Logs to stderr and a rich progress bar on stderr, as the events arrive."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.progress: Any = None
+        self.task: Any = None
+
+    def log(self, text: str) -> None:
+        text = text[:-1] if text.endswith("\n") else text
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+
+    def step(self, step: float, total: float | None, phase: str | None) -> None:
+        if self.progress is None:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn(),
+                                     console=self.console, redirect_stdout=False,
+                                     redirect_stderr=False)
+            self.progress.start()
+            self.task = self.progress.add_task(phase or "predicting", total=total)
+        update: dict[str, Any] = {"completed": step, "total": total}
+        if phase:
+            update["description"] = phase
+        self.progress.update(self.task, **update)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="corral")
+def cli() -> None:
+    """Run model code in isolated worker processes: predict, show schemas, serve HTTP.
+
+    \b
+    Examples:
+      corral predict model.py:Model -i prompt="a cat" -i steps=20
+      corral schema model.py:Model
+      corral serve model.py:Model --port 5000
+    """
+
+
+def _start_worker(target: str, slots: int = 1) -> Any:
+    from . import Worker
+    from .exceptions import SetupError, WorkerError
+
+    worker = Worker(target, slots=slots)
+    try:
+        worker.start()
+    except SetupError as exc:
+        if exc.error_type.endswith("TargetError"):  # no such file, module or name
+            raise Failure(f"cannot load {target}: {exc}", EXIT_USAGE) from None
+        logs = "\n".join(line.rstrip("\n") for line in exc.logs).strip()
+        tb = (exc.remote_traceback or "").rstrip()
+        raise Failure(f"the target's setup failed: {exc}"
+                      + (f"\nsetup logs:\n{logs}" if logs else "")
+                      + (f"\n{tb}" if tb else "")) from None
+    except WorkerError as exc:
+        raise Failure(f"cannot start {target}: {exc}") from None
+    return worker
+
+
+def _schemas(worker: Any, target: str) -> dict[str, Any]:
+    from .exceptions import CorralError
+
+    try:
+        return worker.describe()
+    except CorralError as exc:
+        raise Failure(f"cannot describe {target}: {exc}") from None
+
+
+def _pick(schemas: dict[str, Any], method: str) -> Any:
+    if method not in schemas:
+        known = ", ".join(sorted(schemas)) or "none"
+        raise Failure(f"the target has no method {method!r} (methods: {known})", EXIT_USAGE)
+    return schemas[method]
+
+
+@cli.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("target", metavar="TARGET")
+@click.option("-i", "--input", "inputs", multiple=True, metavar="KEY=VALUE",
+              help="An input of the method (repeat for each). @path reads a file (a path "
+                   "parameter gets the path), @@ a literal @; arrays and objects are JSON.")
+@click.option("-m", "--method", default="predict", show_default=True,
+              help="The method to call.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as JSON (a generator's chunks as one JSON array; "
+                   "bytes and files as base64 data URLs, arrays as lists).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Stop the prediction after this long (exit 1).")
+def predict(target: str, inputs: tuple[str, ...], method: str, as_json: bool,
+            timeout: float | None) -> None:
+    """Run one prediction of TARGET and print its output as it comes.
+
+    TARGET is path/to/file.py:Name or package.module:Name. Values are parsed by the
+    method's type hints: "3" for an int, true/false for a bool, JSON for lists and dicts.
+    Logs go to stderr, the output to stdout; a generator's chunks print as they are made.
+
+    \b
+    Examples:
+      corral predict model.py:Model -i prompt="a cat" -i steps=20
+      corral predict model.py:Model -i image=@photo.jpg -i tags='["a","b"]'
+      corral predict model.py:Model -i text=@prompt.txt --json
+      corral predict model.py:Model --method embed -i text=hello
+
+    Exit status: 0 done, 1 the prediction failed, 2 bad inputs or usage.
+    """
+    from .exceptions import (ArgumentError, CallTimeout, Cancelled, CorralError,
+                             RemoteError, WorkerError)
+    from .protocol.messages import Chunk, Done, Log, Progress
+
+    worker = _start_worker(target)
+    events = _Events()
+    try:
+        schema = _pick(_schemas(worker, target), method)
+        kwargs, problems = parse_inputs(inputs, schema.input)
+        if problems:
+            raise Failure(format_problems(method, problems), EXIT_USAGE)
+        chunks: list[Any] = []
+        streamed = False
+        result: Any = None
+        stream = worker.options(convert=True, timeout=timeout).watch(method, **kwargs)
+        try:
+            for event in stream:
+                if isinstance(event, Log):
+                    events.log(event.text)
+                elif isinstance(event, Progress):
+                    events.step(event.step, event.total, event.phase)
+                elif isinstance(event, Chunk):
+                    streamed = True
+                    if as_json:
+                        chunks.append(event.value)
+                    else:
+                        _echo_value(event.value)
+                elif isinstance(event, Done):
+                    result = event.value
+        finally:
+            stream.close()
+            events.close()
+        if as_json:
+            click.echo(_as_json(chunks if streamed else result))
+        elif not streamed and result is not None:
+            _echo_value(result)
+    except ArgumentError as exc:
+        problems = exc.problems or [{"loc": [], "msg": exc.detail}]
+        raise Failure(format_problems(method, problems), EXIT_USAGE) from None
+    except RemoteError as exc:
+        tb = exc.remote_traceback.rstrip()
+        raise Failure(f"the prediction failed: {exc}" + (f"\n{tb}" if tb else "")) from None
+    except CallTimeout as exc:
+        raise Failure(f"the prediction timed out: {exc}") from None
+    except Cancelled as exc:
+        raise Failure(f"the prediction was cancelled: {exc}") from None
+    except (WorkerError, CorralError) as exc:
+        raise Failure(f"the prediction failed: {exc}") from None
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    finally:
+        events.close()
+        worker.stop()
+
+
+@cli.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("target", metavar="TARGET")
+@click.option("-m", "--method", default=None,
+              help="Only this method (default: every method, by name).")
+def schema(target: str, method: str | None) -> None:
+    """Print the JSON Schemas of TARGET's inputs and outputs, as JSON.
+
+    Built from the type hints (defaults, msgspec.Meta constraints and descriptions
+    included). Without --method: {"method": {"input": ..., "output": ...}, ...}.
+
+    \b
+    Examples:
+      corral schema model.py:Model
+      corral schema model.py:Model --method predict | jq .input.properties
+    """
+    worker = _start_worker(target)
+    try:
+        schemas = _schemas(worker, target)
+        if method is not None:
+            s = _pick(schemas, method)
+            out: Any = {"input": s.input, "output": s.output}
+        else:
+            out = {name: {"input": s.input, "output": s.output}
+                   for name, s in sorted(schemas.items())}
+    finally:
+        worker.stop()
+    click.echo(json.dumps(out, indent=2))
+
+
+@cli.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("target", metavar="TARGET")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Beyond loopback a token is required (or --insecure).")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to bind (0: any free port).")
+@click.option("--slots", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Predictions each worker runs at once.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes (sync predictors scale with these).")
+@click.option("--max-queue", default=1000, show_default=True, type=click.IntRange(min=0),
+              help="Predictions that may wait for a free slot; beyond, 429.")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A file holding the bearer token (default: $CORRAL_TOKEN).")
+@click.option("--insecure", is_flag=True,
+              help="Serve beyond loopback without a token (anyone who reaches the port).")
+def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue: int,
+          token_file: str | None, insecure: bool) -> None:
+    """Serve TARGET over HTTP with Cog's prediction API until SIGTERM/SIGINT.
+
+    Routes: POST /predictions, PUT /predictions/{id}, GET /health-check,
+    GET /openapi.json, POST /shutdown, GET /metrics. Predictions call the target's
+    predict(); with a token every route but /health-check needs
+    "Authorization: Bearer TOKEN".
+
+    \b
+    Examples:
+      corral serve model.py:Model
+      corral serve model.py:Model --workers 2 --port 8000
+      CORRAL_TOKEN=secret corral serve model.py:Model --host 0.0.0.0
+      corral serve model.py:Model --host 0.0.0.0 --token-file /run/secrets/token
+    """
+    token: str | None
+    if token_file is not None:
+        with open(token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+        if not token:
+            raise Failure(f"the token file {token_file} is empty", EXIT_USAGE)
+    else:
+        token = os.environ.get("CORRAL_TOKEN") or None
+    try:
+        from .server import serve as run_server
+        from .server.auth import check_binding
+    except ImportError as exc:
+        raise Failure(f"serving needs the server extra (pip install 'corral[server]'): "
+                      f"{exc}") from None
+    try:
+        check_binding(host, token, insecure)
+    except ValueError as exc:
+        raise Failure(f"{exc} (--token-file, CORRAL_TOKEN or --insecure)", EXIT_USAGE) \
+            from None
+    from . import Pool
+
+    # SIGTERM ends uvicorn's loop, whose shutdown stops the workers; make sure it does not
+    # kill us first when it is delivered before uvicorn installs its handler.
+    signal.signal(signal.SIGTERM, _interrupt)
+    runner = Pool(target, workers=workers, slots=slots, max_queue=max_queue)
+    try:
+        run_server(runner, host=host, port=port, token=token, insecure=insecure)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop()  # idempotent; the app has stopped it unless it never started
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script's entry point."""
+    cli.main(args=argv, prog_name="corral")
+
+
+if __name__ == "__main__":
+    main()
