@@ -192,3 +192,39 @@ def test_bench_supervision_smoke(tmp_path):
     assert set(met) == {r["metric"] for r in data["rows"] if r["met"] is not None}
     # Everything the benchmark started (workers, restarts, pools) was stopped.
     assert data["leftover_children"] == []
+
+
+SERVER_SCRIPT = os.path.join(ROOT, "benchmarks", "bench_server.py")
+
+
+@pytest.mark.timeout(90)
+def test_bench_server_smoke(tmp_path):
+    """bench_server.py --smoke: corral's server (sync, async 8 slots, Pool of 2) and the bare
+    Starlette floor, tiny counts; never coglet (the full run compares with it when present)."""
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    proc = subprocess.run(
+        [sys.executable, SERVER_SCRIPT, "--smoke", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=80, cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    data = json.loads((tmp_path / "server.json").read_text())
+    assert (tmp_path / "server.md").read_text().startswith("# corral server benchmark")
+    assert "| metric | corral | baseline | ratio | target | met? |" in proc.stdout
+    assert data["meta"]["mode"] == "smoke" and data["coglet"] is None and data["coglet_note"]
+    raw = data["raw"]
+    assert set(raw) == {"bare", "corral_sync1", "corral_async8", "corral_pool2"}
+    for name in raw:
+        seq = raw[name]["sequential"]
+        for key in ("p50_us", "p90_us", "pred_per_s"):
+            _positive(seq[key], (name, key))
+        assert seq["failed"] == 0, name
+    for name in ("bare", "corral_async8", "corral_pool2"):
+        conc = raw[name]["concurrent"]
+        _positive(conc["ok_per_s"], (name, "ok_per_s"))
+        assert conc["409"] == conc["429"] == conc["other"] == conc["errors"] == 0, (name, conc)
+    _positive(raw["corral_sync1"]["big"]["median_ms"], "big")
+    for row in data["rows"]:
+        assert row["corral"] > 0 and row["baseline"] > 0, row
+    assert data["targets"]["met"] == {}  # no coglet: no target judged
+    assert data["leftover_children"] == []

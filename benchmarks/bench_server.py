@@ -1,0 +1,432 @@
+#!/usr/bin/env python
+"""HTTP server benchmark: corral's Cog-compatible server side by side with coglet.
+
+    .venv/bin/python benchmarks/bench_server.py            # full run (~1-2 min, 2 vCPUs)
+    .venv/bin/python benchmarks/bench_server.py --smoke    # corral + bare floor only, tiny counts
+
+Issue 6 item 9. Every server runs as its own process on 127.0.0.1 and is measured in the
+same run by the same client (``http.client`` keep-alive connections, one per thread):
+
+* sequential no-op predictions on one connection: p50/p90 latency and pred/s;
+* 8 connections for a fixed time: corral with an async predictor and 8 slots, and corral
+  with a Pool of 2 sync workers, against coglet with ``COG_MAX_CONCURRENCY=8`` (async) and
+  coglet with its only sync setting (1 slot); successful pred/s, 409/429/other answers;
+* a 50 MB input echoed back: corral's server has no file inputs yet (docs/server.md), so
+  this is a 50 MB JSON string in and out, for both.
+
+coglet comes from its own venv: ``$COGLET_PYTHON`` (a python with ``coglet`` and ``cog``)
+or ``/tmp/coglet-venv/bin/python``. Without it (and always with ``--smoke``) the coglet
+columns are skipped with a note and corral is compared with a bare Starlette route on
+uvicorn only. Writes ``server.json`` and ``server.md`` to ``benchmarks/results/``
+(``--smoke``: ``benchmarks/results/smoke/``; or ``--out DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Iterator
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import _common as c  # noqa: E402
+
+TARGETS = os.path.join(HERE, "server_targets")
+DEFAULT_COGLET_PYTHON = "/tmp/coglet-venv/bin/python"
+
+FULL = dict(seq_warm=200, seq_n=2000, conns=8, conc_warm_s=0.5, conc_s=3.0,
+            big_bytes=50 * 1000 * 1000, big_reps=3)
+SMOKE = dict(seq_warm=20, seq_n=100, conns=8, conc_warm_s=0.1, conc_s=0.4,
+             big_bytes=1 * 1000 * 1000, big_reps=1)
+
+# Issue 6 item 9's targets (ratios corral / coglet).
+TARGET_P50 = 1 / 3
+TARGET_CONC = 4.0
+TARGET_BIG = 1 / 4
+
+
+def log(msg: str) -> None:
+    print(f"[bench_server {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def coglet_python() -> str | None:
+    py = os.environ.get("COGLET_PYTHON") or DEFAULT_COGLET_PYTHON
+    if not os.path.exists(py):
+        return None
+    ok = subprocess.run([py, "-c", "import coglet, cog"], capture_output=True, timeout=60)
+    return py if ok.returncode == 0 else None
+
+
+# -- servers ------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, name: str, proc: subprocess.Popen, port: int, tmp: str | None = None):
+        self.name, self.proc, self.port, self.tmp = name, proc, port, tmp
+
+    def conn(self, timeout: float = 60.0) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+
+def wait_ready(server: Server, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}")
+        try:
+            conn = server.conn(timeout=2)
+            conn.request("GET", "/health-check")
+            body = json.loads(conn.getresponse().read())
+            conn.close()
+            if body.get("status") == "READY":
+                return
+        except (OSError, http.client.HTTPException, ValueError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{server.name} not READY after {timeout} s")
+
+
+@contextlib.contextmanager
+def corral_server(mode: str) -> Iterator[Server]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, os.path.join(TARGETS, "serve.py"), mode, str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    server = Server(f"corral {mode}" if mode != "bare" else "bare Starlette", proc, port)
+    try:
+        wait_ready(server)
+        yield server
+    finally:
+        stop(server)
+
+
+@contextlib.contextmanager
+def coglet_server(py: str, predictor: str, concurrency: int) -> Iterator[Server]:
+    tmp = tempfile.mkdtemp(prefix="bench-coglet-")
+    os.makedirs(os.path.join(tmp, ".cog"))
+    shutil.copy(os.path.join(TARGETS, "cog_predict.py"), os.path.join(tmp, "predict.py"))
+    shutil.copy(os.path.join(TARGETS, "openapi_schema.json"),
+                os.path.join(tmp, ".cog", "openapi_schema.json"))
+    port = free_port()
+    env = dict(os.environ, PORT=str(port), COG_PREDICT_TYPE_STUB=f"predict.py:{predictor}",
+               COG_MAX_CONCURRENCY=str(concurrency),
+               PATH=os.path.dirname(py) + os.pathsep + os.environ.get("PATH", ""))
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.Popen([py, "-m", "cog.server.http", "--host", "127.0.0.1"], cwd=tmp,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    server = Server(f"coglet {predictor} x{concurrency}", proc, port, tmp)
+    try:
+        wait_ready(server)
+        yield server
+    finally:
+        stop(server)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stop(server: Server) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.proc.pid, signal.SIGTERM)
+    try:
+        server.proc.wait(20)
+    except subprocess.TimeoutExpired:
+        pass
+    # the whole process group: coglet's worker subprocess, corral's workers
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.proc.wait(5)
+
+
+# -- client -------------------------------------------------------------------------------
+
+HEADERS = {"Content-Type": "application/json"}
+NOOP_BODY = json.dumps({"input": {"text": "x"}}).encode()
+
+
+def post(conn: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes]:
+    conn.request("POST", "/predictions", body=body, headers=HEADERS)
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
+def succeeded(status: int, data: bytes) -> bool:
+    return status == 200 and b'"succeeded"' in data
+
+
+def sequential(server: Server, cfg: dict[str, Any]) -> dict[str, Any]:
+    conn = server.conn()
+    for _ in range(cfg["seq_warm"]):
+        post(conn, NOOP_BODY)
+    lat: list[float] = []
+    bad = 0
+    t_start = time.perf_counter()
+    for _ in range(cfg["seq_n"]):
+        t0 = time.perf_counter()
+        status, data = post(conn, NOOP_BODY)
+        lat.append(time.perf_counter() - t0)
+        bad += not succeeded(status, data)
+    wall = time.perf_counter() - t_start
+    conn.close()
+    return {"p50_us": c.percentile(lat, 50) * 1e6, "p90_us": c.percentile(lat, 90) * 1e6,
+            "p99_us": c.percentile(lat, 99) * 1e6, "pred_per_s": len(lat) / wall,
+            "n": len(lat), "failed": bad}
+
+
+def concurrent(server: Server, cfg: dict[str, Any]) -> dict[str, Any]:
+    """``conns`` threads, one keep-alive connection each, posting back to back."""
+    counts = {"ok": 0, "409": 0, "429": 0, "other": 0, "errors": 0}
+    lock = threading.Lock()
+    phase = {"measure": False, "stop": False}
+    barrier = threading.Barrier(cfg["conns"] + 1)
+
+    def run() -> None:
+        local = {k: 0 for k in counts}
+        conn = server.conn()
+        barrier.wait()
+        while not phase["stop"]:
+            measuring = phase["measure"]
+            try:
+                status, data = post(conn, NOOP_BODY)
+                key = ("ok" if succeeded(status, data) else
+                       str(status) if status in (409, 429) else "other")
+            except (OSError, http.client.HTTPException):
+                key = "errors"
+                conn.close()
+                conn = server.conn()
+            if measuring and not phase["stop"]:
+                local[key] += 1
+        conn.close()
+        with lock:
+            for k, v in local.items():
+                counts[k] += v
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(cfg["conns"])]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    time.sleep(cfg["conc_warm_s"])
+    phase["measure"] = True
+    t0 = time.perf_counter()
+    time.sleep(cfg["conc_s"])
+    phase["stop"] = True
+    wall = time.perf_counter() - t0
+    for t in threads:
+        t.join(60)
+    return {**counts, "seconds": wall, "ok_per_s": counts["ok"] / wall,
+            "answers_per_s": sum(counts.values()) / wall, "conns": cfg["conns"]}
+
+
+def big_echo(server: Server, cfg: dict[str, Any]) -> dict[str, Any]:
+    text = "x" * cfg["big_bytes"]
+    body = json.dumps({"input": {"text": text}}).encode()
+    times: list[float] = []
+    conn = server.conn(timeout=120)
+    for _ in range(cfg["big_reps"]):
+        t0 = time.perf_counter()
+        status, data = post(conn, body)
+        times.append(time.perf_counter() - t0)
+        if status != 200:
+            raise RuntimeError(f"{server.name}: 50 MB echo answered {status}: {data[:300]!r}")
+        out = json.loads(data)
+        if out.get("status") != "succeeded" or len(out.get("output") or "") != len(text):
+            raise RuntimeError(f"{server.name}: 50 MB echo came back wrong: "
+                               f"{str(out)[:300]}")
+    conn.close()
+    return {"ms": [t * 1e3 for t in times], "median_ms": c.median(times) * 1e3,
+            "input_bytes": len(text), "body_bytes": len(body), "reply_bytes": len(data)}
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def measure_all(cfg: dict[str, Any], py: str | None) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    log("bare Starlette floor")
+    with corral_server("bare") as s:
+        res["bare"] = {"sequential": sequential(s, cfg), "concurrent": concurrent(s, cfg),
+                       "big": big_echo(s, cfg)}
+    log("corral sync, 1 worker, 1 slot")
+    with corral_server("sync1") as s:
+        res["corral_sync1"] = {"sequential": sequential(s, cfg), "big": big_echo(s, cfg)}
+    log("corral async, 1 worker, 8 slots")
+    with corral_server("async8") as s:
+        res["corral_async8"] = {"sequential": sequential(s, cfg),
+                                "concurrent": concurrent(s, cfg)}
+    log("corral Pool, 2 sync workers")
+    with corral_server("pool2") as s:
+        res["corral_pool2"] = {"sequential": sequential(s, cfg),
+                               "concurrent": concurrent(s, cfg)}
+    if py:
+        log("coglet sync, 1 slot")
+        with coglet_server(py, "Predictor", 1) as s:
+            res["coglet_sync1"] = {"sequential": sequential(s, cfg),
+                                   "concurrent": concurrent(s, cfg), "big": big_echo(s, cfg)}
+        log("coglet async, COG_MAX_CONCURRENCY=8")
+        with coglet_server(py, "AsyncPredictor", 8) as s:
+            res["coglet_async8"] = {"sequential": sequential(s, cfg),
+                                    "concurrent": concurrent(s, cfg)}
+    return res
+
+
+def table_rows(res: dict[str, Any], have_coglet: bool) -> list[dict[str, Any]]:
+    rows = []
+
+    def row(metric, unit, cor, base_name, base, target="-", met=None):
+        rows.append({"metric": metric, "unit": unit, "corral": cor, "baseline_name": base_name,
+                     "baseline": base, "ratio": c.ratio(cor, base), "target": target,
+                     "met": met})
+
+    s1 = res["corral_sync1"]["sequential"]
+    a8 = res["corral_async8"]["concurrent"]
+    p2 = res["corral_pool2"]["concurrent"]
+    big = res["corral_sync1"]["big"]["median_ms"]
+    mb = res["corral_sync1"]["big"]["input_bytes"] / 1e6
+    if have_coglet:
+        cs, cc, ca = (res["coglet_sync1"]["sequential"], res["coglet_sync1"]["concurrent"],
+                      res["coglet_async8"]["concurrent"])
+        r = c.ratio(s1["p50_us"], cs["p50_us"])
+        row("sequential no-op latency p50, 1 connection (sync)", "us", s1["p50_us"],
+            "coglet sync", cs["p50_us"], "<= 0.33x", r <= TARGET_P50)
+        row("sequential no-op latency p90, 1 connection (sync)", "us", s1["p90_us"],
+            "coglet sync", cs["p90_us"])
+        row("sequential pred/s, 1 connection (sync)", "pred/s", s1["pred_per_s"],
+            "coglet sync", cs["pred_per_s"])
+        r = c.ratio(a8["ok_per_s"], ca["ok_per_s"])
+        row(f"successful pred/s, 8 connections, async 8 slots (corral 409+429: "
+            f"{a8['409'] + a8['429']}, coglet 409: {ca['409']})", "pred/s", a8["ok_per_s"],
+            "coglet async x8", ca["ok_per_s"], ">= 4x, no 409",
+            r >= TARGET_CONC and a8["409"] == 0 and a8["429"] == 0 and a8["errors"] == 0)
+        r = c.ratio(p2["ok_per_s"], cc["ok_per_s"])
+        row(f"successful pred/s, 8 connections, Pool of 2 sync workers vs coglet sync "
+            f"(corral 409+429: {p2['409'] + p2['429']}, coglet 409: {cc['409']})", "pred/s",
+            p2["ok_per_s"], "coglet sync x1", cc["ok_per_s"], ">= 4x, no 409",
+            r >= TARGET_CONC and p2["409"] == 0 and p2["429"] == 0 and p2["errors"] == 0)
+        cb = res["coglet_sync1"]["big"]["median_ms"]
+        row(f"{mb:g} MB string echo round trip (no file inputs yet)", "ms", big,
+            "coglet sync", cb, "<= 0.25x", c.ratio(big, cb) <= TARGET_BIG)
+    b = res["bare"]
+    row("sequential no-op latency p50, 1 connection (sync)", "us", s1["p50_us"],
+        "bare Starlette", b["sequential"]["p50_us"])
+    row("successful pred/s, 8 connections, async 8 slots", "pred/s", a8["ok_per_s"],
+        "bare Starlette", b["concurrent"]["ok_per_s"])
+    row("successful pred/s, 8 connections, Pool of 2 sync workers", "pred/s",
+        p2["ok_per_s"], "bare Starlette", b["concurrent"]["ok_per_s"])
+    row(f"{mb:g} MB string echo round trip", "ms", big, "bare Starlette",
+        b["big"]["median_ms"])
+    return rows
+
+
+def detail_table(res: dict[str, Any]) -> str:
+    lines = ["| server | seq p50 us | seq p90 us | seq pred/s | 8 conns ok/s | 409 | 429 | "
+             "other | errors | big echo ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in res.items():
+        s, k, b = r.get("sequential"), r.get("concurrent"), r.get("big")
+        lines.append(
+            f"| {name} | {c.fmt(s and s['p50_us'])} | {c.fmt(s and s['p90_us'])} | "
+            f"{c.fmt(s and s['pred_per_s'])} | {c.fmt(k and k['ok_per_s'])} | "
+            + " | ".join(str(k[x]) if k else "-" for x in ("409", "429", "other", "errors"))
+            + f" | {c.fmt(b and b['median_ms'])} |")
+    return "\n".join(lines)
+
+
+def render_md(data: dict[str, Any]) -> str:
+    m = data["meta"]
+    out = [
+        "# corral server benchmark (vs coglet)", "",
+        f"{m['date']}, corral {m['corral_commit']}, {m['mode']} run, {m['wall_s']:.0f} s. "
+        f"Machine: {m['cpu_count']} CPUs ({m['cpu_model']}), Python {m['python']}, "
+        f"{m['platform']}; load average at start {m['loadavg_at_start']}. "
+        f"coglet: {data['coglet'] or 'absent'}.", "",
+        "Client: `http.client` keep-alive connections (one per thread) in the benchmark "
+        "process, on the same machine as the servers (loopback). Ratios are corral / "
+        "baseline. Each server runs alone while it is measured.", "",
+    ]
+    if data.get("coglet_note"):
+        out += [f"**{data['coglet_note']}**", ""]
+    out += [c.markdown_table(data["rows"]), "", "Every server:", "", detail_table(data["raw"]),
+            "", "Notes:", ""]
+    out += [f"* {n}" for n in data["notes"]]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny counts, corral and the bare floor only (no coglet)")
+    ap.add_argument("--out", help="directory for server.json and server.md")
+    args = ap.parse_args(argv)
+    cfg = SMOKE if args.smoke else FULL
+    out_dir = args.out or os.path.join(HERE, "results", "smoke" if args.smoke else "")
+    os.makedirs(out_dir, exist_ok=True)
+    t0 = time.perf_counter()
+    meta = c.machine_info()
+    meta["mode"] = "smoke" if args.smoke else "full"
+
+    py = None if args.smoke else coglet_python()
+    note = None
+    coglet_version = None
+    if py:
+        coglet_version = subprocess.run(
+            [py, "-c", "import coglet; print(coglet.__version__)"], capture_output=True,
+            text=True, timeout=60).stdout.strip() + f" ({py})"
+    else:
+        note = ("coglet skipped: " + ("--smoke runs corral only" if args.smoke else
+                f"no python with coglet and cog at $COGLET_PYTHON or {DEFAULT_COGLET_PYTHON}")
+                + "; corral is compared with the bare Starlette floor only, and no target "
+                "is judged.")
+        log(note)
+
+    raw = measure_all(cfg, py)
+    meta["wall_s"] = time.perf_counter() - t0
+    results: dict[str, Any] = {"meta": meta, "config": cfg, "coglet": coglet_version,
+                               "coglet_note": note, "raw": raw}
+    results["leftover_children"] = c.live_children()
+    results["rows"] = table_rows(raw, py is not None)
+    results["targets"] = {"met": {r["metric"]: r["met"] for r in results["rows"]
+                                  if r["met"] is not None}}
+    results["notes"] = [
+        "corral's server has no file inputs yet (docs/server.md: files are not done), so the "
+        "'50 MB file in and out' item is measured as a 50 MB JSON string input echoed back "
+        "as the output, for corral and coglet alike.",
+        "coglet allows concurrency > 1 only with an async predict; its sync case is 1 slot, "
+        "so corral's Pool of 2 sync workers is compared with coglet sync at 1 slot (both "
+        "at 8 connections). coglet answers 409 when its slots are busy; those are counted, "
+        "not successful.",
+        "corral runs as `corral.server.serve()` does (JSON access lines on stderr, sent to "
+        "/dev/null here); coglet with a hand-written .cog/openapi_schema.json (inputs "
+        "validated).",
+        "The bare Starlette floor is a route on uvicorn that parses the JSON and echoes "
+        "the text, with no worker process: what any Python ASGI server costs.",
+    ]
+    md = render_md(results)
+    c.write_json(os.path.join(out_dir, "server.json"), results)
+    with open(os.path.join(out_dir, "server.md"), "w") as f:
+        f.write(md)
+    print(md)
+    log(f"wrote {out_dir}/server.json and server.md in {meta['wall_s']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Server processes for bench_server.py: ``python serve.py MODE PORT``.
+
+MODE: ``sync1`` (corral.Worker, 1 slot, sync), ``async8`` (corral.Worker, 8 slots, async
+predict), ``pool2`` (corral.Pool, 2 sync workers of 1 slot), ``bare`` (a bare Starlette
+route on uvicorn that echoes the same JSON shape: the floor, no worker process at all).
+corral's server runs as ``corral.server.serve()`` does in production (uvloop/httptools when
+installed, JSON access lines on stderr)."""
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REF = os.path.join(HERE, "corral_predictors.py")
+
+
+def bare(port: int) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def predict(request: Request) -> JSONResponse:
+        body = await request.json()
+        return JSONResponse({"status": "succeeded",
+                             "output": body.get("input", {}).get("text", "")})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "READY"})
+
+    app = Starlette(routes=[Route("/predictions", predict, methods=["POST"]),
+                            Route("/health-check", health)])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def main() -> None:
+    mode, port = sys.argv[1], int(sys.argv[2])
+    if mode == "bare":
+        return bare(port)
+    import corral
+    from corral.server import serve
+
+    if mode == "sync1":
+        runner = corral.Worker(f"{REF}:Echo")
+    elif mode == "async8":
+        runner = corral.Worker(f"{REF}:AsyncEcho", slots=8)
+    elif mode == "pool2":
+        runner = corral.Pool(f"{REF}:Echo", workers=2, slots=1)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+    serve(runner, host="127.0.0.1", port=port)
+
+
+if __name__ == "__main__":
+    main()
