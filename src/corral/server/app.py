@@ -92,6 +92,9 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         except (ValueError, UnicodeDecodeError):
             return _invalid([{"loc": ["body"], "msg": "the body is not valid JSON",
                               "type": "value_error.jsondecode"}])
+        except RecursionError:  # json's decoder recurses once per level of nesting
+            return _invalid([{"loc": ["body"], "msg": "the body is nested too deeply",
+                              "type": "value_error.jsondecode"}])
         if body is None:
             body = {}
         if not isinstance(body, dict):
