@@ -77,6 +77,30 @@ def test_arguments_that_do_not_fit_are_422():
         assert c.post("/predictions", content=b"{nope").status_code == 422
 
 
+def test_a_body_nested_too_deeply_for_the_json_decoder_is_422_not_500():
+    with serving(worker("Typed")) as srv, srv.client() as c:
+        for body in (b"[" * 100_000 + b"]" * 100_000,
+                     b'{"input": {"text": "a", "x": ' + b"[" * 100_000 + b"]" * 100_000
+                     + b"}}"):
+            r = c.post("/predictions", content=body)
+            assert r.status_code == 422
+            assert r.json()["detail"][0]["msg"] == "the body is nested too deeply"
+            assert c.put("/predictions/deep", content=body).status_code == 422
+        # Deep enough to decode, too deep to convert for the worker.
+        deep = b'{"input": {"text": "a", "x": ' + b'{"a": ' * 900 + b"1" + b"}" * 902
+        r = c.post("/predictions", content=deep)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["msg"] == "the input is nested too deeply"
+
+
+def test_an_id_that_is_not_a_string_is_422_not_500():
+    with serving(worker("Typed")) as srv, srv.client() as c:
+        for pid in ([1], {"a": 1}, 5, True):
+            r = c.post("/predictions", json={"id": pid, "input": {"text": "a"}})
+            assert r.status_code == 422, (pid, r.text)
+            assert r.json()["detail"][0]["loc"] == ["body", "id"]
+
+
 def test_put_with_one_id_twice_runs_the_prediction_once(tmp_path, fifo):
     side = str(tmp_path / "side")
     inp = {"side": side, "fifo": fifo}

@@ -92,6 +92,9 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         except (ValueError, UnicodeDecodeError):
             return _invalid([{"loc": ["body"], "msg": "the body is not valid JSON",
                               "type": "value_error.jsondecode"}])
+        except RecursionError:  # json's decoder recurses once per level of nesting
+            return _invalid([{"loc": ["body"], "msg": "the body is nested too deeply",
+                              "type": "value_error.jsondecode"}])
         if body is None:
             body = {}
         if not isinstance(body, dict):
@@ -101,6 +104,9 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         if not isinstance(inp, dict):
             return _invalid([{"loc": ["body", "input"], "msg": "input must be an object",
                               "type": "type_error.dict"}])
+        if not isinstance(body.get("id"), (str, type(None))):
+            return _invalid([{"loc": ["body", "id"], "msg": "the id must be a string",
+                              "type": "type_error.str"}])
         if pid is not None and body.get("id") not in (None, pid):
             return _invalid([{"loc": ["body", "id"], "msg": "the id in the body differs from "
                               "the one in the path", "type": "value_error"}])
@@ -145,6 +151,9 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
             return JSONResponse({"detail": str(exc)}, status_code=503)
         except TypeError as exc:  # an input value that cannot be sent
             return _invalid([{"loc": ["body", "input"], "msg": str(exc), "type": "type_error"}])
+        except RecursionError:  # nested too deeply to convert for the worker
+            return _invalid([{"loc": ["body", "input"], "msg": "the input is nested too deeply",
+                              "type": "value_error"}])
         request.scope[PREDICTION_ID] = pred.id
         if queue is not None:
             def disconnected() -> None:
