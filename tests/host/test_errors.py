@@ -108,3 +108,28 @@ def test_error_in_a_stream_ends_it_with_the_error(tmp_path):
             next(stream)
         with pytest.raises(StopIteration):
             next(stream)
+
+
+def test_values_nested_too_deeply_are_a_clear_error_and_the_worker_lives(basic):
+    deep = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested too deeply"):
+        basic.call("add", deep)
+    assert basic.call("add", 1) == 2
+
+
+def test_a_result_too_big_for_a_frame_fails_the_call_not_the_worker():
+    import corral
+    from conftest import fixture_ref
+
+    with corral.Worker(fixture_ref("supervised:Crashy"), max_frame=1 << 20) as w:
+        pid = w.pid
+        # A str crosses in the frame, not in shared memory: too big for the limit.
+        with pytest.raises(ValueError, match="exceeds the frame limit"):
+            w.call("echo", "x" * (2 << 20))  # refused on the host, before sending
+        with pytest.raises(corral.RemoteError, match="FrameTooLarge.*exceeds the frame limit"):
+            w.call("make_str", 2 << 20)  # refused in the worker: that call fails
+        with pytest.raises(corral.RemoteError, match="FrameTooLarge.*exceeds the frame limit"):
+            list(w.stream("make_str_chunks", 2 << 20))
+        assert w.call("pid") == pid and w.health().restarts == 0

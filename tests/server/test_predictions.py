@@ -74,6 +74,9 @@ def test_arguments_that_do_not_fit_are_422():
         r = c.post("/predictions", json={"input": {"text": "ab", "n": "2"}})
         assert r.json()["output"] == "abab"
         assert c.post("/predictions", json={"input": [1]}).status_code == 422
+        for bad in (3, ["http://x"], "ftp://x", "not a url"):
+            r = c.post("/predictions", json={"input": {"text": "a"}, "webhook": bad})
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "webhook"]
         assert c.post("/predictions", content=b"{nope").status_code == 422
 
 

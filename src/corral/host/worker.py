@@ -679,6 +679,8 @@ class Worker(CallOptions):
                 call_id = next(self._ids)
                 payload = conn.encode(m.Call(call_id, method, args, kwargs, context,
                                              conn.shm.take_release(), opts.convert))
+                if len(payload) > self.max_frame:
+                    raise _too_large(len(payload), self.max_frame)
                 sink = make(call_id, method, info.streams, opts)
                 if timeout is not None:
                     self._arm_deadline(sink, timeout)
@@ -728,9 +730,11 @@ class Worker(CallOptions):
                 context = to_wire(context, allow_pickle=self.allow_pickle, where="context")
         except Exception as exc:  # noqa: BLE001 - the caller's value, reported to the caller
             return exc
-        return conn.submit_or_refuse(sink.id, conn.encode(m.Call(
-            sink.id, method, wire_args, wire_kwargs, context, conn.shm.take_release(),
-            opts.convert)), sink)
+        payload = conn.encode(m.Call(sink.id, method, wire_args, wire_kwargs, context,
+                                     conn.shm.take_release(), opts.convert))
+        if len(payload) > self.max_frame:
+            return _too_large(len(payload), self.max_frame)
+        return conn.submit_or_refuse(sink.id, payload, sink)
 
     def _map(self, method: str, items: Any, opts: CallOptions) -> Any:
         """Pipelined calls read on the calling thread: while the worker runs one call, the
@@ -774,9 +778,11 @@ class Worker(CallOptions):
                     self._calls_left -= 1
                     sink = BlockingCall(call_id, method, info.streams, opts.on_event)
                     sink.prepare_to_wait()
-                    batch.append((call_id, conn.encode(m.Call(
-                        call_id, method, wire_args, {}, opts.context, conn.shm.take_release())),
-                        sink))
+                    payload = conn.encode(m.Call(call_id, method, wire_args, {}, opts.context,
+                                                 conn.shm.take_release()))
+                    if len(payload) > self.max_frame:
+                        raise _too_large(len(payload), self.max_frame)
+                    batch.append((call_id, payload, sink))
                 if batch:
                     conn.submit_batch(batch)
                 if not restarting and self._calls_left == 0:
@@ -970,6 +976,12 @@ class _Deferred:
             if sink._timer is not None:
                 sink._timer.cancel()
             sink._failed(error)
+
+
+def _too_large(size: int, limit: int) -> ValueError:
+    return ValueError(f"the call's arguments make a frame of {size} bytes, which exceeds the "
+                      f"frame limit of {limit} bytes (max_frame); big bytes and arrays cross "
+                      "through shared memory, other values must fit")
 
 
 def _fail_sinks(failed: list[tuple[Any, BaseException]]) -> None:

@@ -93,12 +93,18 @@ class FrameReader:
         return fview
 
 
+class FrameTooLarge(ValueError):
+    """A message to send does not fit in one frame (``max_frame``)."""
+
+
 class FrameWriter:
     """Encodes messages and writes them as frames; safe to share between threads."""
 
-    def __init__(self, sock: socket.socket, encoder: msgspec.msgpack.Encoder):
+    def __init__(self, sock: socket.socket, encoder: msgspec.msgpack.Encoder,
+                 max_frame: int | None = None):
         self._sock = sock
         self._encoder = encoder
+        self._max_frame = max_frame
         self._lock = threading.Lock()
         self._buf = bytearray(_BUFFER_SIZE)
 
@@ -109,6 +115,14 @@ class FrameWriter:
             buf = self._buf
             self._encoder.encode_into(msg, buf, 4)
             size = len(buf) - 4
+            if self._max_frame is not None and size > self._max_frame:
+                # The peer would refuse it as a protocol violation: the message's sender
+                # gets the error instead (a call's result too big fails that call).
+                self._buf = bytearray(_BUFFER_SIZE)
+                raise FrameTooLarge(f"{type(msg).__name__} of {size} bytes exceeds the frame "
+                                    f"limit of {self._max_frame} bytes (max_frame); big bytes "
+                                    "and arrays cross through shared memory, other values "
+                                    "must fit")
             HEADER.pack_into(buf, 0, size)
             self._sock.sendall(buf)
             if len(buf) > _BUFFER_SIZE:

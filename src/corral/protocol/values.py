@@ -86,6 +86,8 @@ def to_wire(value: Any, *, allow_pickle: bool = False, where: str = "value",
         raise TypeError(
             f"cannot send a value of type {_type_name(exc.value)} at {location}: {exc.reason}"
         ) from None
+    except RecursionError:
+        raise _too_deep(where) from None
 
 
 def args_to_wire(args: tuple, kwargs: dict, allow_pickle: bool = False,
@@ -96,17 +98,25 @@ def args_to_wire(args: tuple, kwargs: dict, allow_pickle: bool = False,
     ctx = _Ctx(allow_pickle, exporter)
     try:
         wire_args = [_walk(a, ctx) for a in args] if args else []
+    except RecursionError:
+        raise _too_deep("the arguments") from None
     except _Unsupported:
         for i, a in enumerate(args):
             to_wire(a, allow_pickle=allow_pickle, where=f"args[{i}]")
         raise
     try:
         wire_kwargs = {k: _walk(v, ctx) for k, v in kwargs.items()} if kwargs else {}
+    except RecursionError:
+        raise _too_deep("the keyword arguments") from None
     except _Unsupported:
         for k, v in kwargs.items():
             to_wire(v, allow_pickle=allow_pickle, where=f"kwargs[{k!r}]")
         raise
     return wire_args, wire_kwargs
+
+
+def _too_deep(where: str) -> ValueError:
+    return ValueError(f"cannot send {where}: nested too deeply (Python's recursion limit)")
 
 
 def _type_name(value: Any) -> str:

@@ -112,6 +112,10 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                               "the one in the path", "type": "value_error"}])
         pid = pid or body.get("id")
         webhook = body.get("webhook")
+        if webhook is not None and not (isinstance(webhook, str)
+                                        and webhook.startswith(("http://", "https://"))):
+            return _invalid([{"loc": ["body", "webhook"], "type": "value_error",
+                              "msg": "the webhook must be an http(s) URL"}])
         events = body.get("webhook_events_filter")
         if events is not None and (not isinstance(events, list)
                                    or any(e not in EVENTS for e in events)):

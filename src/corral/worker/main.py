@@ -50,8 +50,8 @@ class WorkerProcess:
         self.control_in = FrameReader(self.control, max_frame)
         self.data_in = FrameReader(self.data, max_frame)
         encoder = make_encoder()
-        self.control_out = FrameWriter(self.control, encoder)
-        self.data_out = FrameWriter(self.data, encoder)
+        self.control_out = FrameWriter(self.control, encoder, max_frame)
+        self.data_out = FrameWriter(self.data, encoder, max_frame)
         self.runner: Runner | None = None
         self.capture = Capture(self._worker_log, self._fd_target)
         self.started = time.monotonic()
@@ -214,15 +214,16 @@ class WorkerProcess:
 
     def _refuse(self, frame: memoryview, exc: Exception) -> None:
         """Fail a call whose arguments cannot be decoded here (a type the worker cannot
-        import, say) instead of dying: find its id with a plain decode."""
-        import msgspec
-
-        try:
-            tag, call_id = msgspec.msgpack.decode(frame)[:2]
-        except Exception:  # noqa: BLE001 - not even a call: the host is broken
-            raise exc from None
+        import, values nested too deeply) instead of dying: its id is read from the
+        frame's first bytes."""
+        call_id = _call_id(frame)
+        if call_id is None:  # not even a call: the host is broken
+            raise exc
+        if isinstance(exc, RecursionError):
+            exc = ValueError("the arguments are nested too deeply")
         error = TypeError(f"cannot decode the arguments of call {call_id} in the worker: {exc}")
-        self.data_out.send(m.Failed(call_id, error_info(error)))
+        error._corral_kind = "arguments"  # type: ignore[attr-defined]
+        self.data_out.send(m.Failed(call_id, error_info(error, kind="arguments")))
 
     def flush_releases(self) -> None:
         """Send the shared-memory news on its own (when no reply is about to carry it)."""
@@ -232,6 +233,25 @@ class WorkerProcess:
                 self.control_out.send(release)
             except OSError:
                 pass
+
+
+def _call_id(frame: memoryview) -> int | None:
+    """The id of a Call frame (msgpack ``[21, id, ...]``) read by hand: the frame may be
+    too deep or too strange for any decoder."""
+    data = bytes(frame[:16])
+    if not data:
+        return None
+    head = data[0]
+    pos = 1 if 0x90 <= head <= 0x9F else 3 if head == 0xDC else 5 if head == 0xDD else None
+    if pos is None or len(data) < pos + 2 or data[pos] != 21:
+        return None
+    kind, pos = data[pos + 1], pos + 2
+    if kind <= 0x7F:
+        return kind
+    size = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}.get(kind)
+    if size is None or len(data) < pos + size:
+        return None
+    return int.from_bytes(data[pos:pos + size], "big")
 
 
 def _setup_sink() -> Any:

@@ -318,7 +318,7 @@ class Runner:
             pass  # the host is gone
         except Exception:  # noqa: BLE001 - e.g. a message msgpack cannot hold (lone surrogate)
             try:
-                self._send(m.Failed(call.id, _printable(info)))
+                self._send(m.Failed(call.id, _printable(_shrink(info))))
             except OSError:
                 pass
 
@@ -342,6 +342,18 @@ class Runner:
 def _cancelled(call_id: int) -> m.Failed:
     return m.Failed(call_id, m.ErrorInfo("corral.Cancelled", f"call {call_id} was cancelled",
                                          kind="cancelled"))
+
+
+def _shrink(info: m.ErrorInfo, limit: int = 1 << 16) -> m.ErrorInfo:
+    """``info`` with its texts cut to ``limit`` characters (a message holding a huge value
+    must still fit in a frame)."""
+
+    def cut(text: str) -> str:
+        return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more]"
+
+    return m.ErrorInfo(cut(info.type), cut(info.message), cut(info.traceback),
+                       _shrink(info.cause, limit) if info.cause else None,
+                       _shrink(info.context, limit) if info.context else None, info.kind)
 
 
 def _printable(info: m.ErrorInfo) -> m.ErrorInfo:
