@@ -93,7 +93,7 @@ def test_a_body_nested_too_deeply_for_the_json_decoder_is_422_not_500():
         deep = b'{"input": {"text": "a", "x": ' + b'{"a": ' * 900 + b"1" + b"}" * 902
         r = c.post("/predictions", content=deep)
         assert r.status_code == 422, r.text
-        assert r.json()["detail"][0]["msg"] == "the input is nested too deeply"
+        assert "nested too deeply" in r.json()["detail"][0]["msg"]
 
 
 def test_an_id_that_is_not_a_string_is_422_not_500():

@@ -155,9 +155,8 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
             return JSONResponse({"detail": str(exc)}, status_code=503)
         except TypeError as exc:  # an input value that cannot be sent
             return _invalid([{"loc": ["body", "input"], "msg": str(exc), "type": "type_error"}])
-        except RecursionError:  # nested too deeply to convert for the worker
-            return _invalid([{"loc": ["body", "input"], "msg": "the input is nested too deeply",
-                              "type": "value_error"}])
+        except ValueError as exc:  # nested too deeply, or too big for one frame
+            return _invalid([{"loc": ["body", "input"], "msg": str(exc), "type": "value_error"}])
         request.scope[PREDICTION_ID] = pred.id
         if queue is not None:
             def disconnected() -> None:
