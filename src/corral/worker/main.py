@@ -222,8 +222,7 @@ class WorkerProcess:
         if isinstance(exc, RecursionError):
             exc = ValueError("the arguments are nested too deeply")
         error = TypeError(f"cannot decode the arguments of call {call_id} in the worker: {exc}")
-        error._corral_kind = "arguments"  # type: ignore[attr-defined]
-        self.data_out.send(m.Failed(call_id, error_info(error, kind="arguments")))
+        self.data_out.send(m.Failed(call_id, error_info(error)))
 
     def flush_releases(self) -> None:
         """Send the shared-memory news on its own (when no reply is about to carry it)."""
