@@ -2,6 +2,7 @@
 worker processes behind it, and an httpx client."""
 
 import contextlib
+import json
 import os
 import threading
 
@@ -88,3 +89,16 @@ def started(side):
         return 0
     with open(side) as f:
         return f.read().count("started")
+
+
+SSE = {"Accept": "text/event-stream"}
+
+
+def sse_events(lines):
+    """(event, data) pairs from an iterator of SSE lines."""
+    event = None
+    for line in lines:
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            yield event, json.loads(line[6:])

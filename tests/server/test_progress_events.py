@@ -1,26 +1,13 @@
 """SSE ``progress`` and ``metric`` events from ``corral.current().progress()/.metric()``."""
 
-import json
-
-from .conftest import open_gate, serving, worker
-
-SSE = {"Accept": "text/event-stream"}
-
-
-def _events(lines):
-    event = None
-    for line in lines:
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            yield event, json.loads(line[6:])
+from .conftest import SSE, open_gate, serving, sse_events, worker
 
 
 def test_progress_and_metric_events_arrive_as_they_happen(fifo):
     with serving(worker("Reports")) as srv, srv.client() as c:
         with c.stream("POST", "/predictions", headers=SSE,
                       json={"id": "r1", "input": {"n": 3, "gate": fifo}}) as r:
-            events = _events(r.iter_lines())
+            events = sse_events(r.iter_lines())
             seen = []
             for event, data in events:
                 seen.append((event, data))

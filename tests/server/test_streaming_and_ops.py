@@ -1,6 +1,5 @@
 """SSE, webhooks, auth, /metrics and /openapi.json against a real server."""
 
-import json
 import logging
 import threading
 
@@ -8,19 +7,8 @@ import pytest
 
 from conftest import wait_until
 
-from .conftest import open_gate, run_server, serving, worker
+from .conftest import SSE, open_gate, run_server, serving, sse_events, worker
 
-SSE = {"Accept": "text/event-stream"}
-
-
-def _events(lines):
-    """(event, data) pairs from an iterator of SSE lines."""
-    event = None
-    for line in lines:
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            yield event, json.loads(line[6:])
 
 
 def test_sse_sends_the_first_output_before_the_prediction_ends(fifo):
@@ -29,7 +17,7 @@ def test_sse_sends_the_first_output_before_the_prediction_ends(fifo):
                       json={"id": "s1", "input": {"n": 3, "gate": fifo}}) as r:
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
-            events = _events(r.iter_lines())
+            events = sse_events(r.iter_lines())
             seen = []
             for event, data in events:
                 seen.append((event, data))
@@ -52,7 +40,7 @@ def test_an_error_mid_stream_is_a_terminal_error_event():
     with serving(worker("Gen")) as srv, srv.client() as c:
         with c.stream("POST", "/predictions", headers=SSE,
                       json={"input": {"n": 3, "fail_at": 1}}) as r:
-            events = list(_events(r.iter_lines()))
+            events = list(sse_events(r.iter_lines()))
         assert ("output", "tok0") in events
         assert events[-1][0] == "error"
         assert events[-1][1]["status"] == "failed"
@@ -63,7 +51,7 @@ def test_a_client_that_disconnects_cancels_its_prediction(fifo):
     with serving(worker("Gen")) as srv, srv.client() as c:
         with c.stream("POST", "/predictions", headers=SSE,
                       json={"id": "gone", "input": {"n": 3, "gate": fifo}}) as r:
-            for event, data in _events(r.iter_lines()):
+            for event, data in sse_events(r.iter_lines()):
                 if event == "output":
                     break
         # the response is closed: the client went away
@@ -129,7 +117,7 @@ def test_webhooks_follow_an_async_prediction_and_are_retried():
         assert len(receiver.bodies) == 6
 
 
-def test_webhook_events_filter_keeps_only_the_named_events():
+def test_webhook_events_filter_keeps_only_the_namedsse_events():
     receiver = Receiver()
     with run_server(receiver.app) as hooks, serving(worker("Gen")) as srv, \
             srv.client() as c:
