@@ -10,7 +10,6 @@ from conftest import wait_until
 from .conftest import SSE, open_gate, run_server, serving, sse_events, worker
 
 
-
 def test_sse_sends_the_first_output_before_the_prediction_ends(fifo):
     with serving(worker("Gen")) as srv, srv.client() as c:
         with c.stream("POST", "/predictions", headers=SSE,
