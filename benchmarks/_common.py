@@ -210,3 +210,14 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"{fmt(r['baseline'])} {unit} | {ratio} | {r['target']} | {met} |"
         )
     return "\n".join(lines)
+
+
+def verdict_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The closing "Met: ..." and "Missed: ..." lines of a results page, for the rows that
+    have a target."""
+    lines = []
+    for word, verdict in (("Met", True), ("Missed", False)):
+        hits = [f"{r['metric']} ({r['target']})" for r in rows if r["met"] is verdict]
+        if hits:
+            lines += ["", f"{word}: " + "; ".join(hits) + "."]
+    return lines

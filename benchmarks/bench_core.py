@@ -586,10 +586,7 @@ def render_md(data: dict[str, Any]) -> str:
         "interleaves corral with the baseline), so it can differ slightly from the quotient "
         "of the two median columns.",
     ]
-    missed = [r for r in data["rows"] if r["met"] is False]
-    if missed:
-        lines += ["", "Missed: " + "; ".join(f"{r['metric']} ({r['target']})" for r in missed)
-                  + "."]
+    lines += c.verdict_lines(data["rows"])
     return "\n".join(lines) + "\n"
 
 

@@ -677,13 +677,7 @@ def render_md(data: dict[str, Any]) -> str:
               f"ratios. The CPU-bound call is `burn({pl['burn_n']})`, a pure-Python loop of "
               f"{pl['burn_ms_in_host']:.2f} ms here. On {pl['cpus']} CPUs, 2 workers can at best "
               "double the throughput of 1, and the host's own threads share those CPUs."]
-    met = [r for r in data["rows"] if r["met"] is True]
-    missed = [r for r in data["rows"] if r["met"] is False]
-    if met:
-        lines += ["", "Met: " + "; ".join(f"{r['metric']} ({r['target']})" for r in met) + "."]
-    if missed:
-        lines += ["", "Missed: " + "; ".join(f"{r['metric']} ({r['target']})" for r in missed)
-                  + "."]
+    lines += c.verdict_lines(data["rows"])
     return "\n".join(lines) + "\n"
 
 

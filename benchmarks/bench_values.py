@@ -888,13 +888,7 @@ def render_md(data: dict[str, Any]) -> str:
         "",
         rss_table(data["rss"]),
     ]
-    missed = [r for r in data["rows"] if r["met"] is False]
-    met = [r for r in data["rows"] if r["met"] is True]
-    lines += ["", "Met: " + ("; ".join(f"{r['metric']} ({r['target']})" for r in met) or
-                             "none") + "."]
-    if missed:
-        lines += ["", "Missed: " + "; ".join(f"{r['metric']} ({r['target']})"
-                                            for r in missed) + "."]
+    lines += c.verdict_lines(data["rows"])
     return "\n".join(lines) + "\n"
 
 
