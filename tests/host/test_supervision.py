@@ -237,3 +237,16 @@ def test_done_callbacks_of_calls_that_waited_for_a_restart_may_call_again():
         w.submit("echo", 1).add_done_callback(follow_up)
         assert done.wait(30)
         assert follow_ups[0].result(timeout=30) == 2
+
+
+def test_a_policy_beyond_the_kept_history_still_gives_up():
+    # (the history shown keeps the last 20 crashes; the window must count them all)
+    from corral.host.supervisor import CrashHistory
+
+    history = CrashHistory(corral.Restart(max_restarts=30, window=60, backoff=0.01))
+    decisions = [history.record(corral.Crash(1000.0 + i, i, 1, None, "died"))
+                 for i in range(31)]
+    assert all(d is not None for d in decisions[:30]) and decisions[30] is None
+    assert len(history.crashes) == 20
+    # Crashes that left the window no longer count.
+    assert history.record(corral.Crash(2000.0, 99, 1, None, "died")) is not None

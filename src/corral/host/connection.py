@@ -152,10 +152,6 @@ class Connection:
             raise
         return True
 
-    def lead(self, sink: Any) -> None:
-        """After ``call_begin`` returned True: read and route replies until ``sink`` ends."""
-        self._lead(sink)
-
     def submit_batch(self, calls: list[tuple[int, bytes, Any]]) -> None:
         """Register several calls and send those the window admits with one system call.
         Nothing wakes the reader thread: the caller reads replies itself (``read_until``)."""
@@ -166,7 +162,7 @@ class Connection:
         thread when no one else is reading."""
         self._refuse_reentry()
         if not sink._finished and self._read_lock.acquire(blocking=False):
-            self._lead(sink)
+            self.lead(sink)
         if not sink._finished and not self._reading:
             self._wake.set()  # someone else held the lock; make sure a reader runs
 
@@ -177,8 +173,9 @@ class Connection:
             raise RuntimeError("a blocking call cannot be made from an on_event callback; "
                                "use submit() there, or hand the work to another thread")
 
-    def _lead(self, sink: Any) -> None:
-        """Holding ``_read_lock``: read and route replies until ``sink`` is finished."""
+    def lead(self, sink: Any) -> None:
+        """Holding ``_read_lock`` (``call_begin`` returned True): read and route replies
+        until ``sink`` is finished, then let the lock go."""
         self._reader = threading.get_ident()
         try:
             while not sink._finished:

@@ -65,15 +65,18 @@ class CrashHistory:
 
     def __init__(self, policy: Restart, keep: int = 20):
         self.policy = policy
-        self.crashes: deque[Crash] = deque(maxlen=keep)
+        self.crashes: deque[Crash] = deque(maxlen=keep)  # the history shown to people
+        self._in_window: deque[float] = deque()  # when the crashes of the window happened
         self.restarts = 0
 
     def record(self, crash: Crash) -> float | None:
         """Record ``crash``; return the backoff before restarting, or None to give up."""
         self.crashes.append(crash)
-        now = time.time()
-        recent = sum(1 for c in self.crashes if now - c.at <= self.policy.window)
-        if recent > self.policy.max_restarts:
+        recent = self._in_window
+        recent.append(crash.at)
+        while crash.at - recent[0] > self.policy.window:
+            recent.popleft()
+        if len(recent) > self.policy.max_restarts:
             return None
         self.restarts += 1
-        return min(self.policy.backoff * 2 ** (recent - 1), self.policy.max_backoff)
+        return min(self.policy.backoff * 2 ** (len(recent) - 1), self.policy.max_backoff)

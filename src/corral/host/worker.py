@@ -650,9 +650,11 @@ class Worker(CallOptions):
                 make: Callable[..., Any], blocking: bool = False) -> Any:
         timeout = opts.timeout if opts.timeout is not None else self.default_timeout
         with self._gate:
-            state = self._state
-            if (state == "restarting" or state == "ready" and self._conn.cancels_pending) \
-                    and self._conn is not None:
+            state, held = self._state, self._conn
+            # Held back: while a restart is under way, and while a cancel is unresolved
+            # (the worker may yet be killed for it).
+            if held is not None and (state == "restarting"
+                                     or state == "ready" and held.cancels_pending):
                 info = self._method_info(method)
                 # Encoded for real once the process is ready; checked now, so that a value
                 # that cannot be sent raises here as it would at any other time.
