@@ -1,0 +1,61 @@
+"""The errors of the plugin layer; every one is a ``corral.CorralError``."""
+
+from typing import Any
+
+from ..exceptions import CorralError
+
+
+class PluginError(CorralError):
+    """Base class of the plugin layer's errors."""
+
+
+class ManifestError(PluginError):
+    """A plugin's manifest is missing, unreadable or invalid; ``source`` names the file and
+    ``problems`` lists every problem found (``{"loc": [...], "msg": ...}``)."""
+
+    def __init__(self, source: str, problems: list[dict[str, Any]]):
+        self.source = source
+        self.problems = problems
+        lines = "; ".join(f"{'.'.join(map(str, p.get('loc', []))) or '(manifest)'}: {p['msg']}"
+                          for p in problems)
+        super().__init__(f"invalid plugin manifest {source}: {lines}")
+
+
+class PluginNotFound(PluginError, KeyError):
+    """No plugin of that name is known."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0]) if self.args else "plugin not found"
+
+
+class EnvironmentBuildError(PluginError):
+    """Building a plugin's environment failed; ``output`` holds the installer's own message.
+    Nothing half-built is left in the cache."""
+
+    def __init__(self, message: str, output: str = ""):
+        self.output = output
+        super().__init__(message + (f"\n{output.rstrip()}" if output else ""))
+
+
+class ConfigError(PluginError, ValueError):
+    """A plugin's config does not fit its ``setup()``: ``problems`` lists every unknown key,
+    wrong type and missing required value (``{"loc": [...], "msg": ...}``). Nothing was
+    started."""
+
+    def __init__(self, plugin: str, problems: list[dict[str, Any]]):
+        self.plugin = plugin
+        self.problems = problems
+        lines = "; ".join(f"{'.'.join(map(str, p.get('loc', []))) or '(config)'}: {p['msg']}"
+                          for p in problems)
+        super().__init__(f"bad config for plugin {plugin!r}: {lines}")
+
+
+class InsufficientResources(PluginError):
+    """Loading a plugin would need more memory or GPU memory than is free, counting what the
+    loaded plugins hold. ``needed`` and ``free`` are in bytes per resource."""
+
+    def __init__(self, message: str, needed: dict[str, int] | None = None,
+                 free: dict[str, int] | None = None):
+        self.needed = dict(needed or {})
+        self.free = dict(free or {})
+        super().__init__(message)
