@@ -423,7 +423,7 @@ class PluginManager:
             entry = self._loaded.get(name)
             if entry is None:
                 raise self._not_loaded(name)
-            plugin = self.plugin(name) if not fresh else self.refresh().plugins.get(name)
+            plugin = self.refresh().plugins.get(name)  # its manifest as it is now
             if plugin is None:
                 raise PluginNotFound(f"plugin {name!r} is no longer on the search path")
             changed = _process_changed(entry.plugin, plugin)
