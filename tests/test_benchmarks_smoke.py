@@ -228,3 +228,29 @@ def test_bench_server_smoke(tmp_path):
         assert row["corral"] > 0 and row["baseline"] > 0, row
     assert data["targets"]["met"] == {}  # no coglet: no target judged
     assert data["leftover_children"] == []
+
+
+PLUGINS_SCRIPT = os.path.join(ROOT, "benchmarks", "bench_plugins.py")
+
+
+@pytest.mark.timeout(90)
+def test_bench_plugins_smoke(tmp_path):
+    """bench_plugins.py --quick: load to ready and per-call overhead through the plugin
+    manager against a bare Worker, tiny counts."""
+    proc = subprocess.run(
+        [sys.executable, PLUGINS_SCRIPT, "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=80, cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    data = json.loads((tmp_path / "plugins.json").read_text())
+    assert (tmp_path / "plugins.md").read_text().startswith("# corral plugins benchmark")
+    assert "| metric | corral | baseline | ratio | target | met? |" in proc.stdout
+    assert data["meta"]["mode"] == "quick"
+    for key in ("manager_ms", "worker_ms", "ratio"):
+        _positive(data["load"][key], ("load", key))
+    for key in ("worker_us", "manager_us", "handle_us", "manager_ratio", "handle_ratio"):
+        _positive(data["call"][key], ("call", key))
+    for row in data["rows"]:
+        assert row["corral"] > 0 and row["baseline"] > 0, row
+    assert len(data["targets"]["met"]) == 2
+    assert data["leftover_children"] == []

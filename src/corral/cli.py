@@ -219,13 +219,15 @@ class _Events:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="corral")
 def cli() -> None:
-    """Run model code in isolated worker processes: predict, show schemas, serve HTTP.
+    """Run model code in isolated worker processes: predict, show schemas, serve HTTP,
+    manage plugins.
 
     \b
     Examples:
       corral predict model.py:Model -i prompt="a cat" -i steps=20
       corral schema model.py:Model
       corral serve model.py:Model --port 5000
+      corral plugins list -p ./plugins
     """
 
 
@@ -294,11 +296,21 @@ def predict(target: str, inputs: tuple[str, ...], method: str, as_json: bool,
 
     Exit status: 0 done, 1 the prediction failed, 2 bad inputs or usage.
     """
+    worker = _start_worker(target)
+    try:
+        _run_method(worker, target, method, inputs, as_json, timeout)
+    finally:
+        worker.stop()
+
+
+def _run_method(worker: Any, target: str, method: str, inputs: tuple[str, ...],
+                as_json: bool, timeout: float | None) -> None:
+    """Parse ``-i`` inputs by the method's schema, call it on a started worker and print
+    what comes (shared by ``predict`` and ``plugins call``)."""
     from .exceptions import (ArgumentError, CallTimeout, Cancelled, CorralError,
                              RemoteError, WorkerError)
     from .protocol.messages import Chunk, Done, Log, Progress
 
-    worker = _start_worker(target)
     events = _Events()
     try:
         schema = _pick(_schemas(worker, target), method)
@@ -347,7 +359,6 @@ def predict(target: str, inputs: tuple[str, ...], method: str, as_json: bool,
         sys.exit(130)
     finally:
         events.close()
-        worker.stop()
 
 
 @cli.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -442,6 +453,210 @@ def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue
         pass
     finally:
         runner.stop()  # idempotent; the app has stopped it unless it never started
+
+
+# -- plugins -------------------------------------------------------------------------------
+
+
+def _plugin_options(fn: Any) -> Any:
+    fn = click.option("--no-entry-points", is_flag=True,
+                      help="Do not look for plugins in installed distributions.")(fn)
+    fn = click.option("--plugins-dir", type=click.Path(file_okay=False), default=None,
+                      help="The folder of plugin folders (default: $CORRAL_PLUGINS_DIR, "
+                           "else ~/.local/share/corral/plugins).")(fn)
+    fn = click.option("-p", "--path", "paths", multiple=True, type=click.Path(),
+                      help="A plugin folder, or a folder of plugin folders, searched "
+                           "first (repeat for more).")(fn)
+    return fn
+
+
+def _manager(paths: tuple[str, ...], plugins_dir: str | None, no_entry_points: bool) -> Any:
+    from .plugins.manager import PluginManager
+
+    return PluginManager(list(paths), plugins_dir=plugins_dir,
+                         entry_points=not no_entry_points)
+
+
+def _warn_problems(manager: Any) -> None:
+    for problem in manager.problems():
+        click.echo(f"warning: {problem}", err=True)
+
+
+def _plugin_failure(exc: BaseException) -> Failure:
+    """A plugin-layer error as a message and exit status (2: the user named or configured
+    something wrong; 1: it failed)."""
+    from .plugins.errors import ConfigError, PluginNotFound
+
+    if isinstance(exc, ConfigError):
+        return Failure(_config_problems(exc.plugin, exc.problems), EXIT_USAGE)
+    if isinstance(exc, PluginNotFound):
+        return Failure(str(exc), EXIT_USAGE)
+    return Failure(str(exc))
+
+
+def _config_problems(plugin: str, problems: list[dict[str, Any]]) -> str:
+    return format_problems("", problems).replace("invalid inputs for :",
+                                                 f"bad config for plugin {plugin}:")
+
+
+@cli.group(context_settings={"help_option_names": ["-h", "--help"]})
+def plugins() -> None:
+    """Find, install and call plugins: folders or distributions with a corral.toml.
+
+    \b
+    Examples:
+      corral plugins list -p ./my-plugins
+      corral plugins install sentiment
+      corral plugins call sentiment predict -i text="great"
+      corral plugins uninstall sentiment
+    """
+
+
+def _size(n: int | None) -> str:
+    from .plugins.manifest import format_size
+
+    return "" if n is None else format_size(n)
+
+
+@plugins.command("list", context_settings={"help_option_names": ["-h", "--help"]})
+@_plugin_options
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def plugins_list(paths: tuple[str, ...], plugins_dir: str | None, no_entry_points: bool,
+                 as_json: bool) -> None:
+    """List the plugins found: name, version, environment, resources.
+
+    The environment is none (no requirements: runs on corral's own interpreter),
+    missing, building, ready or failed. Problems with manifests go to stderr.
+    """
+    import msgspec
+
+    manager = _manager(paths, plugins_dir, no_entry_points)
+    rows = manager.list()
+    _warn_problems(manager)
+    if as_json:
+        click.echo(msgspec.json.encode(rows).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "version", "environment", "memory", "gpus", "gpu memory",
+                  "source", box=None, header_style="bold")
+    for row in rows:
+        res = row.resources
+        table.add_row(row.name, row.version, row.environment + (f" ({row.detail})"
+                                                                 if row.detail else ""),
+                      _size(res.memory) if res.memory else "-", str(res.gpus or "-"),
+                      _size(res.gpu_memory) if res.gpu_memory else "-", row.source)
+    console = Console(highlight=False, soft_wrap=True)
+    if rows:
+        console.print(table)
+    else:
+        click.echo("no plugins found", err=True)
+
+
+@plugins.command("install", context_settings={"help_option_names": ["-h", "--help"]})
+@_plugin_options
+@click.argument("name")
+def plugins_install(paths: tuple[str, ...], plugins_dir: str | None, no_entry_points: bool,
+                    name: str) -> None:
+    """Build plugin NAME's environment now (it is also built on first use).
+
+    Shows the builder's progress as it goes; a failed build prints the installer's own
+    message and exits 1, leaving nothing half-built.
+    """
+    from rich.console import Console
+
+    from .plugins.errors import PluginError
+
+    manager = _manager(paths, plugins_dir, no_entry_points)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        with console.status(f"installing {name}") as status:
+            def progress(line: str) -> None:
+                line = line.rstrip("\n")
+                status.update(f"installing {name}: {line}")
+                console.print(line, markup=False, style="dim")
+
+            env = manager.install(name, progress=progress)
+    except PluginError as exc:
+        raise _plugin_failure(exc) from None
+    if env is None:
+        click.echo(f"{name} has no requirements: it runs on corral's own interpreter, "
+                   "nothing to install")
+    else:
+        click.echo(f"{name}: environment ready at {env.path}")
+
+
+@plugins.command("uninstall", context_settings={"help_option_names": ["-h", "--help"]})
+@_plugin_options
+@click.argument("name")
+def plugins_uninstall(paths: tuple[str, ...], plugins_dir: str | None,
+                      no_entry_points: bool, name: str) -> None:
+    """Remove plugin NAME's environment, unless another plugin uses the same one.
+
+    The plugin itself (its folder or distribution) stays where it is.
+    """
+    from .plugins.errors import PluginError
+
+    manager = _manager(paths, plugins_dir, no_entry_points)
+    try:
+        removed = manager.uninstall(name)
+    except PluginError as exc:
+        raise _plugin_failure(exc) from None
+    click.echo(f"{name}: environment removed" if removed else
+               f"{name}: no environment of its own to remove")
+
+
+@plugins.command("call", context_settings={"help_option_names": ["-h", "--help"]})
+@_plugin_options
+@click.argument("name")
+@click.argument("method", default="predict")
+@click.option("-i", "--input", "inputs", multiple=True, metavar="KEY=VALUE",
+              help="An input of the method, as for `corral predict` (repeat for each).")
+@click.option("-c", "--config", "config", multiple=True, metavar="KEY=VALUE",
+              help="A setup() config value (repeat for each); checked against setup()'s "
+                   "type hints, JSON for lists and objects.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Stop the call after this long (exit 1).")
+def plugins_call(paths: tuple[str, ...], plugins_dir: str | None, no_entry_points: bool,
+                 name: str, method: str, inputs: tuple[str, ...], config: tuple[str, ...],
+                 as_json: bool, timeout: float | None) -> None:
+    """Load plugin NAME, call its METHOD (default: predict) once, print the output.
+
+    Inputs are parsed as `corral predict` parses them. The environment is built first if
+    needed; the plugin is unloaded when the call ends.
+
+    \b
+    Examples:
+      corral plugins call echo echo -i x=hello -p ./plugins
+      corral plugins call sentiment -c model=small -i text="great"
+
+    Exit status: 0 done, 1 the call or the plugin failed, 2 bad inputs, config or usage.
+    """
+    from .exceptions import SetupError
+    from .plugins.errors import PluginError
+
+    settings, problems = parse_inputs(config, None)
+    for key, value in settings.items():
+        if isinstance(value, str) and value[:1] in "[{":
+            try:
+                settings[key] = json.loads(value)
+            except ValueError:
+                pass
+    if problems:
+        raise Failure(_config_problems(name, problems), EXIT_USAGE)
+    manager = _manager(paths, plugins_dir, no_entry_points)
+    try:
+        try:
+            handle = manager.load(name, settings)
+        except PluginError as exc:
+            raise _plugin_failure(exc) from None
+        except SetupError as exc:
+            raise Failure(f"the plugin's setup failed: {exc}") from None
+        _run_method(handle.worker, name, method, inputs, as_json, timeout)
+    finally:
+        manager.close()
 
 
 def _interrupt(signum: int, frame: Any) -> None:

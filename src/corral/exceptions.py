@@ -173,13 +173,17 @@ class SetupError(WorkerStartupError):
 
     ``logs`` holds what setup wrote (stdout and stderr lines), ``remote_traceback`` the
     formatted traceback and ``error_type`` the remote exception's qualified type name.
+    With ``Worker(check_config=True)``, a config that does not fit ``setup()`` fails before
+    anything is built, and ``problems`` lists every problem (``{"loc": [...], "msg": ...}``).
     """
 
     def __init__(self, message: str, *, error_type: str = "", remote_traceback: str = "",
-                 logs: list[str] | None = None):
+                 logs: list[str] | None = None,
+                 problems: list[dict[str, Any]] | None = None):
         self.error_type = error_type
         self.remote_traceback = remote_traceback
         self.logs = list(logs or [])
+        self.problems = list(problems or [])
         super().__init__(message)
         if remote_traceback:
             self.add_note("Remote traceback (in the worker):\n" + remote_traceback.rstrip())

@@ -193,6 +193,12 @@ class Worker(CallOptions):
     ``max_calls`` and ``max_rss`` (bytes) replace the process after that many calls or when
     it grows beyond that: calls in flight finish, new ones wait, none fail.
 
+    ``check_config`` checks ``config`` against ``setup()``'s type hints in the worker
+    before the target is built (values are converted as ``options(convert=True)`` converts
+    inputs); a config that does not fit raises SetupError with ``problems`` listing every
+    unknown key, missing required value and wrong type, and in ``reload()`` leaves the
+    running target as it was.
+
     Use it as a context manager, or call ``start()`` and ``stop()``::
 
         with corral.Worker("examples/echo/echo.py:Echo") as w:
@@ -205,7 +211,8 @@ class Worker(CallOptions):
                  max_frame: int = DEFAULT_MAX_FRAME, start_timeout: float | None = None,
                  oob_threshold: int = DEFAULT_THRESHOLD, restart: Any = True,
                  timeout: float | None = None, cancel_grace: float = 2.0,
-                 max_calls: int | None = None, max_rss: int | None = None):
+                 max_calls: int | None = None, max_rss: int | None = None,
+                 check_config: bool = False):
         if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
             raise ValueError(f"slots must be an int >= 1, not {slots!r}")
         if not isinstance(prefetch, int) or prefetch < 0:
@@ -237,6 +244,7 @@ class Worker(CallOptions):
         self.cancel_grace = cancel_grace
         self.max_calls = max_calls
         self.max_rss = max_rss
+        self.check_config = check_config
         self.methods: dict[str, m.MethodInfo] = {}
         self.setup_logs: list[str] = []
         self.target_name = target if isinstance(target, str) else _describe(target)
@@ -348,7 +356,7 @@ class Worker(CallOptions):
                                      f"{problem}")
         proc.control.settimeout(self.start_timeout)
         conn.send_control(m.Init(self._target_spec(), self.config, self.slots,
-                                 self.allow_pickle, self.oob_threshold))
+                                 self.allow_pickle, self.oob_threshold, self.check_config))
         while True:
             msg = self._read_startup(proc, conn, "Ready")
             if isinstance(msg, m.WorkerLog):
@@ -877,8 +885,10 @@ class Worker(CallOptions):
         """Rebuild the target in the same process with a new ``config``: new calls wait,
         calls in flight finish, ``teardown()`` runs if defined, then the target is built
         again and ``setup(**config)`` runs. A failing setup raises SetupError and leaves
-        the worker failed (stop it and start a new one). ``stop()`` may interrupt a reload
-        whose setup hangs."""
+        the worker failed (stop it and start a new one); with ``check_config``, a config
+        that does not fit raises SetupError with ``problems`` before the old target is torn
+        down, and the worker goes on as it was. ``stop()`` may interrupt a reload whose
+        setup hangs."""
         new_config = self.config if config is None else dict(config)
         with self._gate:
             with self._lifecycle:
@@ -888,11 +898,14 @@ class Worker(CallOptions):
                 conn = self._conn
             # Not under _lifecycle: stop() must be able to end a setup that never returns.
             conn.wait_idle(None)
-            reply = conn.request(lambda seq: m.Reload(seq, new_config),
+            reply = conn.request(lambda seq: m.Reload(seq, new_config, self.check_config),
                                  (m.Ready, m.SetupFailed)).result()
             with self._lifecycle:
                 if self._state != "reloading":
                     raise InvalidState(f"the worker was {self._state} during reload()")
+                if isinstance(reply, m.SetupFailed) and reply.error.kind == "config":
+                    self._state = "ready"  # refused before teardown: the old target runs on
+                    raise _setup_error(self.target_name, reply)
                 if isinstance(reply, m.SetupFailed):
                     self.setup_logs = reply.setup_logs
                     err = _setup_error(self.target_name, reply)
@@ -1007,6 +1020,10 @@ def _check_positive(name: str, value: Any, kind: type = (int, float)) -> None:
 
 def _setup_error(target: str, msg: m.SetupFailed) -> SetupError:
     info = msg.error
+    if info.kind == "config":  # the traceback of a check is noise: the problems say it all
+        return SetupError(f"the config of {target} does not fit its setup(): {info.message}",
+                          error_type=info.type, logs=msg.setup_logs,
+                          problems=info.problems)
     return SetupError(f"setting up {target} failed: {info.type}: {info.message}",
                       error_type=info.type, remote_traceback=info.traceback,
                       logs=msg.setup_logs)

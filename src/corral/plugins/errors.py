@@ -28,6 +28,16 @@ class PluginNotFound(PluginError, KeyError):
         return str(self.args[0]) if self.args else "plugin not found"
 
 
+class PluginNotLoaded(PluginError):
+    """The plugin is known but not loaded (never loaded, unloaded, or evicted to make room
+    for another: the message says which)."""
+
+
+class PluginBusy(PluginError):
+    """The operation does not fit the plugin's state: uninstalling a loaded plugin, loading
+    one already loaded with another config. The message says what to do instead."""
+
+
 class EnvironmentBuildError(PluginError):
     """Building a plugin's environment failed; ``output`` holds the installer's own message.
     Nothing half-built is left in the cache."""

@@ -25,8 +25,9 @@ class ErrorInfo(msgspec.Struct, array_like=True, omit_defaults=True):
     ``type`` is the qualified type name (``builtins.ValueError``, ``mypkg.mod.MyError``),
     ``traceback`` the whole formatted traceback. ``cause`` is an explicit ``raise ... from``
     cause, ``context`` an implicit one. ``kind`` says who is to blame: ``user`` code,
-    ``arguments`` that do not fit the signature, an unknown ``method``, or ``cancelled``
-    (the call stopped because the host cancelled it).
+    ``arguments`` that do not fit the signature, an unknown ``method``, ``cancelled``
+    (the call stopped because the host cancelled it), or a ``config`` that does not fit
+    ``setup()`` (nothing was built).
     """
 
     type: str
@@ -35,7 +36,7 @@ class ErrorInfo(msgspec.Struct, array_like=True, omit_defaults=True):
     cause: ErrorInfo | None = None
     context: ErrorInfo | None = None
     kind: str = "user"
-    #: For ``arguments``: each problem with the inputs, ``{"loc": [...], "msg": ...}``.
+    #: For ``arguments`` and ``config``: each problem with the inputs, ``{"loc": [...], "msg": ...}``.
     problems: list[dict[str, Any]] | None = None
 
 
@@ -68,11 +69,16 @@ class Init(msgspec.Struct, tag=1, array_like=True):
     slots: int
     allow_pickle: bool = False
     oob_threshold: int = 64 * 1024
+    #: Check ``config`` against ``setup()``'s type hints before anything is built; a
+    #: config that does not fit fails with every problem (``ErrorInfo`` kind ``config``).
+    check_config: bool = False
 
 
 class Reload(msgspec.Struct, tag=2, array_like=True):
     seq: int
     config: dict[str, Any]
+    #: As ``Init.check_config``; a config that does not fit leaves the old target running.
+    check_config: bool = False
 
 
 class Ping(msgspec.Struct, tag=3, array_like=True):

@@ -41,5 +41,5 @@ def error_info(exc: BaseException, *, skip_frames: int = 0, kind: str = "user",
             cause = error_info(exc.__cause__, _depth=_depth + 1)
         elif exc.__context__ is not None and not exc.__suppress_context__:
             context = error_info(exc.__context__, _depth=_depth + 1)
-    return ErrorInfo(type_name(exc), _message(exc), text, cause, context, kind,
-                     getattr(exc, "problems", None) if kind == "arguments" else None)
+    problems = getattr(exc, "problems", None) if kind in ("arguments", "config") else None
+    return ErrorInfo(type_name(exc), _message(exc), text, cause, context, kind, problems)

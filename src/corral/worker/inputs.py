@@ -38,7 +38,9 @@ class InputError(TypeError):
 class Inputs:
     """What one method accepts, built once when the target is loaded."""
 
-    def __init__(self, fn: Callable[..., Any]):
+    def __init__(self, fn: Callable[..., Any], *, unbound: bool = False):
+        # ``unbound``: ``fn`` is a class's plain function (``Cls.setup``), whose first
+        # parameter is ``self``; read so that nothing is built before the check.
         sig = inspect.signature(fn)
         try:
             hints = typing.get_type_hints(fn, include_extras=True)
@@ -46,7 +48,11 @@ class Inputs:
             hints = {}
         self.fields: list[tuple[str, Any, Any]] = []  # name, hint, default (or _EMPTY)
         self.extra = False  # **kwargs: other names are accepted as they are
-        for name, p in sig.parameters.items():
+        params = list(sig.parameters.items())
+        if unbound and params and params[0][1].kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                         inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            params = params[1:]
+        for name, p in params:
             if p.kind is p.VAR_KEYWORD:
                 self.extra = True
             elif p.kind not in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY):

@@ -122,6 +122,43 @@ def _load_file(path: str) -> Any:
     return module
 
 
+class ConfigProblems(TypeError):
+    """A config that does not fit ``setup()``: ``problems`` lists each, as
+    ``{"loc": [...], "msg": ...}``."""
+
+    def __init__(self, problems: list[dict[str, Any]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, p['loc'])) or '(config)'}: {p['msg']}"
+                                   for p in problems))
+
+
+def check_config(obj: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` checked against the ``setup()`` type hints of ``obj`` (a class, an
+    instance or a function) and converted as call inputs are (worker/inputs.py), before
+    anything is built; raise ConfigProblems listing every unknown key, missing required
+    value and value of the wrong type."""
+    from .inputs import InputError, Inputs
+
+    if isinstance(obj, type):
+        setup = inspect.getattr_static(obj, "setup", None)
+        unbound = inspect.isfunction(setup)
+        setup = getattr(obj, "setup", None)
+    else:
+        setup = None if inspect.isfunction(obj) else getattr(obj, "setup", None)
+        unbound = False
+    if not callable(setup):
+        if config:
+            raise ConfigProblems([{"loc": [key], "msg": "unexpected config key (the target "
+                                   "has no setup() to receive it)"} for key in config])
+        return {}
+    try:
+        return Inputs(setup, unbound=unbound).convert(config)
+    except InputError as exc:
+        raise ConfigProblems([{**p, "msg": p["msg"].replace("input", "config key")
+                               if p["msg"] in ("unexpected input", "required input is missing")
+                               else p["msg"]} for p in exc.problems]) from None
+
+
 def build(obj: Any, config: dict[str, Any], run_async: Callable[[Any], Any]) -> Loaded:
     """Build the target once and run its ``setup(**config)``; ``run_async`` runs a coroutine
     (an async ``setup``) to completion on the worker's event loop."""

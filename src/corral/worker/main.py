@@ -24,7 +24,7 @@ from ..protocol.version import PROTOCOL_VERSION
 from .cancel import CallCancelled
 from .capture import Capture
 from .errors import error_info
-from .loader import Loaded, build, resolve
+from .loader import ConfigProblems, Loaded, build, check_config, resolve
 from .runner import Runner
 
 
@@ -87,7 +87,7 @@ class WorkerProcess:
         self.runner = Runner(init.slots, self.data_out.send, self.capture, init.allow_pickle,
                              self.exporter, self.flush_releases, self.shm.take_release)
         self.allow_pickle = init.allow_pickle
-        loaded = self._setup(0, lambda: self._resolve(init), init.config)
+        loaded = self._setup(0, lambda: self._resolve(init), init.config, init.check_config)
         if loaded is None:
             return  # SetupFailed was sent; the host reaps us
         from .cancel import install_handler
@@ -109,16 +109,21 @@ class WorkerProcess:
 
     _control_decoder = make_decoder(m.HostControl)
 
-    def _setup(self, seq: int, find: Any, config: dict[str, Any]) -> Loaded | None:
+    def _setup(self, seq: int, find: Any, config: dict[str, Any],
+               check: bool = False) -> Loaded | None:
         sink = self.capture.setup_sink = _setup_sink()
         t0 = time.perf_counter()
         try:
-            loaded = build(find(), config, self.runner.run_coroutine)
+            obj = find()
+            if check:
+                config = check_config(obj, config)
+            loaded = build(obj, config, self.runner.run_coroutine)
         except BaseException as exc:  # noqa: BLE001 - setup failures are reported, not raised
             self.capture.drain()
             sink.flush_partial()
             self.capture.setup_sink = None
-            self.control_out.send(m.SetupFailed(seq, error_info(exc), sink.lines))
+            kind = "config" if isinstance(exc, ConfigProblems) else "user"
+            self.control_out.send(m.SetupFailed(seq, error_info(exc, kind=kind), sink.lines))
             return None
         self.capture.drain()
         sink.flush_partial()
@@ -162,6 +167,14 @@ class WorkerProcess:
         assert runner is not None
         # The host stops sending calls and waits for in-flight ones before it asks to reload.
         runner.wait_idle(None)
+        config = msg.config
+        if msg.check_config:  # a config that does not fit leaves the old target as it was
+            try:
+                config = check_config(self.found, config)
+            except ConfigProblems as exc:
+                self.control_out.send(m.SetupFailed(msg.seq, error_info(exc, kind="config"),
+                                                    []))
+                return
         old, runner.loaded = runner.loaded, None
         if old is not None:
             try:
@@ -169,7 +182,7 @@ class WorkerProcess:
             except Exception:  # noqa: BLE001 - a failing teardown must not block the reload
                 pass
         # Rebuild from what the reference named (a class is instantiated afresh).
-        self._setup(msg.seq, lambda: self.found, msg.config)
+        self._setup(msg.seq, lambda: self.found, config)
 
     def _shutdown(self, grace: float) -> None:
         runner = self.runner
