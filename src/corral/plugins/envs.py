@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from ..host.process import describe_exit
 from .errors import EnvironmentBuildError, RequirementsError
 from .installers import Installer, StepFailed, run_step, select_installer
 from .requirements import (INLINE, constraint_files, normalize_requirements,
@@ -64,11 +65,16 @@ KEY_LENGTH = 24  # hex digits of sha256: 96 bits
 MSGSPEC_FLOOR = "msgspec>=0.18"  # the oldest msgspec corral's worker runs on
 
 _KEY_PATTERN = re.compile(r"^[0-9a-f]{%d}$" % KEY_LENGTH)
-_RUNTIME_CHECK = (
-    "import json, os, msgspec, corral.worker.main\n"
-    "print(json.dumps({'corral': os.path.dirname(os.path.realpath(corral.__file__)),"
-    " 'msgspec': msgspec.__version__}))"
-)
+_RUNTIME_CHECK = """\
+import json, os, msgspec, corral
+found = {"corral": os.path.dirname(os.path.realpath(corral.__file__)),
+         "msgspec": msgspec.__version__}
+try:
+    import corral.worker.main
+except Exception as exc:
+    found["error"] = f"import corral.worker.main: {type(exc).__name__}: {exc}"
+print(json.dumps(found))
+"""
 
 
 def default_root() -> Path:
@@ -308,9 +314,10 @@ class EnvironmentCache:
             self._check_runtime(env_python, path, report)
         except StepFailed as exc:
             wanted = ", ".join(lines) or "no requirements"
+            how = f" ({describe_exit(exc.returncode)[0]})" if exc.returncode is not None else ""
             raise EnvironmentBuildError(
-                f"building the environment for {wanted} failed: {exc.what} exited with "
-                f"code {exc.returncode}", exc.output) from None
+                f"building the environment for {wanted} failed: {exc.what} failed{how}",
+                exc.output) from None
         meta = {
             "layout": LAYOUT_VERSION, "key": key, "requirements": list(lines),
             "installed": installed, "installer": installer.name,
@@ -336,12 +343,14 @@ class EnvironmentCache:
         try:
             found = json.loads(output.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            raise StepFailed("the worker runtime check", [env_python], 0, output) from None
+            raise StepFailed("the worker runtime check", [env_python], None, output) from None
         if os.path.realpath(found["corral"]) != os.path.realpath(self._corral_dir):
             raise StepFailed(
-                "the worker runtime check", [env_python], 0,
+                "the worker runtime check", [env_python], None,
                 f"the environment imports corral from {found['corral']}, not the host's "
                 f"{self._corral_dir}: do the requirements install a package named corral?")
+        if "error" in found:
+            raise StepFailed("the worker runtime check", [env_python], None, found["error"])
         report(f"worker runtime: corral {self._corral_version} (linked), "
                f"msgspec {found['msgspec']}")
 
@@ -406,7 +415,7 @@ def _link_runtime(path: Path, corral_dir: str) -> None:
     (runtime / "corral").symlink_to(corral_dir, target_is_directory=True)
     site_dirs = sorted(path.glob("lib/python*/site-packages"))
     if len(site_dirs) != 1:
-        raise StepFailed("linking the worker runtime", [], 0,
+        raise StepFailed("linking the worker runtime", [], None,
                          f"expected one site-packages folder in {path}, found {site_dirs}")
     site = site_dirs[0]
     # a relative line (site.py joins it to the site-packages folder): the path stays right

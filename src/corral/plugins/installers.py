@@ -25,14 +25,16 @@ HOST_ONLY_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV
 
 
 class StepFailed(Exception):
-    """A build step's process exited with an error; ``output`` is what it printed."""
+    """A build step failed; ``output`` is what it printed. ``returncode`` is None when
+    the step's process did not start or exited 0 with a wrong result."""
 
-    def __init__(self, what: str, argv: Sequence[str], returncode: int, output: str):
+    def __init__(self, what: str, argv: Sequence[str], returncode: int | None, output: str):
         self.what = what
         self.argv = list(argv)
         self.returncode = returncode
         self.output = output
-        super().__init__(f"{what} failed (exit code {returncode})")
+        super().__init__(f"{what} failed" + (f" (exit code {returncode})"
+                                             if returncode is not None else ""))
 
 
 def step_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -52,7 +54,7 @@ def run_step(what: str, argv: Sequence[str], *, cwd: str | os.PathLike,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace")
     except OSError as exc:
-        raise StepFailed(what, argv, -1, f"cannot run {argv[0]}: {exc}") from exc
+        raise StepFailed(what, argv, None, f"cannot run {argv[0]}: {exc}") from exc
     lines: list[str] = []
     try:
         assert proc.stdout is not None

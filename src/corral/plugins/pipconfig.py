@@ -34,7 +34,7 @@ import configparser
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from .errors import EnvironmentBuildError
 
@@ -143,15 +143,17 @@ def pip_config_files(environ: Mapping[str, str] | None = None,
 
 
 def read_pip_settings(environ: Mapping[str, str] | None = None,
-                      site_prefix: str | None = None) -> PipSettings:
+                      site_prefix: str | None = None,
+                      files: Sequence[str] | None = None) -> PipSettings:
     """The user's pip settings from pip's configuration files and ``PIP_*`` variables of
     ``environ`` (default ``os.environ``). ``site_prefix`` is the environment whose
-    ``pip.conf`` counts as the site file (default: this interpreter's ``sys.prefix``).
-    A file pip could not parse raises EnvironmentBuildError naming it."""
+    ``pip.conf`` counts as the site file (default: this interpreter's ``sys.prefix``);
+    ``files`` replaces pip_config_files() (lowest precedence first). A file pip could not
+    parse raises EnvironmentBuildError naming it."""
     env = os.environ if environ is None else environ
     sections: dict[str, list[dict[str, str]]] = {"global": [], "install": []}
     read: list[str] = []
-    for path in pip_config_files(env, site_prefix):
+    for path in (pip_config_files(env, site_prefix) if files is None else files):
         if not os.path.isfile(path):
             continue
         parser = configparser.RawConfigParser()
