@@ -253,4 +253,33 @@ def test_bench_plugins_smoke(tmp_path):
     for row in data["rows"]:
         assert row["corral"] > 0 and row["baseline"] > 0, row
     assert len(data["targets"]["met"]) == 2
+
+
+ENVS_SCRIPT = os.path.join(ROOT, "benchmarks", "bench_envs.py")
+
+
+@pytest.mark.timeout(150)
+def test_bench_envs_quick(tmp_path):
+    """bench_envs.py --quick: one cold build of each kind (uv, uv with an empty cache, pip,
+    venv by hand) and the cached lookups; never the torch rows."""
+    proc = subprocess.run(
+        [sys.executable, ENVS_SCRIPT, "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=140, cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    data = json.loads((tmp_path / "envs.json").read_text())
+    assert (tmp_path / "envs.md").read_text().startswith("# corral environments benchmark")
+    assert "| metric | corral | baseline | ratio | target | met? |" in proc.stdout
+    assert data["meta"]["mode"] == "quick" and data["meta"]["wall_s"] > 0
+    assert set(data["msgspec"]) == {"venv_bare", "venv_pip", "corral_uv", "corral_pip",
+                                    "corral_uv_empty_cache"}
+    for name, res in data["msgspec"].items():
+        _positive(res["ms"], name)
+    for key in ("cold_ms", "ensure_ms", "get_ms"):
+        _positive(data["cached"][key], key)
+    assert "torch" not in data
+    for row in data["rows"]:
+        assert row["corral"] > 0 and row["baseline"] > 0, row
+    assert set(data["targets"]["met"]) == {r["metric"] for r in data["rows"]
+                                           if r["met"] is not None}
     assert data["leftover_children"] == []

@@ -69,3 +69,16 @@ class InsufficientResources(PluginError):
         self.needed = dict(needed or {})
         self.free = dict(free or {})
         super().__init__(message)
+
+
+class RequirementsError(PluginError, ValueError):
+    """A requirement list or requirements file is malformed: a line that is neither a
+    requirement, a path/URL nor a known option, a missing or circular ``-r`` include.
+    ``source`` names the file (or ``"<requirements>"`` for an inline list) and ``line`` the
+    1-based line number where known."""
+
+    def __init__(self, source: str, message: str, line: int | None = None):
+        self.source = source
+        self.line = line
+        where = f"{source}, line {line}" if line is not None else source
+        super().__init__(f"{where}: {message}")
