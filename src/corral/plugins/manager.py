@@ -319,7 +319,7 @@ class PluginManager:
 
         python = getattr(env, "python", None) if env is not None else None
         worker = Worker(plugin.target, config=config, slots=plugin.manifest.slots,
-                        python=python, env=self._worker_env(plugin), cwd=plugin.folder,
+                        python=python, env=self._worker_env(plugin, env), cwd=plugin.folder,
                         check_config=True, **self.worker_options)
         try:
             worker.start()
@@ -382,11 +382,14 @@ class PluginManager:
             self._loading[plugin.name] = Holding(plugin.name, need, None)
         return evicted
 
-    def _worker_env(self, plugin: Plugin) -> dict[str, str]:
-        env = dict(plugin.manifest.env)
+    def _worker_env(self, plugin: Plugin, environment: Any = None) -> dict[str, str]:
+        # An environment of its own blanks the host's PYTHONPATH (its worker must see only
+        # its own packages); the manifest's variables come on top.
+        env = dict(getattr(environment, "worker_env", None) or {})
+        env.update(plugin.manifest.env)
         if plugin.pythonpath:  # "module:Class" targets import from the plugin's folder
-            parts = [*plugin.pythonpath, env.get("PYTHONPATH") or
-                     os.environ.get("PYTHONPATH", "")]
+            parts = [*plugin.pythonpath, env["PYTHONPATH"] if "PYTHONPATH" in env
+                     else os.environ.get("PYTHONPATH", "")]
             env["PYTHONPATH"] = os.pathsep.join(p for p in parts if p)
         return env
 
