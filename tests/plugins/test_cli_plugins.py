@@ -12,8 +12,10 @@ from plugins.manager_helpers import make_plugin
 SRC = os.path.join(os.path.dirname(HERE), "src")
 
 
-def corral(*args, timeout=60):
+def corral(*args, timeout=60, home=None):
     env = dict(os.environ)
+    if home is not None:  # where environments are built (CORRAL_HOME/envs)
+        env["CORRAL_HOME"] = str(home)
     env["PYTHONPATH"] = os.pathsep.join([SRC, HERE] + ([env["PYTHONPATH"]]
                                                        if env.get("PYTHONPATH") else []))
     env["CORRAL_PLUGINS_DIR"] = "/nonexistent/corral-plugins"
@@ -77,6 +79,40 @@ def test_bad_inputs_an_unknown_plugin_and_install_without_requirements(tmp_path)
     assert r.returncode == 0 and "nothing to install" in r.stdout
     r = corral("uninstall", "tool", "-p", str(tmp_path))
     assert r.returncode == 0 and "no environment of its own" in r.stdout
+
+
+def test_install_builds_a_real_environment_and_uninstall_removes_it(tmp_path):
+    make_plugin(tmp_path / "plugins", "tool", manifest='requirements = ["msgspec"]\n')
+    home = tmp_path / "home"
+    r = corral("install", "tool", "-p", str(tmp_path / "plugins"), home=home, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "tool: environment ready at" in r.stdout
+    [env_dir] = [d for d in (home / "envs").iterdir() if not d.name.startswith(".")]
+    assert (env_dir / "corral-env.json").exists()
+    r = corral("list", "--json", "-p", str(tmp_path / "plugins"), "--no-entry-points", home=home)
+    [row] = json.loads(r.stdout)
+    assert row["environment"] == "ready"
+    r = corral("call", "tool", "describe", "-c", "size=2", "-p", str(tmp_path / "plugins"),
+               "--json", home=home, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["size"] == 2
+    r = corral("uninstall", "tool", "-p", str(tmp_path / "plugins"), home=home)
+    assert r.returncode == 0, r.stderr
+    assert not env_dir.exists()
+
+
+def test_a_failed_install_prints_the_installers_message_and_leaves_nothing(tmp_path):
+    make_plugin(tmp_path / "plugins", "tool",
+                manifest='requirements = ["corral-no-such-package-anywhere==9.9"]\n')
+    home = tmp_path / "home"
+    r = corral("install", "tool", "-p", str(tmp_path / "plugins"), home=home, timeout=300)
+    assert r.returncode == 1
+    assert "corral-no-such-package-anywhere" in r.stderr
+    # uv's own words reach the user (not just "it failed")
+    assert "not found" in r.stderr.lower() or "no solution" in r.stderr.lower(), r.stderr
+    envs = home / "envs"
+    left = [d.name for d in envs.iterdir() if not d.name.startswith(".")] if envs.exists() else []
+    assert left == []
 
 
 def test_help_everywhere():
