@@ -15,6 +15,7 @@ import logging
 import os
 from typing import Any, Callable
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.requests import ClientDisconnect
@@ -358,13 +359,24 @@ def _invalid(problems: list[dict[str, Any]]) -> Response:
     return JSONResponse({"detail": problems}, status_code=422)
 
 
+class _FastJSON(JSONResponse):
+    """JSON encoded by msgspec: several times faster than json.dumps on big strings (a
+    data: URL output), same bytes for the rest."""
+
+    def render(self, content: Any) -> bytes:
+        return _encode(content)
+
+
+_encode = msgspec.json.Encoder().encode
+
+
 def _answer(pred: Prediction) -> Response:
     if pred.status == "failed" and pred.error_type is not None \
             and issubclass(pred.error_type, ArgumentError):
         problems = getattr(pred, "problems", None) or [
             {"loc": ["body", "input"], "msg": pred.error, "type": "value_error"}]
         return _invalid(problems)
-    return JSONResponse(pred.to_json())
+    return _FastJSON(pred.to_json())
 
 
 async def _start(runner: Any, setup: Setup) -> None:

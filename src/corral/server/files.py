@@ -122,10 +122,10 @@ def decode_data_url(url: str, path: str) -> str:
         if "base64" in (p.strip().lower() for p in params[1:]):
             # Whitespace is not valid in a data URL's base64; padding only at the end.
             for i in range(start, len(url), _CHUNK):
-                piece = url[i:i + _CHUNK]
                 try:
-                    f.write(base64.b64decode(piece, validate=True))
-                except (binascii.Error, ValueError):
+                    f.write(binascii.a2b_base64(url[i:i + _CHUNK].encode("ascii"),
+                                                strict_mode=True))
+                except (binascii.Error, UnicodeEncodeError):
                     raise ValueError("the data: URL's base64 is not valid") from None
         else:
             f.write(urllib.parse.unquote_to_bytes(url[start:]))
