@@ -330,6 +330,11 @@ def test_an_output_in_the_workspace_is_moved_and_the_workspace_removed():
         assert got.content == b"mine" and got.headers["content-type"].startswith("text/plain")
         assert 'filename="n.txt"' in got.headers["content-disposition"]
         assert workspaces(srv) == []
+        # the same file twice: moved once, one link
+        r = c.post("/predictions", data={"twice": "true"},
+                   files={"doc": ("n.txt", b"again", "text/plain")})
+        first, second = r.json()["output"]
+        assert first == second and c.get(first).content == b"again"
 
 
 def test_an_output_file_that_does_not_exist_fails_the_prediction():
@@ -365,9 +370,10 @@ def test_served_files_expire_after_the_retention_and_all_go_at_shutdown(tmp_path
     store = app.state.files.store
     clock = Clock()
     store.retention.clock = clock
-    root = app.state.files.root
+    assert app.state.files.root == ""  # made when the app starts, not before
     with run_server(app) as srv, srv.client() as c:
         wait_until(lambda: c.get("/health-check").json()["status"] == "READY", 60, "ready")
+        root = app.state.files.root
         old = c.post("/predictions", json={"input": {"where": str(tmp_path)}}).json()["output"]
         clock.now += 59
         new = c.post("/predictions", json={"input": {"where": str(tmp_path)}}).json()["output"]

@@ -284,6 +284,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
         app.state.loop = asyncio.get_running_loop()
+        await asyncio.to_thread(files.open)
         task = None
         if runner.state == "new":
             state["owned"] = True

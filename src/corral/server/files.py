@@ -146,6 +146,7 @@ class Workspace:
         self._base = base
         self.path: str | None = None
         self.taken = False  # a prediction record owns it now (and removes it when done)
+        self.sent: dict[str, str] = {}  # output path -> what it became (moved files: once)
         self._count = 0
 
     @property
@@ -227,20 +228,25 @@ class Files:
             raise ValueError(f"file_outputs must be one of {FILE_OUTPUT_MODES}, not {mode!r}")
         self.mode = mode
         self.inline_max = inline_max
+        self.root = self.work = ""
+        self.store = FileStore("", Retention(retention, max_files, clock))
+        self.fields: dict[str, str] | None = None  # set once the input schema is known
+
+    def open(self) -> None:
+        """Make the directories (when the app starts: an app never started leaves none)."""
         self.root = tempfile.mkdtemp(prefix="corral-server-")
         self.work = os.path.join(self.root, "work")
         os.mkdir(self.work)
-        served = os.path.join(self.root, "served")
-        os.mkdir(served)
-        self.store = FileStore(served, Retention(retention, max_files, clock))
-        self.fields: dict[str, str] | None = None  # set once the input schema is known
+        self.store.directory = os.path.join(self.root, "served")
+        os.mkdir(self.store.directory)
 
     def workspace(self, base: Callable[[], str] | None = None) -> Workspace:
         return Workspace(self.work, base)
 
     def close(self) -> None:
         """Remove everything: served files and workspaces left (at shutdown)."""
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -291,7 +297,11 @@ class Files:
         if isinstance(value, (list, tuple)):
             return [self._convert(v, ws) for v in value]
         if isinstance(value, os.PathLike):
-            return self._one(value, ws)
+            sent = ws.sent if ws is not None else {}
+            key = os.fspath(value)
+            if key not in sent:  # a file given twice is sent once (it may have been moved)
+                sent[key] = self._one(value, ws)
+            return sent[key]
         return value
 
     def _one(self, value: os.PathLike, ws: Workspace | None) -> str:
