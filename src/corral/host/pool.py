@@ -49,7 +49,9 @@ replaced.
 worker's future (also while it runs); ``result()`` then raises ``corral.Cancelled``. Its
 ``events``, ``logs``, ``metrics``, ``progress`` and ``run_time`` are those of the call's
 last attempt; ``on_event`` callbacks are handed to the worker as they are, so a retried
-call reports the events of both attempts. ``asubmit()`` returns an asyncio future fed from
+call reports the events of both attempts. ``sent`` and ``add_sent_callback(fn)`` say when a
+queued call leaves the queue for a worker (the HTTP server's "starting" to "processing").
+``asubmit()`` returns an asyncio future fed from
 the PoolFuture with ``call_soon_threadsafe``: nothing blocks the event loop.
 
 **Streams** (``stream``, ``watch`` and their async twins) are not queued: they go at once
