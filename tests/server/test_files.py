@@ -216,6 +216,29 @@ def test_an_upload_passing_the_limit_is_413_mid_stream_and_leaves_no_file():
         assert status.split()[1] == "413"
 
 
+def test_a_client_that_leaves_mid_upload_leaves_no_file(caplog):
+    import logging
+    import socket
+
+    with serving(target("Info")) as srv:
+        # where uvicorn logs an unhandled exception (configured when the server starts)
+        errors = logging.getLogger("uvicorn.error")
+        errors.addHandler(caplog.handler)
+        try:
+            host, port = srv.url.removeprefix("http://").split(":")
+            part = (b"--XyZ\r\nContent-Disposition: form-data; name=\"doc\"; "
+                    b"filename=\"f\"\r\n\r\n" + b"x" * 300_000)
+            with socket.create_connection((host, int(port))) as s:
+                s.sendall(_multipart_head(srv.url, chunked=False, length=10_000_000) + part)
+                wait_until(lambda: workspaces(srv) != [], 10, "the upload to begin")
+            wait_until(lambda: workspaces(srv) == [], 10, "the partial upload to be removed")
+            with srv.client() as c:  # still serving
+                assert c.post("/predictions", files={"doc": ("a", b"a")}).status_code == 200
+        finally:
+            errors.removeHandler(caplog.handler)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.records
+
+
 def test_415_for_a_body_neither_json_nor_multipart():
     with serving(target("Info")) as srv, srv.client() as c:
         for ctype in ("text/plain", "application/x-www-form-urlencoded", "image/png"):

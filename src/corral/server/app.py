@@ -138,6 +138,9 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         except FormError as exc:
             ws.close()
             return _invalid([{"loc": ["body"], "msg": str(exc), "type": "value_error"}])
+        except ClientDisconnect:  # gone mid-upload: nobody to answer, nothing to log
+            ws.close()
+            return Response(status_code=400)
         except BaseException:  # too large (413), the client left, cancelled: no prediction
             ws.close()
             raise
