@@ -17,8 +17,7 @@ from typing import Any, Callable
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
