@@ -11,8 +11,12 @@ same run by the same client (``http.client`` keep-alive connections, one per thr
 * 8 connections for a fixed time: corral with an async predictor and 8 slots, and corral
   with a Pool of 2 sync workers, against coglet with ``COG_MAX_CONCURRENCY=8`` (async) and
   coglet with its only sync setting (1 slot); successful pred/s, 409/429/other answers;
-* a 50 MB input echoed back: corral's server has no file inputs yet (docs/server.md), so
-  this is a 50 MB JSON string in and out, for both.
+* a 50 MB file in and out (the predictor copies its input file to a new file and returns
+  it): coglet takes it as a data: URL in the JSON body and returns a data: URL (its only
+  way without an upload server); corral takes a multipart upload and returns a /files
+  link, which the client downloads inside the timing, and corral with data: URLs both
+  ways too;
+* a 50 MB JSON string echoed back (no files), for both.
 
 coglet comes from its own venv: ``$COGLET_PYTHON`` (a python with ``coglet`` and ``cog``)
 or ``/tmp/coglet-venv/bin/python``. Without it (and always with ``--smoke``) the coglet
@@ -24,6 +28,7 @@ uvicorn only. Writes ``server.json`` and ``server.md`` to ``benchmarks/results/`
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import http.client
 import json
@@ -120,11 +125,12 @@ def corral_server(mode: str) -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def coglet_server(py: str, predictor: str, concurrency: int) -> Iterator[Server]:
+def coglet_server(py: str, predictor: str, concurrency: int,
+                  schema: str = "openapi_schema.json") -> Iterator[Server]:
     tmp = tempfile.mkdtemp(prefix="bench-coglet-")
     os.makedirs(os.path.join(tmp, ".cog"))
     shutil.copy(os.path.join(TARGETS, "cog_predict.py"), os.path.join(tmp, "predict.py"))
-    shutil.copy(os.path.join(TARGETS, "openapi_schema.json"),
+    shutil.copy(os.path.join(TARGETS, schema),
                 os.path.join(tmp, ".cog", "openapi_schema.json"))
     port = free_port()
     env = dict(os.environ, PORT=str(port), COG_PREDICT_TYPE_STUB=f"predict.py:{predictor}",
@@ -256,6 +262,76 @@ def big_echo(server: Server, cfg: dict[str, Any]) -> dict[str, Any]:
             "input_bytes": len(text), "body_bytes": len(body), "reply_bytes": len(data)}
 
 
+def _payload(cfg: dict[str, Any]) -> bytes:
+    return os.urandom(cfg["big_bytes"])
+
+
+def _prediction(server: Server, conn: http.client.HTTPConnection, body: bytes,
+                headers: dict[str, str]) -> dict[str, Any]:
+    conn.request("POST", "/predictions", body=body, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    if resp.status != 200:
+        raise RuntimeError(f"{server.name}: the file round trip answered {resp.status}: "
+                           f"{data[:300]!r}")
+    out = json.loads(data)
+    if out.get("status") != "succeeded":
+        raise RuntimeError(f"{server.name}: the file round trip failed: {str(out)[:300]}")
+    return out
+
+
+def _from_data_url(url: str) -> bytes:
+    head, _, b64 = url.partition(",")
+    if not head.startswith("data:") or not head.endswith(";base64"):
+        raise RuntimeError(f"not a base64 data: URL: {url[:80]!r}")
+    return base64.b64decode(b64)
+
+
+def file_data_urls(server: Server, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The file as a data: URL in the JSON body; the output a data: URL in the answer."""
+    payload = _payload(cfg)
+    body = json.dumps({"input": {"doc": "data:application/octet-stream;base64,"
+                                 + base64.b64encode(payload).decode()}}).encode()
+    times: list[float] = []
+    conn = server.conn(timeout=120)
+    for _ in range(cfg["big_reps"]):
+        t0 = time.perf_counter()
+        out = _prediction(server, conn, body, HEADERS)
+        times.append(time.perf_counter() - t0)
+        if _from_data_url(out["output"]) != payload:
+            raise RuntimeError(f"{server.name}: the file came back different")
+    conn.close()
+    return {"ms": [t * 1e3 for t in times], "median_ms": c.median(times) * 1e3,
+            "file_bytes": len(payload), "body_bytes": len(body)}
+
+
+def file_upload_link(server: Server, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The file as a multipart upload; the output a /files link, downloaded in the timing."""
+    payload = _payload(cfg)
+    boundary = "corral-bench-" + os.urandom(8).hex()
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"doc\"; "
+            f"filename=\"doc.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            ).encode() + payload + f"\r\n--{boundary}--\r\n".encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    times: list[float] = []
+    conn = server.conn(timeout=120)
+    for _ in range(cfg["big_reps"]):
+        t0 = time.perf_counter()
+        out = _prediction(server, conn, body, headers)
+        link = out["output"]
+        path = link[link.index("/files/"):]
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        got = resp.read()
+        times.append(time.perf_counter() - t0)
+        if resp.status != 200 or got != payload:
+            raise RuntimeError(f"{server.name}: the download of {link} answered "
+                               f"{resp.status} with {len(got)} bytes")
+    conn.close()
+    return {"ms": [t * 1e3 for t in times], "median_ms": c.median(times) * 1e3,
+            "file_bytes": len(payload), "body_bytes": len(body)}
+
+
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -265,6 +341,12 @@ def measure_all(cfg: dict[str, Any], py: str | None) -> dict[str, Any]:
     with corral_server("bare") as s:
         res["bare"] = {"sequential": sequential(s, cfg), "concurrent": concurrent(s, cfg),
                        "big": big_echo(s, cfg)}
+    log("corral file round trip: multipart upload in, /files link out")
+    with corral_server("files_url") as s:
+        res["corral_files_url"] = {"file": file_upload_link(s, cfg)}
+    log("corral file round trip: data: URLs both ways")
+    with corral_server("files_data") as s:
+        res["corral_files_data"] = {"file": file_data_urls(s, cfg)}
     log("corral sync, 1 worker, 1 slot")
     with corral_server("sync1") as s:
         res["corral_sync1"] = {"sequential": sequential(s, cfg), "big": big_echo(s, cfg)}
@@ -281,6 +363,9 @@ def measure_all(cfg: dict[str, Any], py: str | None) -> dict[str, Any]:
         with coglet_server(py, "Predictor", 1) as s:
             res["coglet_sync1"] = {"sequential": sequential(s, cfg),
                                    "concurrent": concurrent(s, cfg), "big": big_echo(s, cfg)}
+        log("coglet file round trip: data: URLs both ways")
+        with coglet_server(py, "FilePredictor", 1, "openapi_files.json") as s:
+            res["coglet_files"] = {"file": file_data_urls(s, cfg)}
         log("coglet async, COG_MAX_CONCURRENCY=8")
         with coglet_server(py, "AsyncPredictor", 8) as s:
             res["coglet_async8"] = {"sequential": sequential(s, cfg),
@@ -321,9 +406,17 @@ def table_rows(res: dict[str, Any], have_coglet: bool) -> list[dict[str, Any]]:
             f"(corral 409+429: {p2['409'] + p2['429']}, coglet 409: {cc['409']})", "pred/s",
             p2["ok_per_s"], "coglet sync x1", cc["ok_per_s"], ">= 4x, no 409",
             r >= TARGET_CONC and p2["409"] == 0 and p2["429"] == 0 and p2["errors"] == 0)
+        cf = res["coglet_files"]["file"]["median_ms"]
+        up = res["corral_files_url"]["file"]["median_ms"]
+        du = res["corral_files_data"]["file"]["median_ms"]
+        row(f"{mb:g} MB file round trip: corral multipart upload in, /files link out "
+            f"(download included) vs coglet data: URLs", "ms", up, "coglet data: URLs", cf,
+            "<= 0.25x", c.ratio(up, cf) <= TARGET_BIG)
+        row(f"{mb:g} MB file round trip, data: URLs both ways", "ms", du,
+            "coglet data: URLs", cf)
         cb = res["coglet_sync1"]["big"]["median_ms"]
-        row(f"{mb:g} MB string echo round trip (no file inputs yet)", "ms", big,
-            "coglet sync", cb, "<= 0.25x", c.ratio(big, cb) <= TARGET_BIG)
+        row(f"{mb:g} MB JSON string echo round trip (no files)", "ms", big, "coglet sync",
+            cb)
     b = res["bare"]
     row("sequential no-op latency p50, 1 connection (sync)", "us", s1["p50_us"],
         "bare Starlette", b["sequential"]["p50_us"])
@@ -338,15 +431,15 @@ def table_rows(res: dict[str, Any], have_coglet: bool) -> list[dict[str, Any]]:
 
 def detail_table(res: dict[str, Any]) -> str:
     lines = ["| server | seq p50 us | seq p90 us | seq pred/s | 8 conns ok/s | 409 | 429 | "
-             "other | errors | big echo ms |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "other | errors | big echo ms | file round trip ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in res.items():
-        s, k, b = r.get("sequential"), r.get("concurrent"), r.get("big")
+        s, k, b, f = r.get("sequential"), r.get("concurrent"), r.get("big"), r.get("file")
         lines.append(
             f"| {name} | {c.fmt(s and s['p50_us'])} | {c.fmt(s and s['p90_us'])} | "
             f"{c.fmt(s and s['pred_per_s'])} | {c.fmt(k and k['ok_per_s'])} | "
             + " | ".join(str(k[x]) if k else "-" for x in ("409", "429", "other", "errors"))
-            + f" | {c.fmt(b and b['median_ms'])} |")
+            + f" | {c.fmt(b and b['median_ms'])} | {c.fmt(f and f['median_ms'])} |")
     return "\n".join(lines)
 
 
@@ -367,6 +460,7 @@ def render_md(data: dict[str, Any]) -> str:
     out += [c.markdown_table(data["rows"]), "", "Every server:", "", detail_table(data["raw"]),
             "", "Notes:", ""]
     out += [f"* {n}" for n in data["notes"]]
+    out += c.verdict_lines(data["rows"])
     return "\n".join(out) + "\n"
 
 
@@ -406,9 +500,13 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = {"met": {r["metric"]: r["met"] for r in results["rows"]
                                   if r["met"] is not None}}
     results["notes"] = [
-        "corral's server has no file inputs yet (docs/server.md: files are not done), so the "
-        "'50 MB file in and out' item is measured as a 50 MB JSON string input echoed back "
-        "as the output, for corral and coglet alike.",
+        "The file round trip: the predictor copies its input file to a new file next to it "
+        "and returns that (the same code for both). coglet takes the file as a data: URL in "
+        "the JSON body and answers a data: URL (without an upload server it has no other "
+        "way); corral takes a multipart upload, streamed to disk, and answers a /files link "
+        "that the client then downloads, inside the timing. corral with data: URLs both ways "
+        "is the like-for-like row. Bodies are built before the timer starts; the answer's "
+        "bytes are checked after it stops.",
         "coglet allows concurrency > 1 only with an async predict; its sync case is 1 slot, "
         "so corral's Pool of 2 sync workers is compared with coglet sync at 1 slot (both "
         "at 8 connections). coglet answers 409 when its slots are busy; those are counted, "

@@ -199,8 +199,8 @@ SERVER_SCRIPT = os.path.join(ROOT, "benchmarks", "bench_server.py")
 
 @pytest.mark.timeout(90)
 def test_bench_server_smoke(tmp_path):
-    """bench_server.py --smoke: corral's server (sync, async 8 slots, Pool of 2) and the bare
-    Starlette floor, tiny counts; never coglet (the full run compares with it when present)."""
+    """bench_server.py --smoke: corral's server (sync, async 8 slots, Pool of 2, the file
+    round trips) and the bare Starlette floor, tiny counts; never coglet (the full run compares with it when present)."""
     pytest.importorskip("uvicorn")
     pytest.importorskip("starlette")
     proc = subprocess.run(
@@ -213,7 +213,10 @@ def test_bench_server_smoke(tmp_path):
     assert "| metric | corral | baseline | ratio | target | met? |" in proc.stdout
     assert data["meta"]["mode"] == "smoke" and data["coglet"] is None and data["coglet_note"]
     raw = data["raw"]
-    assert set(raw) == {"bare", "corral_sync1", "corral_async8", "corral_pool2"}
+    assert set(raw) == {"bare", "corral_sync1", "corral_async8", "corral_pool2",
+                        "corral_files_url", "corral_files_data"}
+    for name in ("corral_files_url", "corral_files_data"):  # the file round trips
+        _positive(raw.pop(name)["file"]["median_ms"], name)
     for name in raw:
         seq = raw[name]["sequential"]
         for key in ("p50_us", "p90_us", "pred_per_s"):

@@ -139,17 +139,39 @@ def test_a_generator_streams_chunks_as_they_come_with_logs_and_progress(tmp_path
     assert "3/3" in err  # the progress bar's last state
 
 
-def test_json_gives_a_generators_chunks_as_one_array():
-    r = corral("predict", target("Stream"), "-i", "n=2", "--json")
+def test_json_gives_a_generators_chunks_as_json_lines_as_they_come(tmp_path):
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    proc = subprocess.Popen([sys.executable, "-m", "corral", "predict", target("Stream"),
+                             "-i", "n=2", "-i", f"gate={gate}", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env())
+    try:
+        assert json.loads(proc.stdout.readline()) == "tok0"  # before the generator goes on
+        with open(gate, "w") as f:
+            f.write("go")
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert [json.loads(line) for line in rest.splitlines()] == ["tok1"]
+
+
+def test_at_path_sends_a_file_to_a_file_parameter(tmp_path):
+    doc = tmp_path / "notes.txt"
+    doc.write_text("file body")
+    r = corral("predict", target("Typed"), "-m", "file_info", "-i", f"doc=@{doc}", "--json")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == ["tok0", "tok1"]
+    assert json.loads(r.stdout) == {"is_file": True, "name": "notes.txt", "text": "file body"}
 
 
 def test_schema_prints_inputs_and_outputs():
     r = corral("schema", target("Typed"))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert set(out) == {"predict", "greet", "raw"}
+    assert set(out) == {"predict", "greet", "raw", "file_info"}
     props = out["predict"]["input"]["properties"]
     assert props["level"] == {"type": "integer", "minimum": 0, "maximum": 10, "default": 5}
     assert out["predict"]["input"]["required"] == ["n"]
@@ -223,7 +245,48 @@ def test_serve_beyond_loopback_without_a_token_exits_2():
     assert "refusing to serve on '0.0.0.0' without a token" in r.stderr
 
 
-@pytest.mark.parametrize("args", [["--slots", "0"], ["--port", "-1"], ["--workers", "x"]])
+def test_serve_takes_uploads_and_links_file_outputs_with_file_outputs_url(tmp_path):
+    import httpx
+
+    port = _free_port()
+    files_target = os.path.join(os.path.dirname(TARGETS), "file_targets.py") + ":Make"
+    proc = subprocess.Popen([sys.executable, "-m", "corral", "serve", files_target,
+                             "--port", str(port), "--file-outputs", "url"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_env())
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"{base}/health-check", timeout=2).json()["status"] == "READY":
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not get ready"
+            time.sleep(0.05)
+        # form fields are inputs too
+        r = httpx.post(f"{base}/predictions", data={"size": "5", "where": str(tmp_path)},
+                       files={"unused": ("x", b"")}, timeout=30)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "unused"
+        r = httpx.post(f"{base}/predictions", files={"size": (None, "5"),
+                                                     "where": (None, str(tmp_path))},
+                       timeout=30)
+        link = r.json()["output"]
+        assert link.startswith(f"{base}/files/"), r.text
+        assert httpx.get(link, timeout=30).content == bytes(range(5))
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+
+
+@pytest.mark.parametrize("args", [["--slots", "0"], ["--port", "-1"], ["--workers", "x"],
+                                  ["--file-outputs", "ftp"]])
 def test_serve_rejects_bad_options(args):
     r = corral("serve", target("Typed"), *args)
     assert r.returncode == 2

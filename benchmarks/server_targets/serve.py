@@ -2,7 +2,9 @@
 
 MODE: ``sync1`` (corral.Worker, 1 slot, sync), ``async8`` (corral.Worker, 8 slots, async
 predict), ``pool2`` (corral.Pool, 2 sync workers of 1 slot), ``bare`` (a bare Starlette
-route on uvicorn that echoes the same JSON shape: the floor, no worker process at all).
+route on uvicorn that echoes the same JSON shape: the floor, no worker process at all),
+``files_url`` (the file round trip, outputs as /files links) and ``files_data`` (the same,
+data: URLs both ways whatever the size).
 corral's server runs as ``corral.server.serve()`` does in production (uvloop/httptools when
 installed, JSON access lines on stderr)."""
 
@@ -46,6 +48,12 @@ def main() -> None:
         runner = corral.Worker(f"{REF}:AsyncEcho", slots=8)
     elif mode == "pool2":
         runner = corral.Pool(f"{REF}:Echo", workers=2, slots=1)
+    elif mode == "files_url":
+        return serve(corral.Worker(f"{REF}:FileEcho"), host="127.0.0.1", port=port,
+                     file_outputs="url")
+    elif mode == "files_data":
+        return serve(corral.Worker(f"{REF}:FileEcho"), host="127.0.0.1", port=port,
+                     file_outputs="data", file_inline_max=1 << 30)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     serve(runner, host="127.0.0.1", port=port)

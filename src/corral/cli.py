@@ -275,8 +275,9 @@ def _pick(schemas: dict[str, Any], method: str) -> Any:
 @click.option("-m", "--method", default="predict", show_default=True,
               help="The method to call.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the result as JSON (a generator's chunks as one JSON array; "
-                   "bytes and files as base64 data URLs, arrays as lists).")
+              help="Print the result as JSON (a generator's chunks as JSON lines, one per "
+                   "chunk as it comes; bytes and files as base64 data URLs, arrays as "
+                   "lists).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="SECONDS", help="Stop the prediction after this long (exit 1).")
 def predict(target: str, inputs: tuple[str, ...], method: str, as_json: bool,
@@ -317,7 +318,6 @@ def _run_method(worker: Any, target: str, method: str, inputs: tuple[str, ...],
         kwargs, problems = parse_inputs(inputs, schema.input)
         if problems:
             raise Failure(format_problems(method, problems), EXIT_USAGE)
-        chunks: list[Any] = []
         streamed = False
         result: Any = None
         stream = worker.options(convert=True, timeout=timeout).watch(method, **kwargs)
@@ -329,8 +329,8 @@ def _run_method(worker: Any, target: str, method: str, inputs: tuple[str, ...],
                     events.step(event.step, event.total, event.phase)
                 elif isinstance(event, Chunk):
                     streamed = True
-                    if as_json:
-                        chunks.append(event.value)
+                    if as_json:  # JSON lines: one per chunk, as it comes
+                        click.echo(_as_json(event.value))
                     else:
                         _echo_value(event.value)
                 elif isinstance(event, Done):
@@ -338,8 +338,8 @@ def _run_method(worker: Any, target: str, method: str, inputs: tuple[str, ...],
         finally:
             stream.close()
             events.close()
-        if as_json:
-            click.echo(_as_json(chunks if streamed else result))
+        if as_json and not streamed:
+            click.echo(_as_json(result))
         elif not streamed and result is not None:
             _echo_value(result)
     except ArgumentError as exc:
@@ -406,14 +406,18 @@ def schema(target: str, method: str | None) -> None:
               help="A file holding the bearer token (default: $CORRAL_TOKEN).")
 @click.option("--insecure", is_flag=True,
               help="Serve beyond loopback without a token (anyone who reaches the port).")
+@click.option("--file-outputs", type=click.Choice(["data", "url"]), default="data",
+              show_default=True,
+              help="How file outputs come back: data: URLs (Cog's way; files over 8 MiB "
+                   "still come as links), or links to GET /files/{id} (kept 10 minutes).")
 def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue: int,
-          token_file: str | None, insecure: bool) -> None:
+          token_file: str | None, insecure: bool, file_outputs: str) -> None:
     """Serve TARGET over HTTP with Cog's prediction API until SIGTERM/SIGINT.
 
     Routes: POST /predictions, PUT /predictions/{id}, GET /health-check,
-    GET /openapi.json, POST /shutdown, GET /metrics. Predictions call the target's
-    predict(); with a token every route but /health-check needs
-    "Authorization: Bearer TOKEN".
+    GET /openapi.json, POST /shutdown, GET /metrics, GET /files/{id}. Predictions call
+    the target's predict(); file inputs come as data: URLs or multipart uploads. With a
+    token every route but /health-check needs "Authorization: Bearer TOKEN".
 
     \b
     Examples:
@@ -448,7 +452,8 @@ def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue
     signal.signal(signal.SIGTERM, _interrupt)
     runner = Pool(target, workers=workers, slots=slots, max_queue=max_queue)
     try:
-        run_server(runner, host=host, port=port, token=token, insecure=insecure)
+        run_server(runner, host=host, port=port, token=token, insecure=insecure,
+                   file_outputs=file_outputs)
     except KeyboardInterrupt:
         pass
     finally:

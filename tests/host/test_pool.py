@@ -219,6 +219,31 @@ def test_cancel_a_queued_call(tmp_path):
         assert not running.cancel()  # finished: nothing to cancel
 
 
+def test_sent_callbacks_fire_when_a_queued_call_reaches_a_worker(tmp_path):
+    gate = Gate(tmp_path)
+    with corral.Pool(POOLED, workers=1, slots=1, prefetch=0) as pool:
+        running = pool.submit("wait_for", *gate.held())
+        gate.wait_started(1)
+        assert running.sent
+        now = []
+        running.add_sent_callback(lambda: now.append("at once"))
+        assert now == ["at once"]  # already sent: called on this thread, at once
+        queued = pool.submit("echo", "q")
+        cancelled = pool.submit("echo", "never")
+        sent = threading.Event()
+        order = []
+        queued.add_sent_callback(lambda: (order.append(queued.done()), sent.set()))
+        never = []
+        cancelled.add_sent_callback(lambda: never.append(1))
+        assert not queued.sent and not sent.is_set()
+        assert cancelled.cancel()
+        gate.open()
+        assert sent.wait(10) and queued.result(timeout=10) == "q"
+        assert order == [False]  # sent before it finished
+        running.result(timeout=10)
+        assert never == []  # cancelled in the queue: never sent
+
+
 def test_cancel_a_running_call(tmp_path):
     gate = Gate(tmp_path)
     with corral.Pool(POOLED, workers=1, slots=1, prefetch=0) as pool:

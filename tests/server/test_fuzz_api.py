@@ -202,6 +202,43 @@ def test_arbitrary_bodies_are_never_5xx(client):
     run()
 
 
+def multipart_bodies():
+    """Multipart bodies: parts with odd names, filenames (paths), types and bytes, a JSON
+    ``input`` part, cut short or whole."""
+    name = st.sampled_from(["text", "n", "raw", "input", "doc"]) | st.text(max_size=10)
+    filename = st.none() | st.sampled_from(["../../etc/passwd", "..", "/abs", "a\\b", ""]) \
+        | st.text(max_size=12)
+    ctype = st.none() | st.sampled_from(["application/json", "text/plain", "x", ""])
+    data = st.binary(max_size=100) | st.sampled_from([b'{"text": "a"}', b"[1]", b"3"])
+    part = st.tuples(name, filename, ctype, data)
+
+    def render(parts, cut):
+        out = b""
+        for n, f, t, d in parts:
+            head = 'Content-Disposition: form-data; name="%s"' % n
+            if f is not None:
+                head += '; filename="%s"' % f
+            if t is not None:
+                head += "\r\nContent-Type: " + t
+            out += b"--B\r\n" + head.encode("utf-8", "surrogatepass") + b"\r\n\r\n" + d \
+                + b"\r\n"
+        out += b"--B--\r\n"
+        return out[:cut] if cut is not None else out
+
+    return st.builds(render, st.lists(part, max_size=4), st.none() | st.integers(0, 400))
+
+
+def test_multipart_bodies_are_never_5xx(client):
+    @fuzz(100)
+    @given(body=multipart_bodies())
+    def run(body):
+        r = no_5xx(client.post("/predictions", content=body,
+                               headers={"content-type": "multipart/form-data; boundary=B"}))
+        assert r.status_code in OK_CODES, (r.status_code, r.text[:300])
+
+    run()
+
+
 def test_a_chunked_body_over_the_limit_is_413(client):
     def chunks():
         for _ in range(MAX_BODY // 1024 + 2):

@@ -49,7 +49,9 @@ replaced.
 worker's future (also while it runs); ``result()`` then raises ``corral.Cancelled``. Its
 ``events``, ``logs``, ``metrics``, ``progress`` and ``run_time`` are those of the call's
 last attempt; ``on_event`` callbacks are handed to the worker as they are, so a retried
-call reports the events of both attempts. ``asubmit()`` returns an asyncio future fed from
+call reports the events of both attempts. ``sent`` and ``add_sent_callback(fn)`` say when a
+queued call leaves the queue for a worker (the HTTP server's "starting" to "processing").
+``asubmit()`` returns an asyncio future fed from
 the PoolFuture with ``call_soon_threadsafe``: nothing blocks the event loop.
 
 **Streams** (``stream``, ``watch`` and their async twins) are not queued: they go at once
@@ -85,6 +87,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -115,6 +118,8 @@ from .worker import (
     _stream,
     _watch,
 )
+
+log = logging.getLogger("corral")
 
 #: Seconds between the dispatcher's checks for room while calls wait and no call ends.
 POLL_MIN = 0.002
@@ -190,7 +195,7 @@ class _Call:
 
     __slots__ = ("id", "method", "args", "kwargs", "opts", "deadline", "timeout", "future",
                  "state", "inner", "worker", "attempts", "retries", "avoid", "timer",
-                 "cancelling")
+                 "cancelling", "on_sent")
 
     def __init__(self, call_id: int, method: str, args: tuple, kwargs: dict, opts: Any,
                  timeout: float | None):
@@ -210,6 +215,7 @@ class _Call:
         self.avoid: int | None = None  # the worker it crashed on (a preference)
         self.timer: Any = None  # its deadline while queued
         self.cancelling = False
+        self.on_sent: list[Callable[[], None]] | None = None  # PoolFuture.add_sent_callback
 
 
 class PoolFuture(concurrent.futures.Future):
@@ -245,6 +251,27 @@ class PoolFuture(concurrent.futures.Future):
     @property
     def attempts(self) -> int:
         return self._call.attempts
+
+    @property
+    def sent(self) -> bool:
+        """True once the call has left the pool's queue for a worker (it may be running,
+        or held by the worker as its prefetched next call)."""
+        return self._call.attempts > 0
+
+    def add_sent_callback(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once, when the call is first sent to a worker (at once, on this
+        thread, if it already was); on a corral thread otherwise: keep it quick. A call
+        that ends in the queue (cancelled, timed out) never calls it."""
+        call = self._call
+        pool = self._pool
+        if pool is not None:
+            with pool._lock:
+                if call.attempts == 0:
+                    if call.on_sent is None:
+                        call.on_sent = []
+                    call.on_sent.append(fn)
+                    return
+        fn()
 
     @property
     def worker(self) -> Worker | None:
@@ -835,6 +862,13 @@ class Pool(CallOptions):
             call.attempts += 1
             call.state = "sent"
             cancelling = call.cancelling
+            on_sent, call.on_sent = call.on_sent, None
+        if on_sent:
+            for fn in on_sent:
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001 - a caller's callback must not stop the call
+                    log.exception("a sent callback of call %s raised", call.id)
         if cancelling:
             inner.cancel()
         inner.add_done_callback(lambda inner: self._finished(call, index, pid, inner))

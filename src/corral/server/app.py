@@ -15,15 +15,17 @@ import logging
 import os
 from typing import Any, Callable
 
+import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..exceptions import ArgumentError, InvalidState, MethodNotFound, QueueFull, SetupError
 from .access import PREDICTION_ID, AccessLog
 from .auth import BearerAuth, check_binding
 from .drain import MESSAGE as DRAINING, Drain, draining_server
+from .files import DEFAULT_INLINE_MAX, FileInputError, Files, Workspace
 from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from .predictions import EVENTS, Prediction, Predictions
@@ -56,7 +58,9 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                public_paths: tuple[str, ...] = ("/health-check",),
                on_shutdown: Callable[[], None] | None = None, drain_grace: float = 30.0,
                max_body_bytes: int = DEFAULT_MAX_BODY, retention: float = DEFAULT_SECONDS,
-               max_records: int = DEFAULT_MAX_RECORDS) -> Starlette:
+               max_records: int = DEFAULT_MAX_RECORDS, file_outputs: str = "data",
+               file_inline_max: int = DEFAULT_INLINE_MAX,
+               file_retention: float = DEFAULT_SECONDS) -> Starlette:
     """The ASGI app serving ``runner`` (a ``corral.Worker`` or ``corral.Pool``).
 
     ``token``: the bearer token every route but ``public_paths`` needs; required when
@@ -65,9 +69,13 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     calls (``serve()`` makes it stop the server) once the predictions in flight have ended,
     at most ``drain_grace`` seconds after; meanwhile new predictions are answered 503.
     Bodies over ``max_body_bytes`` are answered 413. Finished records are kept
-    ``retention`` seconds, and at most ``max_records`` of them."""
+    ``retention`` seconds, and at most ``max_records`` of them. File outputs come back as
+    data: URLs (``file_outputs="data"``) up to ``file_inline_max`` bytes, else (or with
+    ``file_outputs="url"``) as /files/{id} links kept ``file_retention`` seconds; see
+    files.py."""
     check_binding(host, token, insecure)
-    service = Predictions(runner, retention=Retention(retention, max_records))
+    files = Files(mode=file_outputs, inline_max=file_inline_max, retention=file_retention)
+    service = Predictions(runner, retention=Retention(retention, max_records), files=files)
     drain = Drain(service, drain_grace)
     webhooks = WebhookSender(retries=webhook_retries, backoff=webhook_backoff)
     service.on_create.append(webhooks.attach)
@@ -87,6 +95,13 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         if drain.draining and (pid is None or service.get(pid) is None):
             return JSONResponse({"detail": DRAINING}, status_code=503,
                                 headers={"Connection": "close"})
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media == "multipart/form-data":
+            return await predict_form(request, pid)
+        if media and media != "application/json" and not media.endswith("+json"):
+            return JSONResponse({"detail": f"unsupported Content-Type {media!r}: send "
+                                           "application/json or multipart/form-data"},
+                                status_code=415)
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
@@ -110,6 +125,41 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         if pid is not None and body.get("id") not in (None, pid):
             return _invalid([{"loc": ["body", "id"], "msg": "the id in the body differs from "
                               "the one in the path", "type": "value_error"}])
+        return await run(request, body, inp, pid)
+
+    async def predict_form(request: Request, pid: str | None) -> Response:
+        """A multipart request: the form's parts are the inputs (uploads.py)."""
+        from .uploads import FormError, read_form
+
+        ws = files.workspace(lambda: str(request.base_url))
+        try:
+            form = await read_form(request, ws)
+        except FormError as exc:
+            ws.close()
+            return _invalid([{"loc": ["body"], "msg": str(exc), "type": "value_error"}])
+        except ClientDisconnect:  # gone mid-upload: nobody to answer, nothing to log
+            ws.close()
+            return Response(status_code=400)
+        except BaseException:  # too large (413), the client left, cancelled: no prediction
+            ws.close()
+            raise
+        return await run(request, {"id": pid}, form.shown, pid, form.inputs, ws)
+
+    async def run(request: Request, body: dict[str, Any], inp: dict[str, Any],
+                  pid: str | None, args: dict[str, Any] | None = None,
+                  ws: Any = None) -> Response:
+        """Validate the rest of the request and run the prediction; ``ws`` is owned here
+        until a record takes it."""
+        if ws is None:
+            ws = files.workspace(lambda: str(request.base_url))
+        try:
+            return await run_in(request, body, inp, pid, args, ws)
+        finally:
+            if not ws.taken:
+                ws.close()
+
+    async def run_in(request: Request, body: dict[str, Any], inp: dict[str, Any],
+                     pid: str | None, args: dict[str, Any] | None, ws: Workspace) -> Response:
         pid = pid or body.get("id")
         webhook = body.get("webhook")
         if webhook is not None and not (isinstance(webhook, str)
@@ -133,6 +183,14 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         refused = not_ready()
         if refused is not None:
             return refused
+        if files.fields is None:
+            files.fields = await _file_fields(runner, service.method, state)
+        if files.fields:
+            try:
+                args = await files.resolve(args if args is not None else inp, ws)
+            except FileInputError as exc:
+                return _invalid([{"loc": ["body", "input", *exc.loc], "msg": exc.msg,
+                                  "type": "value_error"}])
 
         queue: asyncio.Queue | None = asyncio.Queue() if wants_sse else None
         listeners = ()
@@ -144,7 +202,9 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                     queue.put_nowait((event, payload))
             listeners = (to_sse,)
         try:
-            pred = service.start(inp, pid, webhook, events, listeners)
+            pred = service.start(inp, pid, webhook, events, listeners, args=args,
+                                 workspace=ws)
+            ws.taken = True
         except QueueFull as exc:
             return JSONResponse({"detail": str(exc)}, status_code=429,
                                 headers={"Retry-After": str(retry_after)})
@@ -211,21 +271,33 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
             drain.begin(state["shutdown"])
         return JSONResponse({})
 
+    async def get_file(request: Request) -> Response:
+        entry = files.store.get(request.path_params["file_id"])
+        if entry is None:
+            return JSONResponse({"detail": "no such file (it may have expired)"},
+                                status_code=404)
+        # attachment + nosniff: a client's upload must never run as a page of this origin
+        return FileResponse(entry.path, media_type=entry.content_type, filename=entry.name,
+                            headers={"X-Content-Type-Options": "nosniff"})
+
     async def metrics_route(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
         app.state.loop = asyncio.get_running_loop()
+        await asyncio.to_thread(files.open)
         task = None
         if runner.state == "new":
             state["owned"] = True
             task = asyncio.get_running_loop().create_task(_start(runner, setup))
         else:
             setup.status = "succeeded"
+        sweeper = asyncio.get_running_loop().create_task(_sweep(files))
         try:
             yield
         finally:
+            sweeper.cancel()
             await drain.wait()
             await service.aclose()
             await webhooks.aclose()
@@ -233,6 +305,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                 await task
             if state["owned"]:
                 await asyncio.to_thread(runner.stop, stop_grace)
+            await asyncio.to_thread(files.close)
 
     routes = [
         Route("/", root, methods=["GET"]),
@@ -244,6 +317,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         Route("/predictions/{prediction_id}/cancel", cancel, methods=["POST"]),
         Route("/shutdown", shutdown, methods=["POST"]),
         Route("/metrics", metrics_route, methods=["GET"]),
+        Route("/files/{file_id}", get_file, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     # The last added is the outermost: access log, metrics, auth, body limit, routes.
@@ -256,6 +330,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     app.state.setup = setup
     app.state.metrics = metrics
     app.state.drain = drain
+    app.state.files = files
 
     def set_shutdown(hook: Callable[[], None]) -> None:
         state["shutdown"] = hook
@@ -264,8 +339,38 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     return app
 
 
+async def _file_fields(runner: Any, method: str, state: dict[str, Any]) -> dict[str, str]:
+    """The method's file parameters, from its input schema (fetched once)."""
+    from .files import file_fields
+
+    if state.get("schemas") is None:
+        with contextlib.suppress(Exception):  # no schema: no file parameters known
+            state["schemas"] = await asyncio.to_thread(runner.describe)
+    schemas = (state.get("schemas") or {}).get(method)
+    return file_fields(getattr(schemas, "input", None))
+
+
+async def _sweep(files: Files) -> None:
+    """Delete expired /files entries now and then, also while no request comes."""
+    interval = min(max(files.store.retention.seconds / 4, 1.0), 60.0)
+    while True:
+        await asyncio.sleep(interval)
+        files.store.sweep()
+
+
 def _invalid(problems: list[dict[str, Any]]) -> Response:
     return JSONResponse({"detail": problems}, status_code=422)
+
+
+class _FastJSON(JSONResponse):
+    """JSON encoded by msgspec: several times faster than json.dumps on big strings (a
+    data: URL output), same bytes for the rest."""
+
+    def render(self, content: Any) -> bytes:
+        return _encode(content)
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 def _answer(pred: Prediction) -> Response:
@@ -274,7 +379,7 @@ def _answer(pred: Prediction) -> Response:
         problems = getattr(pred, "problems", None) or [
             {"loc": ["body", "input"], "msg": pred.error, "type": "value_error"}]
         return _invalid(problems)
-    return JSONResponse(pred.to_json())
+    return _FastJSON(pred.to_json())
 
 
 async def _start(runner: Any, setup: Setup) -> None:

@@ -19,6 +19,12 @@ know Cog's four (``EVENTS``).
 
 Finished records are dropped by ``retention`` (see retention.py); a dropped id is unknown
 again (GET answers 404, and a PUT with it runs a new prediction).
+
+A prediction stays ``starting`` while it waits in a Pool's queue, and turns
+``processing`` (with its ``start`` event) when the pool sends it to a worker; a call
+that a worker holds as its prefetched next one counts as processing. With ``files``
+(files.py), File/Path outputs become data: URLs or /files links before they are
+reported, and the prediction's workspace is removed when it ends, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class Prediction:
         self.predict_time: float | None = None
         self.metrics: dict[str, Any] = {}
         self.handle: Any = None  # the runner's future or stream: what cancel() cancels
+        self.workspace: Any = None  # its files (files.Workspace), removed when it ends
         self.done = asyncio.Event()
         self.listeners: list[Callable[[str, Any], None]] = []
         self._t0 = time.monotonic()
@@ -154,9 +161,10 @@ class Predictions:
     """Every prediction of one app, and how they run on ``runner``'s ``predict``."""
 
     def __init__(self, runner: Any, method: str = "predict",
-                 retention: Retention | None = None):
+                 retention: Retention | None = None, files: Any = None):
         self.runner = runner
         self.method = method
+        self.files = files  # files.Files: output conversion, or None
         self.records: dict[str, Prediction] = {}
         self.retention = retention if retention is not None else Retention()
         #: Called with each new record before it starts (to attach webhooks, SSE).
@@ -179,17 +187,23 @@ class Predictions:
 
     def start(self, input: dict[str, Any], pid: str | None = None,
               webhook: str | None = None, events_filter: list[str] | None = None,
-              listeners: tuple[Callable[[str, Any], None], ...] = ()) -> Prediction:
-        """Make the record and submit it (on the event loop). Raises QueueFull when no room
-        is left, and MethodNotFound/InvalidState as the runner does; no record is kept
-        then."""
+              listeners: tuple[Callable[[str, Any], None], ...] = (),
+              args: dict[str, Any] | None = None, workspace: Any = None) -> Prediction:
+        """Make the record and submit it (on the event loop). ``input`` is what the record
+        shows, ``args`` what the method gets (``input`` unless given: files differ), and
+        ``workspace`` its files, which the record removes when it ends. Raises QueueFull
+        when no room is left, and MethodNotFound/InvalidState as the runner does; no
+        record is kept then (the caller still owns ``workspace``)."""
         self.retention.prune(self.records)
         pred = Prediction(pid or uuid.uuid4().hex, input, webhook, events_filter)
         pred.listeners.extend(listeners)
+        if args is None:
+            args = input
         loop = asyncio.get_running_loop()
+        sent = True
         if self.streams:
             self._check_room()
-            stream = self.runner.options(convert=True).awatch(self.method, **input)
+            stream = self.runner.options(convert=True).awatch(self.method, **args)
             pred.handle = stream
             coro = self._follow_stream(pred, stream)
         else:
@@ -197,20 +211,28 @@ class Predictions:
                 loop.call_soon_threadsafe(pred.on_event, event)
 
             fut = self.runner.options(on_event=on_event, convert=True).submit(self.method,
-                                                                               **input)
+                                                                               **args)
             pred.handle = fut
             coro = self._follow_future(pred, fut)
+            sent = getattr(fut, "sent", True)  # False: queued in a Pool
         self.records[pred.id] = pred
+        pred.workspace = workspace
 
         def on_completed(event: str, payload: Any) -> None:
             if event == "completed":
+                if pred.workspace is not None:
+                    pred.workspace.close()
                 self.retention.finished(pred.id)
                 self.retention.prune(self.records)
 
         pred.listeners.append(on_completed)
         for hook in self.on_create:
             hook(pred)
-        pred.mark_started()
+        if sent:
+            pred.mark_started()
+        else:
+            pred.handle.add_sent_callback(
+                lambda: loop.call_soon_threadsafe(pred.mark_started))
         task = loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -232,6 +254,12 @@ class Predictions:
         except Exception as exc:  # noqa: BLE001 - the prediction failed: reported in it
             pred.finish("failed", error=exc)
         else:
+            if self.files is not None:
+                try:
+                    value = await self.files.outputs(value, pred.workspace)
+                except Exception as exc:  # noqa: BLE001 - an output file that cannot be sent
+                    pred.finish("failed", error=exc)
+                    return
             pred.finish("succeeded", value, run_time=getattr(fut, "run_time", None))
 
     async def _follow_stream(self, pred: Prediction, stream: Any) -> None:
@@ -239,7 +267,15 @@ class Predictions:
             async for item in stream:
                 kind = type(item).__name__
                 if kind == "Chunk":
-                    pred.add_chunk(item.value)
+                    value = item.value
+                    if self.files is not None:
+                        try:
+                            value = await self.files.outputs(value, pred.workspace)
+                        except Exception as exc:  # noqa: BLE001 - a file that cannot be sent
+                            pred.finish("failed", error=exc)
+                            stream.cancel()
+                            return
+                    pred.add_chunk(value)
                 elif kind == "Done":
                     if pred.output is None:
                         pred.output = []

@@ -125,8 +125,8 @@ class Inputs:
 def _convert(value: Any, hint: Any) -> Any:
     if hint is Any:
         return value
-    if hint in (pathlib.Path, File) and isinstance(value, str):
-        return hint(value)
+    if hint in (pathlib.Path, File) and isinstance(value, (str, File)):
+        return _path_hook(hint, value)
     try:
         return msgspec.convert(value, hint, strict=False, dec_hook=_path_hook)
     except TypeError:  # a type msgspec does not handle: passed on as given
@@ -134,8 +134,15 @@ def _convert(value: Any, hint: Any) -> Any:
 
 
 def _path_hook(hint: Any, value: Any) -> Any:
-    """A str where a path or File is expected, inside another type too (``Path | None``,
-    ``list[Path]``): the path. Any other custom type keeps msgspec's own message."""
+    """A str (or a File: an upload the HTTP server saved) where a path or File is expected,
+    inside another type too (``Path | None``, ``list[Path]``): the path, or the File as it
+    is (keeping its name and content type). Any other custom type keeps msgspec's own
+    message."""
+    if isinstance(value, File):
+        if hint is File:
+            return value
+        if isinstance(hint, type) and issubclass(hint, pathlib.PurePath):
+            return hint(value.path)
     if isinstance(value, str) and isinstance(hint, type) \
             and (hint is File or issubclass(hint, pathlib.PurePath)):
         return hint(value)

@@ -1,0 +1,338 @@
+"""Files of the HTTP server: input files saved for a prediction, output files sent back.
+
+One directory per app (``Files.root``, removed when the app shuts down)::
+
+    root/work/<token>/<n>/<safe name>   a prediction's input files (its *workspace*)
+    root/served/<id>                    output files served at GET /files/{id}
+
+**Inputs.** A parameter typed ``corral.File`` or ``pathlib.Path`` (the input schema says
+``"format": "uri"``, also inside ``Optional`` and ``list``) takes a ``data:`` URL in the
+JSON body, or a multipart upload (uploads.py). Either is written to a file of the
+prediction's workspace and reaches the worker as a ``corral.File`` with the upload's name
+and content type (a Path parameter gets its path). The client's filename is metadata only:
+the file on disk gets a sanitised copy of it inside a directory of its own. Any other
+string there is a 422: http(s) URLs are not fetched (a server that fetches what a client
+names can be made to reach addresses only it can see), and a server path is never read.
+
+**Outputs.** A File or Path in the output (also inside lists, tuples, dicts, and stream
+chunks) becomes a ``data:`` URL (``file_outputs="data"``, Cog's default), or a link
+``<base>/files/<id>`` when ``file_outputs="url"`` or the file is larger than
+``inline_max`` bytes. A linked file is moved (when the prediction's workspace holds it)
+or copied into ``root/served`` and deleted ``retention`` seconds later, or at shutdown.
+
+**Who deletes what.** The server deletes what it created: a prediction's workspace when
+the prediction ends, whatever the outcome (succeeded, failed, canceled, its worker
+crashed, or refused before it ran), and served files when they expire. An output file
+inside the workspace (next to an input file) is the server's too: it is moved, not
+copied. Files a predictor returns from anywhere else stay its own: they are copied, never
+moved or deleted (a model may return the same cached file to every caller), and cleaning
+them up is the predictor's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import mimetypes
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..types import File
+from .retention import Retention
+
+#: Output files up to this size come back inline as data: URLs; bigger ones as links.
+DEFAULT_INLINE_MAX = 8 * 1024 * 1024
+FILE_OUTPUT_MODES = ("data", "url")
+_CHUNK = 4 * 1024 * 1024  # base64 characters decoded per step (a multiple of 4)
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class FileInputError(ValueError):
+    """A file input that cannot be taken: ``loc`` is where it is in the input."""
+
+    def __init__(self, loc: list[Any], msg: str):
+        super().__init__(msg)
+        self.loc = loc
+        self.msg = msg
+
+
+class OutputFileError(Exception):
+    """An output names a file that cannot be read (it fails the prediction)."""
+
+
+def safe_name(filename: str | None, default: str = "upload") -> str:
+    """A name for the file on disk from a client's ``filename``: its last path component
+    only (either slash), characters outside ``[A-Za-z0-9._-]`` replaced, no leading dot,
+    at most 100 characters. ``"../../etc/passwd"`` gives ``"passwd"``."""
+    base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = _SAFE.sub("_", base).lstrip(".")[-100:]
+    return base or default
+
+
+def file_fields(input_schema: dict[str, Any] | None) -> dict[str, str]:
+    """The file parameters of an input schema: name -> ``"one"`` or ``"list"``."""
+    fields: dict[str, str] = {}
+    for name, prop in ((input_schema or {}).get("properties") or {}).items():
+        shape = _shape(prop)
+        if shape is not None:
+            fields[name] = shape
+    return fields
+
+
+def _is_file(schema: Any) -> bool:
+    return isinstance(schema, dict) and schema.get("format") == "uri" \
+        and schema.get("type") == "string"
+
+
+def _shape(schema: Any) -> str | None:
+    if not isinstance(schema, dict):
+        return None
+    if _is_file(schema):
+        return "one"
+    if schema.get("type") == "array" and _is_file(schema.get("items")):
+        return "list"
+    for member in schema.get("anyOf") or schema.get("oneOf") or ():
+        shape = _shape(member)
+        if shape is not None:
+            return shape
+    return None
+
+
+def decode_data_url(url: str, path: str) -> str:
+    """Write the bytes of ``data:[<type>][;base64],<data>`` to ``path``; its media type.
+    Raises ValueError saying what is wrong. Base64 is decoded a slice at a time, so the
+    decoded bytes never sit whole in memory next to the text."""
+    head, comma, _ = url.partition(",")
+    if not head.startswith("data:") or not comma:
+        raise ValueError("a data: URL needs the form data:[<type>][;base64],<data>")
+    params = head[5:].split(";")
+    mime = params[0].strip() or "application/octet-stream"
+    if "/" not in mime:
+        raise ValueError(f"the data: URL's media type {mime!r} is not type/subtype")
+    start = len(head) + 1
+    with open(path, "wb") as f:
+        if "base64" in (p.strip().lower() for p in params[1:]):
+            # Whitespace is not valid in a data URL's base64; padding only at the end.
+            for i in range(start, len(url), _CHUNK):
+                try:
+                    f.write(binascii.a2b_base64(url[i:i + _CHUNK].encode("ascii"),
+                                                strict_mode=True))
+                except (binascii.Error, UnicodeEncodeError):
+                    raise ValueError("the data: URL's base64 is not valid") from None
+        else:
+            f.write(urllib.parse.unquote_to_bytes(url[start:]))
+    return mime
+
+
+def _extension(mime: str) -> str:
+    return mimetypes.guess_extension(mime, strict=False) or ""
+
+
+class Workspace:
+    """One prediction's input files, and the base URL its output links use (``base``: a
+    callable, asked only when a link is made). The directory is made on first use (a
+    prediction without files costs no system call) and removed by ``close()``."""
+
+    def __init__(self, parent: str, base: Callable[[], str] | None = None):
+        self._parent = parent
+        self._base = base
+        self.path: str | None = None
+        self.taken = False  # a prediction record owns it now (and removes it when done)
+        self.sent: dict[str, str] = {}  # output path -> what it became (moved files: once)
+        self._count = 0
+
+    @property
+    def base_url(self) -> str:
+        return self._base() if self._base is not None else ""
+
+    def directory(self) -> str:
+        if self.path is None:
+            self.path = tempfile.mkdtemp(dir=self._parent)
+        return self.path
+
+    def new_file(self, filename: str | None, default: str = "upload") -> str:
+        """A fresh path for a file named after ``filename`` (sanitised), in a directory of
+        its own so that two uploads of one name never collide."""
+        self._count += 1
+        folder = os.path.join(self.directory(), str(self._count))
+        os.mkdir(folder)
+        return os.path.join(folder, safe_name(filename, default))
+
+    def owns(self, path: str) -> bool:
+        if self.path is None:
+            return False
+        real = os.path.realpath(path)
+        return real.startswith(os.path.realpath(self.path) + os.sep)
+
+    def close(self) -> None:
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+@dataclass
+class ServedFile:
+    path: str
+    name: str
+    content_type: str
+
+
+class FileStore:
+    """Output files served at /files/{id}, each deleted ``retention`` seconds after it
+    was stored (checked on every store and fetch, and by ``sweep()``)."""
+
+    def __init__(self, directory: str, retention: Retention):
+        self.directory = directory
+        self.retention = retention
+        self.entries: dict[str, ServedFile] = {}
+
+    def add(self, source: str, name: str, content_type: str, move: bool) -> str:
+        """Store ``source`` (moved when ``move``, else copied); its id."""
+        file_id = secrets.token_urlsafe(18)
+        target = os.path.join(self.directory, file_id)
+        if move:
+            os.replace(source, target)
+        else:
+            shutil.copyfile(source, target)
+        self.entries[file_id] = ServedFile(target, name, content_type)
+        self.retention.finished(file_id)
+        return file_id
+
+    def get(self, file_id: str) -> ServedFile | None:
+        self.sweep()
+        return self.entries.get(file_id)
+
+    def sweep(self) -> None:
+        """Delete the files whose time is up."""
+        for file_id in self.retention.prune(self.entries):
+            try:
+                os.unlink(os.path.join(self.directory, file_id))
+            except FileNotFoundError:
+                pass
+
+
+class Files:
+    """The file handling of one app: workspaces, input files, output files, /files."""
+
+    def __init__(self, *, mode: str = "data", inline_max: int = DEFAULT_INLINE_MAX,
+                 retention: float = 600.0, max_files: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic):
+        if mode not in FILE_OUTPUT_MODES:
+            raise ValueError(f"file_outputs must be one of {FILE_OUTPUT_MODES}, not {mode!r}")
+        self.mode = mode
+        self.inline_max = inline_max
+        self.root = self.work = ""
+        self.store = FileStore("", Retention(retention, max_files, clock))
+        self.fields: dict[str, str] | None = None  # set once the input schema is known
+
+    def open(self) -> None:
+        """Make the directories (when the app starts: an app never started leaves none)."""
+        self.root = tempfile.mkdtemp(prefix="corral-server-")
+        self.work = os.path.join(self.root, "work")
+        os.mkdir(self.work)
+        self.store.directory = os.path.join(self.root, "served")
+        os.mkdir(self.store.directory)
+
+    def workspace(self, base: Callable[[], str] | None = None) -> Workspace:
+        return Workspace(self.work, base)
+
+    def close(self) -> None:
+        """Remove everything: served files and workspaces left (at shutdown)."""
+        if self.root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- inputs ------------------------------------------------------------------------
+
+    async def resolve(self, inputs: dict[str, Any], ws: Workspace) -> dict[str, Any]:
+        """``inputs`` with each data: URL of a file parameter written to ``ws`` and
+        replaced by a File; raises FileInputError for any other string there."""
+        fields = self.fields or {}
+        if not fields:
+            return inputs
+        out = dict(inputs)
+        for name, shape in fields.items():
+            value = inputs.get(name)
+            if isinstance(value, str):
+                out[name] = await self._resolve_one(value, ws, [name])
+            elif shape == "list" and isinstance(value, list):
+                out[name] = [await self._resolve_one(v, ws, [name, i]) if isinstance(v, str)
+                             else v for i, v in enumerate(value)]
+        return out
+
+    async def _resolve_one(self, value: str, ws: Workspace, loc: list[Any]) -> File:
+        scheme = value.split(":", 1)[0].lower() if ":" in value else ""
+        if scheme in ("http", "https"):
+            raise FileInputError(loc, "http(s) URLs are not fetched by this server; send the "
+                                      "file as a data: URL or a multipart upload")
+        if scheme != "data":
+            raise FileInputError(loc, "a file input must be a data: URL or a multipart "
+                                      "upload (a path on the server is never read)")
+        mime = value[5:value.find(",")].split(";")[0] or "application/octet-stream"
+        path = ws.new_file("input" + _extension(mime), "input")
+        try:
+            mime = await asyncio.to_thread(decode_data_url, value, path)
+        except ValueError as exc:
+            raise FileInputError(loc, str(exc)) from None
+        return File(path, name=os.path.basename(path), content_type=mime)
+
+    # -- outputs -----------------------------------------------------------------------
+
+    async def outputs(self, value: Any, ws: Workspace | None) -> Any:
+        """``value`` with every File/Path in it turned into a data: URL or a link (in a
+        thread: reading and encoding a file must not hold up the event loop)."""
+        if not has_files(value):
+            return value
+        return await asyncio.to_thread(self._convert, value, ws)
+
+    def _convert(self, value: Any, ws: Workspace | None) -> Any:
+        if isinstance(value, dict):
+            return {k: self._convert(v, ws) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._convert(v, ws) for v in value]
+        if isinstance(value, os.PathLike):
+            sent = ws.sent if ws is not None else {}
+            key = os.fspath(value)
+            if key not in sent:  # a file given twice is sent once (it may have been moved)
+                sent[key] = self._one(value, ws)
+            return sent[key]
+        return value
+
+    def _one(self, value: os.PathLike, ws: Workspace | None) -> str:
+        path = os.fspath(value)
+        name = getattr(value, "name", None) or os.path.basename(path)
+        mime = getattr(value, "content_type", None) or mimetypes.guess_type(name)[0] \
+            or "application/octet-stream"
+        try:
+            size = os.stat(path).st_size
+            if not os.path.isfile(path):
+                raise OutputFileError(f"the output {path!r} is not a regular file")
+            if self.mode == "data" and size <= self.inline_max:
+                with open(path, "rb") as f:
+                    return f"data:{mime};base64,{base64.b64encode(f.read()).decode('ascii')}"
+            owned = ws is not None and ws.owns(path)
+            file_id = self.store.add(path, name, mime, move=owned)
+        except OSError as exc:
+            raise OutputFileError(f"the output file {path!r} cannot be read: "
+                                  f"{exc.strerror or exc}") from None
+        base = ws.base_url if ws is not None else ""
+        return f"{base.rstrip('/')}/files/{file_id}"
+
+
+def has_files(value: Any) -> bool:
+    """Whether a File or Path sits anywhere in ``value`` (lists, tuples, dict values)."""
+    if isinstance(value, (str, bytes, int, float, type(None))):
+        return False
+    if isinstance(value, os.PathLike):
+        return True
+    if isinstance(value, dict):
+        return any(has_files(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(has_files(v) for v in value)
+    return False
