@@ -9,14 +9,16 @@ The same fields ride on the record as ``record.access`` for handlers that want t
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
+import msgspec
+
 log = logging.getLogger("corral.access")
 
 PREDICTION_ID = "corral.prediction_id"
+_encode = msgspec.json.Encoder().encode
 
 
 class AccessLog:
@@ -40,8 +42,7 @@ class AccessLog:
             await self.app(scope, receive, send_wrapper)
         finally:
             fields = entry(scope, status[0] or 500, time.perf_counter() - t0)
-            self.logger.info(json.dumps(fields, separators=(",", ":")),
-                             extra={"access": fields})
+            self.logger.info(_encode(fields).decode(), extra={"access": fields})
 
 
 def entry(scope: dict, status: int, seconds: float) -> dict[str, Any]:

@@ -49,6 +49,22 @@ class Metrics:
                                  "Time to answer an HTTP request (to its first byte for "
                                  "streams)", ["method", "route"], registry=self.registry)
         self.registry.register(RunnerCollector(runner))
+        # labels() parses its arguments on every call; routes and methods are few.
+        self._latency: dict[tuple[str, str], Any] = {}
+        self._requests: dict[tuple[str, str, int], Any] = {}
+
+    def observe(self, method: str, route: str, seconds: float) -> None:
+        child = self._latency.get((method, route))
+        if child is None:
+            child = self._latency[method, route] = self.latency.labels(method, route)
+        child.observe(seconds)
+
+    def count(self, method: str, route: str, status: int) -> None:
+        child = self._requests.get((method, route, status))
+        if child is None:
+            child = self._requests[method, route, status] = self.requests.labels(
+                method, route, str(status))
+        child.inc()
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
@@ -74,14 +90,13 @@ class MetricsMiddleware:
         async def send_wrapper(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-                self.metrics.latency.labels(scope["method"], _route(scope)).observe(
-                    time.perf_counter() - t0)
+                self.metrics.observe(scope["method"], _route(scope), time.perf_counter() - t0)
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.requests.labels(scope["method"], _route(scope), str(status[0])).inc()
+            self.metrics.count(scope["method"], _route(scope), status[0])
 
 
 def _route(scope: dict) -> str:

@@ -69,6 +69,8 @@ class Prediction:
         self.workspace: Any = None  # its files (files.Workspace), removed when it ends
         self.done = asyncio.Event()
         self.listeners: list[Callable[[str, Any], None]] = []
+        #: Called once when it ends, before the listeners hear "completed" (cleanup).
+        self.on_finish: list[Callable[[], None]] = []
         self._t0 = time.monotonic()
 
     @property
@@ -96,6 +98,9 @@ class Prediction:
         for listener in list(self.listeners):
             listener(event, payload)
 
+    # (Payloads are built only when someone listens: a plain request has no listener, and
+    # the record's JSON is then made once, for the answer.)
+
     # -- state changes (on the event loop) -------------------------------------------------
 
     def mark_started(self) -> None:
@@ -103,7 +108,8 @@ class Prediction:
             self.status = "processing"
             self.started_at = now_iso()
             self._t0 = time.monotonic()
-            self.emit("start", self.to_json())
+            if self.listeners:
+                self.emit("start", self.to_json())
 
     def add_log(self, text: str) -> None:
         if not text.endswith("\n"):
@@ -115,7 +121,8 @@ class Prediction:
         if self.output is None:
             self.output = []
         self.output.append(value)
-        self.emit("output", jsonable(value))
+        if self.listeners:
+            self.emit("output", jsonable(value))
 
     def finish(self, status: str, output: Any = None, error: BaseException | None = None,
                run_time: float | None = None) -> None:
@@ -136,7 +143,10 @@ class Prediction:
         self.completed_at = now_iso()
         self.predict_time = run_time if run_time is not None else time.monotonic() - self._t0
         self.done.set()
-        self.emit("completed", self.to_json())
+        for hook in self.on_finish:
+            hook()
+        if self.listeners:
+            self.emit("completed", self.to_json())
 
     def on_event(self, event: Any) -> None:
         """A corral event of the call: Log, Progress or Metric."""
@@ -218,14 +228,13 @@ class Predictions:
         self.records[pred.id] = pred
         pred.workspace = workspace
 
-        def on_completed(event: str, payload: Any) -> None:
-            if event == "completed":
-                if pred.workspace is not None:
-                    pred.workspace.close()
-                self.retention.finished(pred.id)
-                self.retention.prune(self.records)
+        def on_finish() -> None:
+            if pred.workspace is not None:
+                pred.workspace.close()
+            self.retention.finished(pred.id)
+            self.retention.prune(self.records)
 
-        pred.listeners.append(on_completed)
+        pred.on_finish.append(on_finish)
         for hook in self.on_create:
             hook(pred)
         if sent:
