@@ -144,9 +144,14 @@ def test_the_default_root(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("installer", INSTALLERS)
-def test_a_worker_runs_in_the_environment_and_sees_only_its_packages(tmp_path, installer):
-    assert importlib.util.find_spec("torch") is not None, "the host is meant to have torch"
-    assert os.environ.get("PYTHONPATH"), "run these tests with PYTHONPATH=src, as documented"
+def test_a_worker_runs_in_the_environment_and_sees_only_its_packages(tmp_path, installer,
+                                                                     monkeypatch):
+    torch_spec = importlib.util.find_spec("torch")
+    assert torch_spec is not None, "the host is meant to have torch"
+    # A host PYTHONPATH pointing at its own packages (torch's folder included) must not
+    # reach the environment's worker, which inherits the host's variables.
+    host_packages = os.path.dirname(os.path.dirname(torch_spec.origin))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([SRC, host_packages]))
     env = EnvironmentCache(tmp_path / "envs", installer=installer).ensure([])
     with corral.Worker(fixture_ref("env_probe:Probe"), python=env.python,
                        env=env.worker_env) as w:
@@ -160,6 +165,7 @@ def test_a_worker_runs_in_the_environment_and_sees_only_its_packages(tmp_path, i
         foreign = [p for p in where["path"] if "site-packages" in p
                    and not p.startswith(str(env.path))]
         assert foreign == [] and SRC not in where["path"]
+        assert host_packages not in where["path"]
         assert w.call("can_import", "msgspec")
         assert not w.call("can_import", "torch")
         assert not w.call("can_import", "numpy")
