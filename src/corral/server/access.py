@@ -5,12 +5,12 @@ Each line has ``method``, ``path`` (never the query string), ``status``, ``durat
 request concerns one (from the path, or set by the app in ``scope[PREDICTION_ID]`` for a
 new one). No header is ever logged, so neither is the Authorization header or its token.
 The same fields ride on the record as ``record.access`` for handlers that want them.
+The middleware that writes them is ``instrument.Instrument`` (with the metrics).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import msgspec
@@ -21,28 +21,8 @@ PREDICTION_ID = "corral.prediction_id"
 _encode = msgspec.json.Encoder().encode
 
 
-class AccessLog:
-    def __init__(self, app: Any, logger: logging.Logger = log):
-        self.app = app
-        self.logger = logger
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not self.logger.isEnabledFor(logging.INFO):
-            await self.app(scope, receive, send)
-            return
-        t0 = time.perf_counter()
-        status = [None]
-
-        async def send_wrapper(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            fields = entry(scope, status[0] or 500, time.perf_counter() - t0)
-            self.logger.info(_encode(fields).decode(), extra={"access": fields})
+def write(logger: logging.Logger, fields: dict[str, Any]) -> None:
+    logger.info(_encode(fields).decode(), extra={"access": fields})
 
 
 def entry(scope: dict, status: int, seconds: float) -> dict[str, Any]:

@@ -22,12 +22,13 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..exceptions import ArgumentError, InvalidState, MethodNotFound, QueueFull, SetupError
-from .access import PREDICTION_ID, AccessLog
+from .access import PREDICTION_ID
 from .auth import BearerAuth, check_binding
 from .drain import MESSAGE as DRAINING, Drain, draining_server
 from .files import DEFAULT_INLINE_MAX, FileInputError, Files, Workspace
 from .limits import DEFAULT_MAX_BODY, BodyLimit
-from .metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from .instrument import Instrument
+from .metrics import CONTENT_TYPE, Metrics
 from .predictions import EVENTS, Prediction, Predictions
 from .retention import DEFAULT_MAX_RECORDS, DEFAULT_SECONDS, Retention
 from .schema import openapi
@@ -320,12 +321,11 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         Route("/files/{file_id}", get_file, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    # The last added is the outermost: access log, metrics, auth, body limit, routes.
+    # The last added is the outermost: metrics and access log, auth, body limit, routes.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if token is not None:
         app.add_middleware(BearerAuth, token=token, public=public_paths)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(AccessLog)
+    app.add_middleware(Instrument, metrics=metrics)
     app.state.predictions = service
     app.state.setup = setup
     app.state.metrics = metrics

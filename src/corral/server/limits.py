@@ -26,9 +26,14 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = _content_length(scope)
+        length, chunked = _framing(scope)
         if length is not None and length > self.max_bytes:
             await self._refuse(send, f"the body is {length} bytes")
+            return
+        if not chunked:
+            # A Content-Length within the limit, or no body at all: the HTTP parser reads
+            # no more than that, so there is nothing to count (and no wrapper to pay for).
+            await self.app(scope, receive, send)
             return
         seen = 0
         started = False
@@ -65,11 +70,17 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def _content_length(scope: dict) -> int | None:
+def _framing(scope: dict) -> tuple[int | None, bool]:
+    """The request's Content-Length (None if absent or unreadable) and whether its body
+    comes chunked (or in some other way whose size is not known up front)."""
+    length = None
+    chunked = False
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             try:
-                return int(value)
+                length = int(value)
             except ValueError:
-                return None
-    return None
+                chunked = True  # unreadable: count it as it comes
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length, chunked

@@ -72,34 +72,9 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class MetricsMiddleware:
-    """Count and time every HTTP request by route template (never the raw path: ids
-    would make a label per prediction)."""
-
-    def __init__(self, app: Any, metrics: Metrics):
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        t0 = time.perf_counter()
-        status = [500]
-
-        async def send_wrapper(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-                self.metrics.observe(scope["method"], _route(scope), time.perf_counter() - t0)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            self.metrics.count(scope["method"], _route(scope), status[0])
-
-
-def _route(scope: dict) -> str:
+def route_of(scope: dict) -> str:
+    """The route template that answered (set by the router), never the raw path: ids
+    would make a label per prediction."""
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if path else "other"

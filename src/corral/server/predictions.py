@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import time
-import uuid
 from typing import Any, Callable
 
 from ..exceptions import Cancelled, QueueFull
@@ -180,6 +180,8 @@ class Predictions:
         #: Called with each new record before it starts (to attach webhooks, SSE).
         self.on_create: list[Callable[[Prediction], None]] = []
         self._tasks: set[asyncio.Task] = set()
+        self._random = ""  # hex of random bytes for ids, used up to _random_at
+        self._random_at = 0
 
     def _methods(self) -> dict[str, Any]:
         methods = getattr(self.runner, "methods", None)
@@ -191,6 +193,16 @@ class Predictions:
     def streams(self) -> bool:
         info = self._methods().get(self.method)
         return bool(info is not None and info.streams)
+
+    def _new_id(self) -> str:
+        """A random 128-bit id in hex (as a uuid4's): unguessable, so one client cannot
+        read another's predictions by counting. The kernel's randomness is read 256 ids at
+        a time: one getrandom() per id cost more than the rest of the record."""
+        at = self._random_at
+        if at >= len(self._random):
+            self._random, at = os.urandom(16 * 256).hex(), 0
+        self._random_at = at + 32
+        return self._random[at:at + 32]
 
     def get(self, pid: str) -> Prediction | None:
         return self.records.get(pid)
@@ -205,7 +217,7 @@ class Predictions:
         when no room is left, and MethodNotFound/InvalidState as the runner does; no
         record is kept then (the caller still owns ``workspace``)."""
         self.retention.prune(self.records)
-        pred = Prediction(pid or uuid.uuid4().hex, input, webhook, events_filter)
+        pred = Prediction(pid or self._new_id(), input, webhook, events_filter)
         pred.listeners.extend(listeners)
         if args is None:
             args = input
