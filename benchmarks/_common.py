@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import math
@@ -11,6 +12,31 @@ import statistics
 import sys
 import time
 from typing import Any, Callable, Iterable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def command_line(doc: str, results: str, full: dict[str, Any], smoke: dict[str, Any],
+                 argv: list[str] | None = None,
+                 extra: Callable[[argparse.ArgumentParser], None] | None = None,
+                 ) -> tuple[argparse.Namespace, dict[str, Any], str]:
+    """The options every benchmark takes: ``--smoke`` (alias ``--quick``: tiny counts, a
+    check that the script still runs; results go to benchmarks/results/smoke/) and ``--out
+    DIR``; ``extra`` adds a script's own. Returns the arguments, the configuration (a copy
+    of ``smoke`` or ``full``) and the results folder, made."""
+    ap = argparse.ArgumentParser(description=doc.strip().split("\n\n")[0])
+    ap.add_argument("--smoke", "--quick", dest="smoke", action="store_true",
+                    help="tiny counts; writes to benchmarks/results/smoke/")
+    ap.add_argument("--out", help=f"directory for {results}")
+    if extra is not None:
+        extra(ap)
+    args = ap.parse_args(argv)
+    out_dir = args.out or os.path.join(HERE, "results", "smoke" if args.smoke else "")
+    os.makedirs(out_dir, exist_ok=True)
+    return args, dict(smoke if args.smoke else full), out_dir
+
 
 # -- statistics ---------------------------------------------------------------------------
 

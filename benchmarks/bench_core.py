@@ -591,17 +591,12 @@ def render_md(data: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--smoke", action="store_true",
-                    help="tiny counts (a few seconds); writes to benchmarks/results/smoke/")
-    ap.add_argument("--out", help="directory for core.json and core.md")
-    ap.add_argument("--pin", action="store_true",
-                    help="pin the host to CPU 0 and the children to CPU 1")
-    args = ap.parse_args(argv)
+    def pin_option(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--pin", action="store_true",
+                        help="pin the host to CPU 0 and the children to CPU 1")
 
-    cfg = dict(SMOKE if args.smoke else FULL)
-    out_dir = args.out or os.path.join(HERE, "results", "smoke" if args.smoke else "")
-    os.makedirs(out_dir, exist_ok=True)
+    args, cfg, out_dir = c.command_line(__doc__, "core.json and core.md", FULL, SMOKE, argv,
+                                        pin_option)
     t_start = time.perf_counter()
 
     pinned = False

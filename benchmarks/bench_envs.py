@@ -22,7 +22,6 @@ Each repetition uses fresh folders and runs the variants in rotating order. Writ
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -203,17 +202,10 @@ def render_md(data: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", "--smoke", action="store_true", dest="quick",
-                    help="1 rep of the msgspec rows; writes to benchmarks/results/smoke/")
-    ap.add_argument("--out", help="directory for envs.json and envs.md")
-    args = ap.parse_args(argv)
-    cfg = dict(QUICK if args.quick else FULL)
-    out_dir = args.out or os.path.join(HERE, "results", "smoke" if args.quick else "")
-    os.makedirs(out_dir, exist_ok=True)
+    args, cfg, out_dir = c.command_line(__doc__, "envs.json and envs.md", FULL, QUICK, argv)
     t_start = time.perf_counter()
     meta = c.machine_info()
-    meta["mode"] = "quick" if args.quick else "full"
+    meta["mode"] = "quick" if args.smoke else "full"
     uv = find_uv()
     if uv is None:
         log("uv is not installed: pip install 'corral[plugins]'")

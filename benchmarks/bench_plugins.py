@@ -16,7 +16,6 @@ benchmarks/results/plugins.{json,md} (``--quick``: benchmarks/results/smoke/; or
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -137,7 +136,7 @@ def render_md(data: dict[str, Any]) -> str:
         "# corral plugins benchmark",
         "",
         f"{meta['mode']} run, {meta['date']}, Python {meta['python']}, "
-        f"{meta['cpu_count']} CPUs, commit {meta.get('commit')}.",
+        f"{meta['cpu_count']} CPUs, commit {meta.get('corral_commit')}.",
         "",
         c.markdown_table(data["rows"]),
         "",
@@ -152,17 +151,11 @@ def render_md(data: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", "--smoke", dest="quick", action="store_true",
-                    help="tiny counts; writes to benchmarks/results/smoke/")
-    ap.add_argument("--out", help="directory for plugins.json and plugins.md")
-    args = ap.parse_args(argv)
-    cfg = dict(QUICK if args.quick else FULL)
-    out_dir = args.out or os.path.join(HERE, "results", "smoke" if args.quick else "")
-    os.makedirs(out_dir, exist_ok=True)
+    args, cfg, out_dir = c.command_line(__doc__, "plugins.json and plugins.md", FULL, QUICK,
+                                        argv)
     t_start = time.perf_counter()
     meta = c.machine_info()
-    meta["mode"] = "quick" if args.quick else "full"
+    meta["mode"] = "quick" if args.smoke else "full"
     results: dict[str, Any] = {"meta": meta, "config": cfg}
     with tempfile.TemporaryDirectory(prefix="corral-bench-plugins-") as root:
         folder = make_plugin(root)

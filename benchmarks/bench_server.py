@@ -27,7 +27,6 @@ uvicorn only. Writes ``server.json`` and ``server.md`` to ``benchmarks/results/`
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import http.client
@@ -465,14 +464,9 @@ def render_md(data: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--smoke", action="store_true",
-                    help="tiny counts, corral and the bare floor only (no coglet)")
-    ap.add_argument("--out", help="directory for server.json and server.md")
-    args = ap.parse_args(argv)
-    cfg = SMOKE if args.smoke else FULL
-    out_dir = args.out or os.path.join(HERE, "results", "smoke" if args.smoke else "")
-    os.makedirs(out_dir, exist_ok=True)
+    args, cfg, out_dir = c.command_line(__doc__, "server.json and server.md (--smoke: "
+                                        "corral and the bare floor only, no coglet)",
+                                        FULL, SMOKE, argv)
     t0 = time.perf_counter()
     meta = c.machine_info()
     meta["mode"] = "smoke" if args.smoke else "full"

@@ -24,7 +24,6 @@ Writes ``supervision.json`` and ``supervision.md`` to ``benchmarks/results/``
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import contextlib
 import gc
@@ -682,15 +681,8 @@ def render_md(data: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--smoke", action="store_true",
-                    help="1-2 reps of everything; writes to benchmarks/results/smoke/")
-    ap.add_argument("--out", help="directory for supervision.json and supervision.md")
-    args = ap.parse_args(argv)
-
-    cfg = dict(SMOKE if args.smoke else FULL)
-    out_dir = args.out or os.path.join(HERE, "results", "smoke" if args.smoke else "")
-    os.makedirs(out_dir, exist_ok=True)
+    args, cfg, out_dir = c.command_line(__doc__, "supervision.json and supervision.md", FULL,
+                                        SMOKE, argv)
     # Every crash is logged as a warning by corral; the benchmark makes dozens on purpose.
     logging.getLogger("corral").setLevel(logging.ERROR)
     t_start = time.perf_counter()

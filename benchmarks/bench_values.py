@@ -893,18 +893,13 @@ def render_md(data: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--smoke", action="store_true",
-                    help="tiny sizes (a few seconds); writes to benchmarks/results/smoke/")
-    ap.add_argument("--out", help="directory for values.json, values.md and values.png")
-    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    def child_option(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+
+    args, cfg, out_dir = c.command_line(__doc__, "values.json, values.md and values.png",
+                                        FULL, SMOKE, argv, child_option)
     if args.child:
         return child_main(args.child)
-
-    cfg = dict(SMOKE if args.smoke else FULL)
-    out_dir = args.out or os.path.join(HERE, "results", "smoke" if args.smoke else "")
-    os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
     meta = c.machine_info()
     meta["mode"] = "smoke" if args.smoke else "full"
