@@ -211,16 +211,7 @@ def test_serve_answers_predictions_and_stops_on_sigterm(tmp_path):
                             env=_env())
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(f"{base}/health-check", timeout=2).json()["status"] == "READY":
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not get ready"
-            time.sleep(0.05)
+        _wait_ready(proc, base)
         r = httpx.post(f"{base}/predictions", json={"input": {"n": "2"}}, timeout=30)
         assert r.status_code == 401
         r = httpx.post(f"{base}/predictions", json={"input": {"n": 2, "tags": ["t"]}},
@@ -237,6 +228,23 @@ def test_serve_answers_predictions_and_stops_on_sigterm(tmp_path):
             proc.wait()
     assert proc.returncode == 0, out
     assert "s3cret" not in out
+
+
+def _wait_ready(proc, base: str, timeout: float = 60.0) -> None:
+    """Poll /health-check until READY (a server in a subprocess has no event to wait on),
+    failing at once with its output if it exits."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            if httpx.get(f"{base}/health-check", timeout=2).json()["status"] == "READY":
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not get ready"
+        time.sleep(0.05)
 
 
 def test_serve_beyond_loopback_without_a_token_exits_2():
@@ -256,16 +264,7 @@ def test_serve_takes_uploads_and_links_file_outputs_with_file_outputs_url(tmp_pa
                             env=_env())
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(f"{base}/health-check", timeout=2).json()["status"] == "READY":
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not get ready"
-            time.sleep(0.05)
+        _wait_ready(proc, base)
         # form fields are inputs too
         r = httpx.post(f"{base}/predictions", data={"size": "5", "where": str(tmp_path)},
                        files={"unused": ("x", b"")}, timeout=30)

@@ -9,6 +9,12 @@ class PluginError(CorralError):
     """Base class of the plugin layer's errors."""
 
 
+def _lines(problems: list[dict[str, Any]], whole: str) -> str:
+    """``loc.path: msg; ...`` (``whole`` names a problem of the whole thing, with no loc)."""
+    return "; ".join(f"{'.'.join(map(str, p.get('loc', []))) or whole}: {p['msg']}"
+                     for p in problems)
+
+
 class ManifestError(PluginError):
     """A plugin's manifest is missing, unreadable or invalid; ``source`` names the file and
     ``problems`` lists every problem found (``{"loc": [...], "msg": ...}``)."""
@@ -16,9 +22,7 @@ class ManifestError(PluginError):
     def __init__(self, source: str, problems: list[dict[str, Any]]):
         self.source = source
         self.problems = problems
-        lines = "; ".join(f"{'.'.join(map(str, p.get('loc', []))) or '(manifest)'}: {p['msg']}"
-                          for p in problems)
-        super().__init__(f"invalid plugin manifest {source}: {lines}")
+        super().__init__(f"invalid plugin manifest {source}: {_lines(problems, '(manifest)')}")
 
 
 class PluginNotFound(PluginError, KeyError):
@@ -55,9 +59,7 @@ class ConfigError(PluginError, ValueError):
     def __init__(self, plugin: str, problems: list[dict[str, Any]]):
         self.plugin = plugin
         self.problems = problems
-        lines = "; ".join(f"{'.'.join(map(str, p.get('loc', []))) or '(config)'}: {p['msg']}"
-                          for p in problems)
-        super().__init__(f"bad config for plugin {plugin!r}: {lines}")
+        super().__init__(f"bad config for plugin {plugin!r}: {_lines(problems, '(config)')}")
 
 
 class InsufficientResources(PluginError):
