@@ -214,7 +214,12 @@ def test_bench_server_smoke(tmp_path):
     assert data["meta"]["mode"] == "smoke" and data["coglet"] is None and data["coglet_note"]
     raw = data["raw"]
     assert set(raw) == {"bare", "corral_sync1", "corral_async8", "corral_pool2",
-                        "corral_files_url", "corral_files_data"}
+                        "corral_files_url", "corral_files_data", "interleaved"}
+    inter = raw.pop("interleaved")  # corral and the floor side by side, alternating rounds
+    assert set(inter["p50_us_rounds"]) == {"corral_sync1", "bare"}
+    for name, rounds in inter["p50_us_rounds"].items():
+        assert len(rounds) == 2 and all(x > 0 for x in rounds), (name, rounds)
+    assert inter["failed"] == {"corral_sync1": 0, "bare": 0}
     for name in ("corral_files_url", "corral_files_data"):  # the file round trips
         _positive(raw.pop(name)["file"]["median_ms"], name)
     for name in raw:
