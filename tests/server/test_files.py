@@ -460,3 +460,14 @@ def test_a_file_rewritten_for_each_chunk_is_sent_anew_each_time(tmp_path, fifo):
                 elif event == "completed":
                     break
         assert seen == [data_url(f"frame {i}".encode(), "text/plain") for i in range(3)]
+
+
+def test_a_parameter_that_cannot_be_described_does_not_open_the_others(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    with serving(target("Undescribable")) as srv, srv.client() as c:
+        r = c.post("/predictions", json={"input": {"doc": str(secret)}})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["body", "input", "doc"]
+        r = c.post("/predictions", json={"input": {"doc": data_url(b"ok", "text/plain")}})
+        assert r.json()["output"] == "ok"
