@@ -10,7 +10,7 @@ import pytest
 
 from conftest import fixture_ref, wait_until
 
-from .conftest import SSE, run_server, serving, sse_events
+from .conftest import SSE, open_gate, run_server, serving, sse_events
 from .test_limits_and_access import _raw
 
 
@@ -417,3 +417,57 @@ def test_files_need_the_token_like_every_other_route(tmp_path):
         assert c.get(link).status_code == 200
         with srv.client() as anon:
             assert anon.get(link).status_code == 401
+
+
+# -- review: file parameters of any shape, and one path rewritten per chunk ---------------
+
+def test_a_server_path_is_never_read_whatever_the_shape_of_the_file_parameter(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    url = data_url(b"given", "text/plain")
+    with serving(target("Shapes")) as srv, srv.client() as c:
+        for name, bad, loc in [("named", {"a": str(secret)}, ["named", "a"]),
+                               ("pair", [url, str(secret)], ["pair", 1]),
+                               ("labelled", {"label": str(secret), "image": str(secret)},
+                                ["labelled", "image"]),
+                               ("grid", [[url], [str(secret)]], ["grid", 1, 0])]:
+            r = c.post("/predictions", json={"input": {name: bad}})
+            assert r.status_code == 422, (name, r.text)
+            [problem] = r.json()["detail"]
+            assert problem["loc"] == ["body", "input", *loc], (name, problem)
+            assert "never read" in problem["msg"]
+        # data: URLs in those places reach the worker as files
+        r = c.post("/predictions", json={"input": {"named": {"a": url}, "pair": [url, url],
+                                                   "labelled": {"label": "x", "image": url},
+                                                   "grid": [[url, url]]}})
+        assert r.status_code == 200, r.text
+        assert r.json()["output"] == {"named": {"a": "given"}, "pair": ["given", "given"],
+                                      "labelled": {"label": "x", "image": "given"},
+                                      "grid": [["given", "given"]]}
+        assert workspaces(srv) == []
+
+
+def test_a_file_rewritten_for_each_chunk_is_sent_anew_each_time(tmp_path, fifo):
+    with serving(target("Frames")) as srv, srv.client() as c:
+        seen = []
+        with c.stream("POST", "/predictions", headers=SSE, json={"input": {
+                "n": 3, "where": str(tmp_path), "gate": fifo}}) as r:
+            for event, data in sse_events(r.iter_lines()):
+                if event == "output":
+                    seen.append(data)
+                    if len(seen) < 3:
+                        open_gate(fifo)
+                elif event == "completed":
+                    break
+        assert seen == [data_url(f"frame {i}".encode(), "text/plain") for i in range(3)]
+
+
+def test_a_parameter_that_cannot_be_described_does_not_open_the_others(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    with serving(target("Undescribable")) as srv, srv.client() as c:
+        r = c.post("/predictions", json={"input": {"doc": str(secret)}})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["body", "input", "doc"]
+        r = c.post("/predictions", json={"input": {"doc": data_url(b"ok", "text/plain")}})
+        assert r.json()["output"] == "ok"

@@ -339,7 +339,8 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     return app
 
 
-async def _file_fields(runner: Any, method: str, state: dict[str, Any]) -> dict[str, str]:
+async def _file_fields(runner: Any, method: str,
+                       state: dict[str, Any]) -> dict[str, tuple[Any, dict]]:
     """The method's file parameters, from its input schema (fetched once)."""
     from .files import file_fields
 

@@ -6,7 +6,7 @@ One directory per app (``Files.root``, removed when the app shuts down)::
     root/served/<id>                    output files served at GET /files/{id}
 
 **Inputs.** A parameter typed ``corral.File`` or ``pathlib.Path`` (the input schema says
-``"format": "uri"``, also inside ``Optional`` and ``list``) takes a ``data:`` URL in the
+``"format": "uri"``, also inside ``Optional``, lists, tuples, dicts and Structs) takes a ``data:`` URL in the
 JSON body, or a multipart upload (uploads.py). Either is written to a file of the
 prediction's workspace and reaches the worker as a ``corral.File`` with the upload's name
 and content type (a Path parameter gets its path). The client's filename is metadata only:
@@ -77,14 +77,16 @@ def safe_name(filename: str | None, default: str = "upload") -> str:
     return base or default
 
 
-def file_fields(input_schema: dict[str, Any] | None) -> dict[str, str]:
-    """The file parameters of an input schema: name -> ``"one"`` or ``"list"``."""
-    fields: dict[str, str] = {}
-    for name, prop in ((input_schema or {}).get("properties") or {}).items():
-        shape = _shape(prop)
-        if shape is not None:
-            fields[name] = shape
-    return fields
+def file_fields(input_schema: dict[str, Any] | None) -> dict[str, tuple[Any, dict]]:
+    """The parameters of an input schema that hold a file anywhere (``Path``, but also
+    ``list[list[Path]]``, ``dict[str, Path]``, a tuple or a Struct with one): name -> its
+    schema and the schema's ``$defs``. Every string in such a place must be a data: URL:
+    the worker turns any string there into a path, so one left as it is would be a path
+    on the server."""
+    schema = input_schema or {}
+    defs = schema.get("$defs") or {}
+    return {name: (prop, defs) for name, prop in (schema.get("properties") or {}).items()
+            if _holds_files(prop, defs, set())}
 
 
 def _is_file(schema: Any) -> bool:
@@ -92,18 +94,43 @@ def _is_file(schema: Any) -> bool:
         and schema.get("type") == "string"
 
 
-def _shape(schema: Any) -> str | None:
+def _deref(schema: Any, defs: dict) -> Any:
+    ref = schema.get("$ref") if isinstance(schema, dict) else None
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return defs.get(ref[len("#/$defs/"):], {})
+    return schema
+
+
+def _children(schema: dict) -> list[Any]:
+    found = [*(schema.get("anyOf") or ()), *(schema.get("oneOf") or ()),
+             *(schema.get("prefixItems") or ()), *(schema.get("properties") or {}).values()]
+    found += [schema[key] for key in ("items", "additionalProperties")
+              if isinstance(schema.get(key), dict)]
+    return found
+
+
+def _holds_files(schema: Any, defs: dict, seen: set[str]) -> bool:
+    ref = schema.get("$ref") if isinstance(schema, dict) else None
+    if ref is not None:
+        if ref in seen:  # a recursive Struct: looked at already
+            return False
+        seen.add(ref)
+    schema = _deref(schema, defs)
     if not isinstance(schema, dict):
-        return None
-    if _is_file(schema):
-        return "one"
-    if schema.get("type") == "array" and _is_file(schema.get("items")):
-        return "list"
-    for member in schema.get("anyOf") or schema.get("oneOf") or ():
-        shape = _shape(member)
-        if shape is not None:
-            return shape
-    return None
+        return False
+    return _is_file(schema) or any(_holds_files(c, defs, seen) for c in _children(schema))
+
+
+def _member_for(value: Any, schema: dict, defs: dict) -> Any:
+    """The member of a union (anyOf/oneOf) that ``value`` goes by: a file for a string
+    when any member takes one, else the first array (list) or object (dict) member."""
+    members = [_deref(m, defs) for m in schema.get("anyOf") or schema.get("oneOf") or ()]
+    if isinstance(value, str):
+        return next((m for m in members if _is_file(m)), schema)
+    want = "array" if isinstance(value, list) else "object" if isinstance(value, dict) \
+        else None
+    return next((m for m in members if isinstance(m, dict) and m.get("type") == want),
+                schema)
 
 
 def decode_data_url(url: str, path: str) -> str:
@@ -146,7 +173,7 @@ class Workspace:
         self._base = base
         self.path: str | None = None
         self.taken = False  # a prediction record owns it now (and removes it when done)
-        self.sent: dict[str, str] = {}  # output path -> what it became (moved files: once)
+        self.sent: dict[str, str] = {}  # output path -> its link, for files moved out
         self._count = 0
 
     @property
@@ -230,7 +257,8 @@ class Files:
         self.inline_max = inline_max
         self.root = self.work = ""
         self.store = FileStore("", Retention(retention, max_files, clock))
-        self.fields: dict[str, str] | None = None  # set once the input schema is known
+        #: The file parameters (``file_fields``): set once the input schema is known.
+        self.fields: dict[str, tuple[Any, dict]] | None = None
 
     def open(self) -> None:
         """Make the directories (when the app starts: an app never started leaves none)."""
@@ -251,20 +279,37 @@ class Files:
     # -- inputs ------------------------------------------------------------------------
 
     async def resolve(self, inputs: dict[str, Any], ws: Workspace) -> dict[str, Any]:
-        """``inputs`` with each data: URL of a file parameter written to ``ws`` and
-        replaced by a File; raises FileInputError for any other string there."""
+        """``inputs`` with each data: URL in a file's place (``fields``) written to ``ws``
+        and replaced by a File; raises FileInputError for any other string there."""
         fields = self.fields or {}
         if not fields:
             return inputs
         out = dict(inputs)
-        for name, shape in fields.items():
-            value = inputs.get(name)
-            if isinstance(value, str):
-                out[name] = await self._resolve_one(value, ws, [name])
-            elif shape == "list" and isinstance(value, list):
-                out[name] = [await self._resolve_one(v, ws, [name, i]) if isinstance(v, str)
-                             else v for i, v in enumerate(value)]
+        for name, (schema, defs) in fields.items():
+            if name in inputs:
+                out[name] = await self._resolve_in(inputs[name], schema, defs, ws, [name])
         return out
+
+    async def _resolve_in(self, value: Any, schema: Any, defs: dict, ws: Workspace,
+                          loc: list[Any]) -> Any:
+        schema = _deref(schema, defs)
+        if not isinstance(schema, dict):
+            return value
+        schema = _deref(_member_for(value, schema, defs), defs)
+        if isinstance(value, str):
+            return await self._resolve_one(value, ws, loc) if _is_file(schema) else value
+        if isinstance(value, list):
+            prefix = schema.get("prefixItems") or []
+            items = schema.get("items")
+            return [await self._resolve_in(v, prefix[i] if i < len(prefix) else items,
+                                           defs, ws, [*loc, i])
+                    for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            props = schema.get("properties") or {}
+            extra = schema.get("additionalProperties")
+            return {k: await self._resolve_in(v, props.get(k, extra), defs, ws, [*loc, k])
+                    for k, v in value.items()}
+        return value
 
     async def _resolve_one(self, value: str, ws: Workspace, loc: list[Any]) -> File:
         scheme = value.split(":", 1)[0].lower() if ":" in value else ""
@@ -297,11 +342,12 @@ class Files:
         if isinstance(value, (list, tuple)):
             return [self._convert(v, ws) for v in value]
         if isinstance(value, os.PathLike):
-            sent = ws.sent if ws is not None else {}
+            # A file moved out of the workspace is gone: given again, it is the same link.
+            # Any other file is read anew each time (a stream may rewrite one per chunk).
             key = os.fspath(value)
-            if key not in sent:  # a file given twice is sent once (it may have been moved)
-                sent[key] = self._one(value, ws)
-            return sent[key]
+            if ws is not None and key in ws.sent:
+                return ws.sent[key]
+            return self._one(value, ws)
         return value
 
     def _one(self, value: os.PathLike, ws: Workspace | None) -> str:
@@ -318,11 +364,14 @@ class Files:
                     return f"data:{mime};base64,{base64.b64encode(f.read()).decode('ascii')}"
             owned = ws is not None and ws.owns(path)
             file_id = self.store.add(path, name, mime, move=owned)
+            base = ws.base_url if ws is not None else ""
+            link = f"{base.rstrip('/')}/files/{file_id}"
+            if owned:
+                ws.sent[path] = link  # type: ignore[union-attr]
+            return link
         except OSError as exc:
             raise OutputFileError(f"the output file {path!r} cannot be read: "
                                   f"{exc.strerror or exc}") from None
-        base = ws.base_url if ws is not None else ""
-        return f"{base.rstrip('/')}/files/{file_id}"
 
 
 def has_files(value: Any) -> bool:

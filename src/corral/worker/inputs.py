@@ -63,6 +63,13 @@ class Inputs:
         """The inputs as a JSON Schema object (None if the hints cannot be described)."""
         fields = []
         for name, hint, default in self.fields:
+            # A hint msgspec cannot describe is described as anything ({}), not by
+            # dropping the whole schema: the HTTP server needs the rest to find the file
+            # parameters, whose strings it must never pass on as paths.
+            try:
+                msgspec.json.schema(hint, schema_hook=_schema_hook)
+            except Exception:  # noqa: BLE001
+                hint = Any
             if default is _EMPTY:
                 fields.append((name, hint))
             else:
