@@ -366,6 +366,16 @@ def test_an_output_file_that_does_not_exist_fails_the_prediction():
         assert r.status_code == 200
         assert r.json()["status"] == "failed"
         assert "corral-test-output.bin" in r.json()["error"]
+        assert "/nonexistent" not in r.json()["error"]  # the server's paths stay its own
+
+
+def test_a_symlink_in_the_workspace_is_served_as_the_file_it_points_at():
+    with serving(target("Linked"), file_outputs="url") as srv, srv.client() as c:
+        r = c.post("/predictions", files={"doc": ("n.txt", b"pointed at", "text/plain")})
+        assert r.json()["status"] == "succeeded", r.json()
+        got = c.get(r.json()["output"])  # after the workspace (and the link's target) went
+        assert got.status_code == 200 and got.content == b"pointed at"
+        assert workspaces(srv) == []
 
 
 def test_streamed_file_chunks_arrive_as_data_urls(tmp_path):

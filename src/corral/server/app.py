@@ -185,7 +185,12 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         if refused is not None:
             return refused
         if files.fields is None:
-            files.fields = await _file_fields(runner, service.method, state)
+            try:
+                files.fields = await _file_fields(runner, service.method, state)
+            except Exception as exc:  # noqa: BLE001 - e.g. the worker is restarting
+                return JSONResponse({"detail": f"the model's input schema is not known yet: "
+                                               f"{exc}"}, status_code=503,
+                                    headers={"Retry-After": str(retry_after)})
         if files.fields:
             try:
                 args = await files.resolve(args if args is not None else inp, ws)
@@ -345,8 +350,9 @@ async def _file_fields(runner: Any, method: str,
     from .files import file_fields
 
     if state.get("schemas") is None:
-        with contextlib.suppress(Exception):  # no schema: no file parameters known
-            state["schemas"] = await asyncio.to_thread(runner.describe)
+        # A failure is not kept: without the schema no file input could be checked (a
+        # server path would reach the worker), so the caller answers 503 and asks again.
+        state["schemas"] = await asyncio.to_thread(runner.describe)
     schemas = (state.get("schemas") or {}).get(method)
     return file_fields(getattr(schemas, "input", None))
 

@@ -213,7 +213,8 @@ class ServedFile:
 
 class FileStore:
     """Output files served at /files/{id}, each deleted ``retention`` seconds after it
-    was stored (checked on every store and fetch, and by ``sweep()``)."""
+    was stored (checked on every fetch, and by ``sweep()`` which the app runs on a timer;
+    both on the event loop, while ``add()`` runs in threads, so ``add()`` never sweeps)."""
 
     def __init__(self, directory: str, retention: Retention):
         self.directory = directory
@@ -225,7 +226,9 @@ class FileStore:
         file_id = secrets.token_urlsafe(18)
         target = os.path.join(self.directory, file_id)
         if move:
-            os.replace(source, target)
+            # The file itself, not a symlink to it: whatever it points at in the workspace
+            # is deleted with the workspace.
+            os.replace(os.path.realpath(source), target)
         else:
             shutil.copyfile(source, target)
         self.entries[file_id] = ServedFile(target, name, content_type)
@@ -358,7 +361,7 @@ class Files:
         try:
             size = os.stat(path).st_size
             if not os.path.isfile(path):
-                raise OutputFileError(f"the output {path!r} is not a regular file")
+                raise OutputFileError(f"the output {name!r} is not a regular file")
             if self.mode == "data" and size <= self.inline_max:
                 with open(path, "rb") as f:
                     return f"data:{mime};base64,{base64.b64encode(f.read()).decode('ascii')}"
@@ -370,8 +373,9 @@ class Files:
                 ws.sent[path] = link  # type: ignore[union-attr]
             return link
         except OSError as exc:
-            raise OutputFileError(f"the output file {path!r} cannot be read: "
-                                  f"{exc.strerror or exc}") from None
+            # (its name only: the server's paths are not the client's business)
+            raise OutputFileError(f"the output file {name!r} cannot be read: "
+                                  f"{exc.strerror or 'error'}") from None
 
 
 def has_files(value: Any) -> bool:
