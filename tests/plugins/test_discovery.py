@@ -118,3 +118,23 @@ def test_entry_point_plugins_load_and_run_in_their_own_workers(installed, tmp_pa
 def test_entry_points_can_be_left_out(installed, tmp_path):
     found = discover([], plugins_dir=str(tmp_path / "none"), entry_points=False)
     assert "direct" not in found.plugins
+
+
+def test_an_unreadable_or_odd_toml_file_is_a_problem_not_a_crash(tmp_path):
+    # A folder of plugins holds what users put there: a pyproject.toml whose `tool` is not
+    # a table, a manifest that is not UTF-8. A corral.toml is a plugin's, so its problem is
+    # reported; a pyproject.toml that cannot be read is some other project's and ignored
+    # (as one with a TOML syntax error is). Either way the others still load.
+    make_plugin(tmp_path, "good")
+    (tmp_path / "odd-tool").mkdir()
+    (tmp_path / "odd-tool" / "pyproject.toml").write_text("tool = 1\n")
+    (tmp_path / "latin1").mkdir()
+    (tmp_path / "latin1" / "corral.toml").write_bytes(b'name = "caf\xe9"\ntarget = "t.py:T"\n')
+    (tmp_path / "latin1-pyproject").mkdir()
+    (tmp_path / "latin1-pyproject" / "pyproject.toml").write_bytes(
+        b'[tool.corral]\nname = "caf\xe9"\n')
+    found = discover([str(tmp_path)], plugins_dir=str(tmp_path / "none"), entry_points=False)
+    assert list(found.plugins) == ["good"]
+    [problem] = found.problems
+    assert problem.source == str(tmp_path / "latin1" / "corral.toml")
+    assert "not valid TOML: not UTF-8" in str(problem)
