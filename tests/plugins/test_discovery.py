@@ -138,3 +138,19 @@ def test_an_unreadable_or_odd_toml_file_is_a_problem_not_a_crash(tmp_path):
     [problem] = found.problems
     assert problem.source == str(tmp_path / "latin1" / "corral.toml")
     assert "not valid TOML: not UTF-8" in str(problem)
+
+
+def test_inline_requirement_paths_are_relative_to_the_plugin_folder(tmp_path, monkeypatch):
+    # As a requirements file's are: the host's current folder must not decide which wheel
+    # a plugin gets (nor split one plugin's environment into one per folder it is run from).
+    folder = make_plugin(tmp_path / "plugins", "local",
+                         manifest='requirements = ["./wheels/dep-1.0-py3-none-any.whl", '
+                                  '"--find-links wheels", "Numpy>=1"]\n')
+    wheels = os.path.join(folder, "wheels")
+    expected = [f"--find-links {wheels}", os.path.join(wheels, "dep-1.0-py3-none-any.whl"),
+                "numpy>=1"]
+    for cwd in (tmp_path, tmp_path / "plugins"):
+        monkeypatch.chdir(cwd)
+        found = discover([str(tmp_path / "plugins")], plugins_dir=str(tmp_path / "none"),
+                         entry_points=False)
+        assert sorted(found.plugins["local"].requirements()) == sorted(expected)
