@@ -559,8 +559,10 @@ class PluginManager:
 
     def close(self) -> None:
         """Unload every plugin (idempotent); the manager loads nothing afterwards."""
-        self._closed = True
-        for name in list(self._loaded):
+        with self._lock:  # _start registers under this lock: it sees the flag, or we see it
+            self._closed = True
+            names = list(self._loaded)
+        for name in names:
             with self._name_lock(name):
                 self._stop(name, "unloaded (the manager was closed)")
 
