@@ -118,3 +118,39 @@ def test_entry_point_plugins_load_and_run_in_their_own_workers(installed, tmp_pa
 def test_entry_points_can_be_left_out(installed, tmp_path):
     found = discover([], plugins_dir=str(tmp_path / "none"), entry_points=False)
     assert "direct" not in found.plugins
+
+
+def test_an_unreadable_or_odd_toml_file_is_a_problem_not_a_crash(tmp_path):
+    # A folder of plugins holds what users put there: a pyproject.toml whose `tool` is not
+    # a table, a manifest that is not UTF-8. A corral.toml is a plugin's, so its problem is
+    # reported; a pyproject.toml that cannot be read is some other project's and ignored
+    # (as one with a TOML syntax error is). Either way the others still load.
+    make_plugin(tmp_path, "good")
+    (tmp_path / "odd-tool").mkdir()
+    (tmp_path / "odd-tool" / "pyproject.toml").write_text("tool = 1\n")
+    (tmp_path / "latin1").mkdir()
+    (tmp_path / "latin1" / "corral.toml").write_bytes(b'name = "caf\xe9"\ntarget = "t.py:T"\n')
+    (tmp_path / "latin1-pyproject").mkdir()
+    (tmp_path / "latin1-pyproject" / "pyproject.toml").write_bytes(
+        b'[tool.corral]\nname = "caf\xe9"\n')
+    found = discover([str(tmp_path)], plugins_dir=str(tmp_path / "none"), entry_points=False)
+    assert list(found.plugins) == ["good"]
+    [problem] = found.problems
+    assert problem.source == str(tmp_path / "latin1" / "corral.toml")
+    assert "not valid TOML: not UTF-8" in str(problem)
+
+
+def test_inline_requirement_paths_are_relative_to_the_plugin_folder(tmp_path, monkeypatch):
+    # As a requirements file's are: the host's current folder must not decide which wheel
+    # a plugin gets (nor split one plugin's environment into one per folder it is run from).
+    folder = make_plugin(tmp_path / "plugins", "local",
+                         manifest='requirements = ["./wheels/dep-1.0-py3-none-any.whl", '
+                                  '"--find-links wheels", "Numpy>=1"]\n')
+    wheels = os.path.join(folder, "wheels")
+    expected = [f"--find-links {wheels}", os.path.join(wheels, "dep-1.0-py3-none-any.whl"),
+                "numpy>=1"]
+    for cwd in (tmp_path, tmp_path / "plugins"):
+        monkeypatch.chdir(cwd)
+        found = discover([str(tmp_path / "plugins")], plugins_dir=str(tmp_path / "none"),
+                         entry_points=False)
+        assert sorted(found.plugins["local"].requirements()) == sorted(expected)

@@ -325,3 +325,15 @@ def test_a_killed_host_leaves_no_plugin_worker(plugins):
         proc.wait()
         proc.stdin.close()
         proc.stdout.close()
+
+
+def test_a_load_that_fails_before_its_worker_starts_gives_its_reservation_back(sized):
+    # Worker() itself refuses the options: the plugin never loaded, so the 400 MiB it
+    # reserved must not stay held against every later load.
+    with manager(sized, resources=budget(1000 * MiB), timeout=-1) as pm:
+        with pytest.raises(ValueError, match="timeout"):
+            pm.load("a", {"size": 1})
+        pm.worker_options = {}
+        pm.load("b", {"size": 1})
+        pm.load("c", {"size": 1})  # fits only if a holds nothing
+        assert pm.loaded() == ["b", "c"]

@@ -94,13 +94,19 @@ class Plugin:
 
     def requirements(self) -> list[str]:
         """The requirement lines: the inline list, or the requirements file read by the
-        environment layer (the same reader that builds the environment)."""
+        environment layer (the same reader that builds the environment). Relative paths
+        in either are relative to the plugin (the folder, or the file), never to the
+        host's current folder."""
         reqs = self.manifest.requirements
         if isinstance(reqs, str):
             from .envs import read_requirements
 
             return list(read_requirements(reqs))
-        return list(reqs)
+        if self.folder is None or not reqs:
+            return list(reqs)
+        from .requirements import normalize_requirements
+
+        return list(normalize_requirements(reqs, base_dir=self.folder))
 
 
 @dataclass

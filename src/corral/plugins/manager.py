@@ -23,6 +23,7 @@ under one short manager lock, so two loads cannot both take the last free gigaby
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -310,27 +311,30 @@ class PluginManager:
         """Reserve the plugin's resources (evicting if allowed), start its worker and
         register it (under its name lock)."""
         name = plugin.name
-        for victim in self._reserve(plugin, policy):
-            try:
-                victim.worker.stop(self.stop_grace)
-            finally:
-                self._name_locks[victim.plugin.name].release()
-        from ..host.worker import Worker
+        victims = self._reserve(plugin, policy)
+        try:  # from here on the reservation is given back however this ends
+            # Every victim is stopped and let go even if stopping one fails (Ctrl-C): they
+            # are out of the maps already, so nothing else would ever end them.
+            with contextlib.ExitStack() as stops:
+                for victim in victims:
+                    stops.callback(self._name_locks[victim.plugin.name].release)
+                    stops.callback(victim.worker.stop, self.stop_grace)
+            from ..host.worker import Worker
 
-        python = getattr(env, "python", None) if env is not None else None
-        worker = Worker(plugin.target, config=config, slots=plugin.manifest.slots,
-                        python=python, env=self._worker_env(plugin, env), cwd=plugin.folder,
-                        check_config=True, **self.worker_options)
-        try:
-            worker.start()
-        except SetupError as exc:
-            worker.stop()
-            if exc.problems:
-                raise ConfigError(name, exc.problems) from None
-            raise
-        except BaseException:
-            worker.stop()
-            raise
+            python = getattr(env, "python", None) if env is not None else None
+            worker = Worker(plugin.target, config=config, slots=plugin.manifest.slots,
+                            python=python, env=self._worker_env(plugin, env),
+                            cwd=plugin.folder, check_config=True, **self.worker_options)
+            try:
+                worker.start()
+            except SetupError as exc:
+                worker.stop()
+                if exc.problems:
+                    raise ConfigError(name, exc.problems) from None
+                raise
+            except BaseException:
+                worker.stop()
+                raise
         finally:
             with self._lock:
                 self._loading.pop(name, None)
@@ -555,8 +559,10 @@ class PluginManager:
 
     def close(self) -> None:
         """Unload every plugin (idempotent); the manager loads nothing afterwards."""
-        self._closed = True
-        for name in list(self._loaded):
+        with self._lock:  # _start registers under this lock: it sees the flag, or we see it
+            self._closed = True
+            names = list(self._loaded)
+        for name in names:
             with self._name_lock(name):
                 self._stop(name, "unloaded (the manager was closed)")
 

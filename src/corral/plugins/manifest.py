@@ -133,9 +133,10 @@ def has_manifest(folder: str) -> bool:
         return False
     try:
         with open(pyproject, "rb") as f:
-            return "corral" in tomllib.load(f).get("tool", {})
-    except (OSError, tomllib.TOMLDecodeError, AttributeError):
-        return False
+            tool = tomllib.load(f).get("tool")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False  # some other project's broken file: not a plugin
+    return isinstance(tool, dict) and "corral" in tool
 
 
 def parse_manifest(data: Any, folder: str, source: str,
@@ -229,6 +230,9 @@ def _load_toml(path: str) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(path, [{"loc": [], "msg": f"not valid TOML: {exc}"}]) from None
+    except UnicodeDecodeError as exc:  # (tomllib decodes before it parses)
+        raise ManifestError(path, [{"loc": [], "msg": f"not valid TOML: not UTF-8 ({exc})"}]) \
+            from None
     except OSError as exc:
         raise ManifestError(path, [{"loc": [], "msg": f"cannot read: {exc.strerror or exc}"}]) \
             from None
