@@ -361,3 +361,32 @@ def test_an_interrupted_build_stops_the_installer_and_leaves_nothing(tmp_path):
         cache.ensure(["msgspec"], progress=progress)
     assert installing and env_folders(tmp_path / "envs") == [] and cache.list() == []
     # (the autouse no_leftovers fixture checks that uv was stopped)
+
+
+def test_an_interrupted_step_takes_what_the_installer_started_with_it(tmp_path):
+    import psutil
+
+    # An "installer" that starts a helper of its own (as pip starts build backends), then
+    # reports; interrupting on that line must end both.
+    script = ("import subprocess, sys, time\n"
+              "helper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              "print('helper', helper.pid, flush=True)\n"
+              "time.sleep(60)\n")
+    pids = []
+
+    def progress(line):
+        if line.startswith("helper "):
+            pids.append(int(line.split()[1]))
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        installers.run_step("a step", [sys.executable, "-c", script], cwd=tmp_path,
+                            progress=progress)
+
+    def gone(pid):
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(lambda: gone(pids[0]), 10, "the installer's helper to end")

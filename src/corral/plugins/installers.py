@@ -9,6 +9,7 @@ pipconfig.py); pip reads its configuration itself.
 from __future__ import annotations
 
 import os
+import signal
 import shutil
 import subprocess
 from pathlib import Path
@@ -50,9 +51,12 @@ def run_step(what: str, argv: Sequence[str], *, cwd: str | os.PathLike,
     StepFailed. Interrupted (Ctrl-C, an exception in ``progress``), it kills the step
     before re-raising: no installer outlives the build."""
     try:
+        # Its own process group: an interrupted step is killed with whatever it started
+        # (build backends of source packages), not just the installer itself.
         proc = subprocess.Popen(list(argv), cwd=cwd, env=step_environ(extra_env),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace")
+                                stderr=subprocess.STDOUT, text=True, errors="replace",
+                                process_group=0)
     except OSError as exc:
         raise StepFailed(what, argv, None, f"cannot run {argv[0]}: {exc}") from exc
     lines: list[str] = []
@@ -64,7 +68,10 @@ def run_step(what: str, argv: Sequence[str], *, cwd: str | os.PathLike,
             progress(line)
         returncode = proc.wait()
     except BaseException:
-        proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait()
         raise
     finally:
