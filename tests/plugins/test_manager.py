@@ -215,6 +215,17 @@ def test_lru_eviction_unloads_the_least_recently_used_idle_plugin(sized):
             pm.call("b", "echo", 1)
 
 
+def test_a_bad_config_costs_no_plugin_its_place(sized):
+    with manager(sized, resources=budget(1000 * MiB), evict="lru") as pm:
+        pids = [pm.load("a", {"size": 1}).pid, pm.load("b", {"size": 1}).pid]
+        with pytest.raises(ConfigError) as info:
+            pm.load("c", {"size": "many", "colour": "red"})  # would need an eviction
+        assert {tuple(p["loc"]) for p in info.value.problems} == {("size",), ("colour",)}
+        assert pm.loaded() == ["a", "b"] and not any(gone(pid) for pid in pids)
+        pm.load("c", {"size": 1})  # a good config still evicts as before
+        assert pm.loaded() == ["b", "c"] and gone(pids[0])  # a: the least recently used
+
+
 def test_lru_eviction_skips_a_busy_plugin(sized):
     with manager(sized, resources=budget(1000 * MiB), evict="lru") as pm:
         pm.load("a", {"size": 1})

@@ -146,6 +146,29 @@ def test_unknown_config_key_fails_setup_naming_it():
         corral.Worker(fixture_ref("basic:Basic"), config={"colour": "red"}).start()
 
 
+def test_check_config_only_checks_and_builds_nothing(tmp_path):
+    (tmp_path / "model.py").write_text(
+        "import pathlib\n"
+        "class Model:\n"
+        "    def __init__(self):\n"
+        f"        pathlib.Path({str(tmp_path / 'built')!r}).touch()\n"
+        "    def setup(self, size: int, label: str = 'x'):\n"
+        "        pass\n"
+        "    def run(self):\n"
+        "        return 1\n")
+    ref = f"{tmp_path}/model.py:Model"
+    with pytest.raises(corral.SetupError) as info:
+        corral.Worker(ref, config={"size": "big", "other": 1}, check_config="only").start()
+    assert {tuple(p["loc"]) for p in info.value.problems} == {("size",), ("other",)}
+    with corral.Worker(ref, config={"size": "3"}, check_config="only") as w:
+        assert w.methods == {}  # fits, and nothing is callable
+        with pytest.raises(corral.MethodNotFound):
+            w.call("run")
+    assert not (tmp_path / "built").exists()  # never built
+    with pytest.raises(ValueError, match="check_config"):
+        corral.Worker(ref, check_config="sometimes")
+
+
 @pytest.mark.parametrize("ref, match", [
     ("no_colon_here", "must look like"),
     ("/nonexistent/file.py:X", "does not exist"),

@@ -197,7 +197,9 @@ class Worker(CallOptions):
     before the target is built (values are converted as ``options(convert=True)`` converts
     inputs); a config that does not fit raises SetupError with ``problems`` listing every
     unknown key, missing required value and wrong type, and in ``reload()`` leaves the
-    running target as it was.
+    running target as it was. ``check_config="only"`` checks and builds nothing: start()
+    returns once the config fits, the worker has no methods, and you stop it (a
+    pre-flight check that costs only the import of the target's module).
 
     Use it as a context manager, or call ``start()`` and ``stop()``::
 
@@ -212,7 +214,7 @@ class Worker(CallOptions):
                  oob_threshold: int = DEFAULT_THRESHOLD, restart: Any = True,
                  timeout: float | None = None, cancel_grace: float = 2.0,
                  max_calls: int | None = None, max_rss: int | None = None,
-                 check_config: bool = False):
+                 check_config: bool | str = False):
         if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
             raise ValueError(f"slots must be an int >= 1, not {slots!r}")
         if not isinstance(prefetch, int) or prefetch < 0:
@@ -244,6 +246,9 @@ class Worker(CallOptions):
         self.cancel_grace = cancel_grace
         self.max_calls = max_calls
         self.max_rss = max_rss
+        if check_config not in (False, True, "only"):
+            raise ValueError(f"check_config must be False, True or 'only', "
+                             f"not {check_config!r}")
         self.check_config = check_config
         self.methods: dict[str, m.MethodInfo] = {}
         self.setup_logs: list[str] = []
@@ -356,7 +361,8 @@ class Worker(CallOptions):
                                      f"{problem}")
         proc.control.settimeout(self.start_timeout)
         conn.send_control(m.Init(self._target_spec(), self.config, self.slots,
-                                 self.allow_pickle, self.oob_threshold, self.check_config))
+                                 self.allow_pickle, self.oob_threshold,
+                                 bool(self.check_config), self.check_config == "only"))
         while True:
             msg = self._read_startup(proc, conn, "Ready")
             if isinstance(msg, m.WorkerLog):
@@ -898,7 +904,7 @@ class Worker(CallOptions):
                 conn = self._conn
             # Not under _lifecycle: stop() must be able to end a setup that never returns.
             conn.wait_idle(None)
-            reply = conn.request(lambda seq: m.Reload(seq, new_config, self.check_config),
+            reply = conn.request(lambda seq: m.Reload(seq, new_config, bool(self.check_config)),
                                  (m.Ready, m.SetupFailed)).result()
             with self._lifecycle:
                 if self._state != "reloading":

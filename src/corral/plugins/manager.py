@@ -34,8 +34,8 @@ import msgspec
 
 from ..exceptions import InvalidState, SetupError
 from .discovery import Discovered, Plugin, discover
-from .errors import (ConfigError, EnvironmentBuildError, PluginBusy, PluginError,
-                     PluginNotFound, PluginNotLoaded)
+from .errors import (ConfigError, EnvironmentBuildError, InsufficientResources, PluginBusy,
+                     PluginError, PluginNotFound, PluginNotLoaded)
 from .manifest import Resources
 from .resources import Holding, ResourceMonitor
 
@@ -303,8 +303,41 @@ class PluginManager:
                                  f"reload({name!r}, config) changes it")
             plugin = self.plugin(name)
             env = self._ensure(plugin, None)
+            if policy == "lru" and not self._fits_as_is(plugin):
+                # Check the config before unloading anyone for it: a ConfigError must not
+                # cost other plugins their place (a worker that imports, checks, builds
+                # nothing).
+                self._preflight(plugin, config, env)
             self._start(plugin, config, env, policy)
             return PluginHandle(self, name)
+
+    def _fits_as_is(self, plugin: Plugin) -> bool:
+        """Whether the plugin fits without evicting anyone, right now (advisory: the
+        reservation in _start decides)."""
+        with self._lock:
+            holding = [Holding(n, e.plugin.resources, e.worker.pid)
+                       for n, e in self._loaded.items()] + list(self._loading.values())
+        try:
+            self.resources.fit(plugin.name, plugin.resources, holding)
+        except InsufficientResources:
+            return False
+        return True
+
+    def _preflight(self, plugin: Plugin, config: dict[str, Any], env: Any) -> None:
+        from ..host.worker import Worker
+
+        python = getattr(env, "python", None) if env is not None else None
+        check = Worker(plugin.target, config=config, python=python,
+                       env=self._worker_env(plugin, env), cwd=plugin.folder,
+                       check_config="only", restart=False)
+        try:
+            check.start()
+        except SetupError as exc:
+            if exc.problems:
+                raise ConfigError(plugin.name, exc.problems) from None
+            raise
+        finally:
+            check.stop()
 
     def _start(self, plugin: Plugin, config: dict[str, Any], env: Any,
                policy: str | None) -> _Loaded:

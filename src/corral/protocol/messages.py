@@ -72,6 +72,9 @@ class Init(msgspec.Struct, tag=1, array_like=True):
     #: Check ``config`` against ``setup()``'s type hints before anything is built; a
     #: config that does not fit fails with every problem (``ErrorInfo`` kind ``config``).
     check_config: bool = False
+    #: Check the config only: build nothing, answer Ready with no methods (or
+    #: SetupFailed), then wait to be stopped (a pre-flight check, e.g. before evicting).
+    check_only: bool = False
 
 
 class Reload(msgspec.Struct, tag=2, array_like=True):

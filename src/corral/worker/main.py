@@ -24,7 +24,7 @@ from ..protocol.version import PROTOCOL_VERSION
 from .cancel import CallCancelled
 from .capture import Capture
 from .errors import error_info
-from .loader import ConfigProblems, Loaded, build, check_config, resolve
+from .loader import ConfigProblems, Loaded, _describe, build, check_config, resolve
 from .runner import Runner
 
 
@@ -87,7 +87,8 @@ class WorkerProcess:
         self.runner = Runner(init.slots, self.data_out.send, self.capture, init.allow_pickle,
                              self.exporter, self.flush_releases, self.shm.take_release)
         self.allow_pickle = init.allow_pickle
-        loaded = self._setup(0, lambda: self._resolve(init), init.config, init.check_config)
+        loaded = self._setup(0, lambda: self._resolve(init), init.config, init.check_config,
+                             init.check_only)
         if loaded is None:
             return  # SetupFailed was sent; the host reaps us
         from .cancel import install_handler
@@ -110,14 +111,16 @@ class WorkerProcess:
     _control_decoder = make_decoder(m.HostControl)
 
     def _setup(self, seq: int, find: Any, config: dict[str, Any],
-               check: bool = False) -> Loaded | None:
+               check: bool = False, only: bool = False) -> Loaded | None:
         sink = self.capture.setup_sink = _setup_sink()
         t0 = time.perf_counter()
         try:
             obj = find()
-            if check:
+            if check or only:
                 config = check_config(obj, config)
-            loaded = build(obj, config, self.runner.run_coroutine)
+            # Checked only: nothing is built and nothing is callable.
+            loaded = Loaded(None, _describe(obj), {}) if only else \
+                build(obj, config, self.runner.run_coroutine)
         except BaseException as exc:  # noqa: BLE001 - setup failures are reported, not raised
             self.capture.drain()
             sink.flush_partial()
