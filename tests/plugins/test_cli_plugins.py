@@ -119,3 +119,21 @@ def test_help_everywhere():
     for args in ([], ["list"], ["install"], ["uninstall"], ["call"]):
         r = corral(*args, "--help")
         assert r.returncode == 0 and "Usage:" in r.stdout, args
+
+
+def test_uninstall_from_another_process_refuses_while_a_host_has_the_plugin_loaded(tmp_path):
+    from corral.plugins.envs import EnvironmentCache
+    from corral.plugins.manager import PluginManager
+
+    make_plugin(tmp_path / "plugins", "tool", manifest='requirements = ["msgspec"]\n')
+    home = tmp_path / "home"
+    with PluginManager([tmp_path / "plugins"], entry_points=False,
+                       environments=EnvironmentCache(home / "envs")) as pm:
+        pm.load("tool", {"size": 1})
+        r = corral("uninstall", "tool", "-p", str(tmp_path / "plugins"), home=home)
+        assert r.returncode == 1 and "is in use" in r.stderr, (r.stdout, r.stderr)
+        assert pm.call("tool", "echo", 7) == 7  # its environment is still there
+        pm.unload("tool")
+        r = corral("uninstall", "tool", "-p", str(tmp_path / "plugins"), home=home)
+        assert r.returncode == 0, r.stderr
+    assert EnvironmentCache(home / "envs").list() == []

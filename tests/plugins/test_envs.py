@@ -19,7 +19,7 @@ import pytest
 import corral
 from conftest import fixture_ref, wait_until
 from corral.plugins.envs import Environment, EnvironmentCache, default_root
-from corral.plugins.errors import EnvironmentBuildError, RequirementsError
+from corral.plugins.errors import EnvironmentBuildError, EnvironmentInUse, RequirementsError
 from corral.plugins import installers
 
 INSTALLERS = ["uv", "pip"]
@@ -390,3 +390,26 @@ def test_an_interrupted_step_takes_what_the_installer_started_with_it(tmp_path):
             return True
 
     wait_until(lambda: gone(pids[0]), 10, "the installer's helper to end")
+
+
+def test_an_environment_in_use_is_not_removed_until_let_go(tmp_path):
+    cache = EnvironmentCache(tmp_path / "envs", installer="uv")
+    env = cache.ensure([])
+    holds = [cache.hold(env), cache.hold(env)]  # any number of holders
+    # another process (as `corral plugins uninstall` would be) is refused too
+    code = ("import sys; from corral.plugins.envs import EnvironmentCache\n"
+            "from corral.plugins.errors import EnvironmentInUse\n"
+            f"cache = EnvironmentCache({str(tmp_path / 'envs')!r}, installer='uv')\n"
+            f"try:\n    cache.remove({env.key!r})\n"
+            "except EnvironmentInUse as exc:\n    print('refused:', exc); sys.exit(3)\n")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=60)
+    assert other.returncode == 3, other.stderr
+    assert "is in use" in other.stdout
+    holds[0].release()
+    with pytest.raises(EnvironmentInUse):
+        cache.remove(env.key)  # one holder is still there
+    holds[1].release()
+    holds[1].release()  # (twice is harmless)
+    cache.remove(env.key)
+    assert cache.get([]) is None

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from ..host.process import describe_exit
-from .errors import EnvironmentBuildError, RequirementsError
+from .errors import EnvironmentBuildError, EnvironmentInUse, RequirementsError
 from .installers import Installer, StepFailed, run_step, select_installer
 from .requirements import (INLINE, constraint_files, normalize_requirements,
                            read_requirements, requirement_names)
@@ -120,6 +120,18 @@ class Environment:
                 "python_version": self.python_version, "requirements": list(self.requirements),
                 "installer": self.installer, "created_at": self.created_at,
                 "build_seconds": self.build_seconds, "size_bytes": self.size_bytes}
+
+
+class Hold:
+    """An environment marked in use (``EnvironmentCache.hold()``); ``release()`` ends it."""
+
+    def __init__(self, fd: int):
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # releases the shared lock
 
 
 @dataclass(frozen=True)
@@ -211,9 +223,21 @@ class EnvironmentCache:
                 shutil.rmtree(path, ignore_errors=True)
                 raise
 
+    def hold(self, env: Environment) -> "Hold":
+        """Mark ``env`` in use until the hold is released (``release()``, or this process
+        ends): meanwhile ``remove()`` of it refuses with EnvironmentInUse, in this process
+        or any other. Any number of holders (a shared ``flock``)."""
+        fd = self._lock_fd(env.key, "use")
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a remove() is deleting it
+        if not (env.path / METADATA_FILE).exists():
+            os.close(fd)
+            raise EnvironmentBuildError(f"environment {env.key} was removed meanwhile")
+        return Hold(fd)
+
     def remove(self, key: str) -> None:
         """Delete the environment ``key`` (waiting for a build of it to finish first).
-        KeyError if the cache has no such environment."""
+        KeyError if the cache has no such environment; EnvironmentInUse while a worker
+        runs in it (see ``hold()``)."""
         if not isinstance(key, str) or not _KEY_PATTERN.match(key):
             raise ValueError(f"not an environment key: {key!r} (expected {KEY_LENGTH} hex "
                              "digits, as Environment.key)")
@@ -221,9 +245,19 @@ class EnvironmentCache:
         if not path.exists():
             raise KeyError(f"no environment {key} in {self.root}")
         with self._locked(key, _ignore):
-            with contextlib.suppress(FileNotFoundError):
-                (path / METADATA_FILE).unlink()  # incomplete at once for readers
-            shutil.rmtree(path, ignore_errors=True)
+            use = self._lock_fd(key, "use")
+            try:
+                try:
+                    fcntl.flock(use, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise EnvironmentInUse(
+                        f"environment {key} is in use: a loaded plugin's worker runs in it "
+                        "(unload it first)") from None
+                with contextlib.suppress(FileNotFoundError):
+                    (path / METADATA_FILE).unlink()  # incomplete at once for readers
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                os.close(use)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -274,14 +308,17 @@ class EnvironmentCache:
         except (KeyError, TypeError):
             return None
 
+    def _lock_fd(self, key: str, kind: str) -> int:
+        locks = self.root / LOCKS_DIR
+        locks.mkdir(parents=True, exist_ok=True)
+        return os.open(locks / f"{key}.{kind}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
     @contextlib.contextmanager
     def _locked(self, key: str, report: Callable[[str], None]) -> Iterator[None]:
         # One lock file per key, kept: deleting a lock file races with a process that has
         # just opened it. flock() conflicts between separate open()s, so this excludes
         # other threads of this process as well as other processes.
-        locks = self.root / LOCKS_DIR
-        locks.mkdir(parents=True, exist_ok=True)
-        fd = os.open(locks / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._lock_fd(key, "lock")
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -51,6 +51,11 @@ class EnvironmentBuildError(PluginError):
         super().__init__(message + (f"\n{output.rstrip()}" if output else ""))
 
 
+class EnvironmentInUse(PluginError):
+    """An environment cannot be removed: a worker runs in it (held with
+    ``EnvironmentCache.hold()``, by this process or another)."""
+
+
 class ConfigError(PluginError, ValueError):
     """A plugin's config does not fit its ``setup()``: ``problems`` lists every unknown key,
     wrong type and missing required value (``{"loc": [...], "msg": ...}``). Nothing was

@@ -74,6 +74,14 @@ class _Loaded:
     python: str | None
     used: float = field(default_factory=_now)
     loaded_at: float = field(default_factory=time.time)
+    hold: Any = None  # its environment marked in use (EnvironmentCache.hold), if any
+
+    def stop(self, grace: float) -> None:
+        try:
+            self.worker.stop(grace)
+        finally:
+            if self.hold is not None:
+                self.hold.release()
 
 
 class PluginHandle:
@@ -351,30 +359,33 @@ class PluginManager:
             with contextlib.ExitStack() as stops:
                 for victim in victims:
                     stops.callback(self._name_locks[victim.plugin.name].release)
-                    stops.callback(victim.worker.stop, self.stop_grace)
+                    stops.callback(victim.stop, self.stop_grace)
             from ..host.worker import Worker
 
             python = getattr(env, "python", None) if env is not None else None
             worker = Worker(plugin.target, config=config, slots=plugin.manifest.slots,
                             python=python, env=self._worker_env(plugin, env),
                             cwd=plugin.folder, check_config=True, **self.worker_options)
+            # Marked in use while its worker runs: `corral plugins uninstall` in another
+            # process must not delete it under a loaded plugin.
+            hold_env = getattr(self.environments, "hold", None) if env is not None else None
+            hold = hold_env(env) if hold_env is not None else None
             try:
                 worker.start()
-            except SetupError as exc:
+            except BaseException as exc:
                 worker.stop()
-                if exc.problems:
+                if hold is not None:
+                    hold.release()
+                if isinstance(exc, SetupError) and exc.problems:
                     raise ConfigError(name, exc.problems) from None
-                raise
-            except BaseException:
-                worker.stop()
                 raise
         finally:
             with self._lock:
                 self._loading.pop(name, None)
-        entry = _Loaded(plugin, worker, config, python)
+        entry = _Loaded(plugin, worker, config, python, hold=hold)
         with self._lock:
             if self._closed:  # closed while it started
-                worker.stop()
+                entry.stop(self.stop_grace)
                 raise InvalidState("the plugin manager was closed while the plugin loaded")
             self._loaded[name] = entry
             self._gone.pop(name, None)
@@ -445,7 +456,7 @@ class PluginManager:
             if entry is None:
                 return False
             self._gone[name] = why
-        entry.worker.stop(self.stop_grace)
+        entry.stop(self.stop_grace)
         return True
 
     def reload(self, name: str, config: dict[str, Any] | None = None, *,
