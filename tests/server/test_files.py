@@ -138,6 +138,12 @@ def test_malformed_multipart_bodies_are_422():
         r = c.post("/predictions", files={
             "doc": ("a", b"a"), "input": (None, b"[1]", "application/json")})
         assert r.status_code == 422 and "JSON object" in r.json()["detail"][0]["msg"]
+        # a header that goes on and on (within the body limit) is cut short by
+        # python-multipart (max_header_size), not collected
+        r = c.post("/predictions", content=b"--b\r\nContent-Disposition: form-data; "
+                   b"name=\"doc\"; filename=\"" + b"x" * 2_000_000 + b"\"\r\n\r\nabc\r\n--b--\r\n",
+                   headers={"Content-Type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 422 and "header size" in r.json()["detail"][0]["msg"]
         assert workspaces(srv) == []
 
 
