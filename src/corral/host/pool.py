@@ -64,12 +64,10 @@ like ``Executor.map``).
 
 **Life cycle.** ``start()`` starts the workers in parallel threads (the calling thread starts
 one), so it takes as long as the slowest one; if one fails, the others are stopped and the
-error is raised. (Workers started from other threads, like every restarted worker, do not
-ask for ``PR_SET_PDEATHSIG``: the end of their control socket is what stops them when the
-host dies; see docs/architecture.md.) ``stop()``
-drains: no new calls, queued calls are still sent and everything in flight may finish
-within ``grace`` seconds; then the workers stop in parallel. What is left fails: running
-calls with WorkerCrashed, queued ones with InvalidState.
+error is raised. ``stop()`` drains: no new calls, queued calls are still sent and
+everything in flight may finish within ``grace`` seconds; then the workers stop in
+parallel. What is left fails: running calls with WorkerCrashed, queued ones with
+InvalidState.
 
 Callbacks (``on_event``, the done callbacks of a PoolFuture) run on corral threads: a
 blocking pool call from one raises RuntimeError (it could wait for the very thread it runs
