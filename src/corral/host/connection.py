@@ -211,30 +211,28 @@ class Connection:
         to_send: list[bytes] = []
         with self._lock:
             broken = self._broken
-        if broken is not None:
-            if refused is not None:
-                refused.append(broken)
-            else:
-                for _, _, sink in calls:
-                    sink._failed(broken)
-            return to_send
-        with self._lock:
-            if self._broken is not None:  # (broke just now: once more, outside the lock)
-                return self._admit(calls, refused)
-            for call_id, payload, sink in calls:
-                size = len(payload) + 4
-                self._pending[call_id] = sink
-                sink._owner = self
-                sink._size = size
-                if call_id > self._last_id:
-                    self._last_id = call_id
-                if self._waiting or not self._fits(size):
-                    self._waiting.append((call_id, payload))
-                    continue
-                self._in_flight += 1
-                self._in_flight_bytes += size
-                sink._sent = True
-                to_send.append(payload)
+            if broken is None:
+                for call_id, payload, sink in calls:
+                    size = len(payload) + 4
+                    self._pending[call_id] = sink
+                    sink._owner = self
+                    sink._size = size
+                    if call_id > self._last_id:
+                        self._last_id = call_id
+                    if self._waiting or not self._fits(size):
+                        self._waiting.append((call_id, payload))
+                        continue
+                    self._in_flight += 1
+                    self._in_flight_bytes += size
+                    sink._sent = True
+                    to_send.append(payload)
+                return to_send
+        # Broken: the sinks fail outside the lock (their done callbacks may call in).
+        if refused is not None:
+            refused.append(broken)
+        else:
+            for _, _, sink in calls:
+                sink._failed(broken)
         return to_send
 
     def flush_releases(self) -> None:

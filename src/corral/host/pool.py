@@ -64,12 +64,10 @@ like ``Executor.map``).
 
 **Life cycle.** ``start()`` starts the workers in parallel threads (the calling thread starts
 one), so it takes as long as the slowest one; if one fails, the others are stopped and the
-error is raised. (Workers started from other threads, like every restarted worker, do not
-ask for ``PR_SET_PDEATHSIG``: the end of their control socket is what stops them when the
-host dies; see docs/architecture.md.) ``stop()``
-drains: no new calls, queued calls are still sent and everything in flight may finish
-within ``grace`` seconds; then the workers stop in parallel. What is left fails: running
-calls with WorkerCrashed, queued ones with InvalidState.
+error is raised. ``stop()`` drains: no new calls, queued calls are still sent and
+everything in flight may finish within ``grace`` seconds; then the workers stop in
+parallel. What is left fails: running calls with WorkerCrashed, queued ones with
+InvalidState.
 
 Callbacks (``on_event``, the done callbacks of a PoolFuture) run on corral threads: a
 blocking pool call from one raises RuntimeError (it could wait for the very thread it runs
@@ -97,6 +95,7 @@ import msgspec
 
 from ..exceptions import (
     CallTimeout,
+    Cancelled,
     InvalidState,
     MethodNotFound,
     QueueFull,
@@ -314,8 +313,6 @@ class PoolFuture(concurrent.futures.Future):
         return self.cancelled()
 
     def cancelled(self) -> bool:
-        from ..exceptions import Cancelled
-
         with self._condition:
             return self._state == "FINISHED" and isinstance(self._exception, Cancelled)
 
@@ -887,26 +884,25 @@ class Pool(CallOptions):
         with self._lock:
             self._handed[index] -= 1
             if isinstance(exc, WorkerCrashed) or (isinstance(exc, WorkerUnavailable)
-                                                  and not getattr(inner, "sent", True)):
+                                                  and not inner.sent):
                 crashed = exc.pid if exc.pid is not None else pid
                 if self._workers[index].pid == crashed:
                     self._suspect[index] = (crashed, time.monotonic())
-                retry = self._retry(call, index, inner, exc)
+                retry = self._retry(call, index, inner)
             if self._queued:
                 self._wakeup.notify()
         if retry:
             return
+        call.state = "done"
         if exc is None:
-            call.state = "done"
             call.future._settle(inner.result())
         else:
-            call.state = "done"
             call.future._settle(exc=exc)
 
-    def _retry(self, call: _Call, index: int, inner: Any, exc: BaseException) -> bool:
+    def _retry(self, call: _Call, index: int, inner: Any) -> bool:
         """Put a call whose worker went down back in the queue, if that is safe (locked)."""
         # A Call still on the host when the worker went down (``sent`` False) never ran.
-        never_ran = not getattr(inner, "sent", True)
+        never_ran = not inner.sent
         if not never_ran and not (call.opts.idempotent and call.retries < 1):
             return False
         call.avoid = index
@@ -1020,8 +1016,6 @@ def _guarded(on_event: EventCallback | None) -> EventCallback | None:
 
 
 def _cancelled(call: _Call) -> BaseException:
-    from ..exceptions import Cancelled
-
     return Cancelled(f"pool call {call.id} ({call.method}) was cancelled")
 
 

@@ -222,7 +222,7 @@ def _redeliver(drain: _Drain) -> None:
 def _stop_all(drain: _Drain) -> None:
     workers = list(_live)
     grace = _grace()
-    calls = sum(_in_flight(w) for w in workers)
+    calls = sum(w.load for w in workers)  # sent, queued or waiting for a restart
     log.warning("corral: %s received: draining %d call%s in flight on %d worker%s "
                 "(up to %gs) before the host exits", signal.Signals(drain.signum).name,
                 calls, "" if calls == 1 else "s", len(workers),
@@ -240,14 +240,6 @@ def _stop(worker: Any, grace: float) -> None:
         worker.stop(grace)
     except Exception:  # noqa: BLE001 - the others are still drained
         log.exception("corral: stopping %r during the drain failed", worker)
-
-
-def _in_flight(worker: Any) -> int:
-    try:
-        stats = worker.stats()
-    except Exception:  # noqa: BLE001 - a worker being torn down
-        return 0
-    return stats.busy + stats.queued
 
 
 def _grace() -> float:
