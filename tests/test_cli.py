@@ -1,5 +1,6 @@
 """The ``corral`` command, run for real: ``python -m corral ...`` in a subprocess."""
 
+import contextlib
 import json
 import os
 import signal
@@ -28,6 +29,25 @@ def _env(**extra):
 def corral(*args, timeout=60, **env):
     return subprocess.run([sys.executable, "-m", "corral", *args], capture_output=True,
                           text=True, env=_env(**env), timeout=timeout)
+
+
+@contextlib.contextmanager
+def spawned(*args, **popen):
+    """``python -m corral ARGS`` running (text pipes for stdout and stderr unless
+    ``popen`` says otherwise), killed on the way out if it is still running."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
+    proc = subprocess.Popen([sys.executable, "-m", "corral", *args], env=_env(), **popen)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def open_gate(path):
+    with open(path, "w") as f:
+        f.write("go")
 
 
 def target(name):
@@ -119,19 +139,11 @@ def test_a_timeout_stops_the_prediction_with_exit_1():
 def test_a_generator_streams_chunks_as_they_come_with_logs_and_progress(tmp_path):
     gate = tmp_path / "gate"
     os.mkfifo(gate)
-    proc = subprocess.Popen([sys.executable, "-m", "corral", "predict", target("Stream"),
-                             "-i", "n=3", "-i", f"gate={gate}"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env())
-    try:
+    with spawned("predict", target("Stream"), "-i", "n=3", "-i", f"gate={gate}") as proc:
         # The first chunk arrives while the generator waits for us: streamed, not buffered.
         assert proc.stdout.readline() == "tok0\n"
-        with open(gate, "w") as f:
-            f.write("go")
+        open_gate(gate)
         rest, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     assert rest == "tok1\ntok2\n"
     logs = [line for line in err.splitlines() if line.startswith("log ")]
@@ -142,19 +154,11 @@ def test_a_generator_streams_chunks_as_they_come_with_logs_and_progress(tmp_path
 def test_json_gives_a_generators_chunks_as_json_lines_as_they_come(tmp_path):
     gate = tmp_path / "gate"
     os.mkfifo(gate)
-    proc = subprocess.Popen([sys.executable, "-m", "corral", "predict", target("Stream"),
-                             "-i", "n=2", "-i", f"gate={gate}", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env())
-    try:
+    with spawned("predict", target("Stream"), "-i", "n=2", "-i", f"gate={gate}",
+                 "--json") as proc:
         assert json.loads(proc.stdout.readline()) == "tok0"  # before the generator goes on
-        with open(gate, "w") as f:
-            f.write("go")
+        open_gate(gate)
         rest, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     assert [json.loads(line) for line in rest.splitlines()] == ["tok1"]
 
@@ -205,11 +209,8 @@ def test_serve_answers_predictions_and_stops_on_sigterm(tmp_path):
     port = _free_port()
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")
-    proc = subprocess.Popen([sys.executable, "-m", "corral", "serve", target("Typed"),
-                             "--port", str(port), "--token-file", str(token_file)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=_env())
-    try:
+    with spawned("serve", target("Typed"), "--port", str(port), "--token-file",
+                 str(token_file), stderr=subprocess.STDOUT) as proc:
         base = f"http://127.0.0.1:{port}"
         _wait_ready(proc, base)
         r = httpx.post(f"{base}/predictions", json={"input": {"n": "2"}}, timeout=30)
@@ -222,10 +223,6 @@ def test_serve_answers_predictions_and_stops_on_sigterm(tmp_path):
         assert body["output"]["n"] == 2 and body["output"]["tags"] == ["t"]
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, out
     assert "s3cret" not in out
 
@@ -258,11 +255,8 @@ def test_serve_takes_uploads_and_links_file_outputs_with_file_outputs_url(tmp_pa
 
     port = _free_port()
     files_target = os.path.join(os.path.dirname(TARGETS), "file_targets.py") + ":Make"
-    proc = subprocess.Popen([sys.executable, "-m", "corral", "serve", files_target,
-                             "--port", str(port), "--file-outputs", "url"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=_env())
-    try:
+    with spawned("serve", files_target, "--port", str(port), "--file-outputs", "url",
+                 stderr=subprocess.STDOUT) as proc:
         base = f"http://127.0.0.1:{port}"
         _wait_ready(proc, base)
         # form fields are inputs too
@@ -277,10 +271,6 @@ def test_serve_takes_uploads_and_links_file_outputs_with_file_outputs_url(tmp_pa
         assert httpx.get(link, timeout=30).content == bytes(range(5))
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, out
 
 

@@ -148,10 +148,10 @@ def format_problems(method: str, problems: list[dict[str, Any]]) -> str:
 # -- outputs -------------------------------------------------------------------------------
 
 
-def _as_json(value: Any) -> str:
+def _as_json(value: Any, indent: int | None = None) -> str:
     from ._jsonable import jsonable
 
-    return json.dumps(jsonable(value), ensure_ascii=False)
+    return json.dumps(jsonable(value), ensure_ascii=False, indent=indent)
 
 
 def _echo_value(value: Any) -> None:
@@ -167,9 +167,7 @@ def _echo_value(value: Any) -> None:
     elif isinstance(value, os.PathLike):
         click.echo(os.fspath(value))
     else:
-        from ._jsonable import jsonable
-
-        click.echo(json.dumps(jsonable(value), ensure_ascii=False, indent=2))
+        click.echo(_as_json(value, indent=2))
     sys.stdout.flush()
 
 
@@ -308,8 +306,7 @@ def _run_method(worker: Any, target: str, method: str, inputs: tuple[str, ...],
                 as_json: bool, timeout: float | None) -> None:
     """Parse ``-i`` inputs by the method's schema, call it on a started worker and print
     what comes (shared by ``predict`` and ``plugins call``)."""
-    from .exceptions import (ArgumentError, CallTimeout, Cancelled, CorralError,
-                             RemoteError, WorkerError)
+    from .exceptions import ArgumentError, CallTimeout, Cancelled, CorralError, RemoteError
     from .protocol.messages import Chunk, Done, Log, Progress
 
     events = _Events()
@@ -352,7 +349,7 @@ def _run_method(worker: Any, target: str, method: str, inputs: tuple[str, ...],
         raise Failure(f"the prediction timed out: {exc}") from None
     except Cancelled as exc:
         raise Failure(f"the prediction was cancelled: {exc}") from None
-    except (WorkerError, CorralError) as exc:
+    except CorralError as exc:  # a WorkerError too
         raise Failure(f"the prediction failed: {exc}") from None
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

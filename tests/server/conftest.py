@@ -52,7 +52,6 @@ def serving(runner, wait_ready=True, **app_kwargs):
     app = create_app(runner, **app_kwargs)
     with run_server(app) as running:
         if wait_ready:
-            headers = {}
             with running.client() as c:
                 wait_until(lambda: c.get("/health-check").json()["status"] != "STARTING",
                            60, "setup to finish")
@@ -92,6 +91,17 @@ def started(side):
 
 
 SSE = {"Accept": "text/event-stream"}
+
+
+def until(events, name):
+    """The (event, data) pairs taken from the iterator ``events`` up to and including
+    the first ``name`` one; the rest stay in ``events``."""
+    seen = []
+    for event, data in events:
+        seen.append((event, data))
+        if event == name:
+            break
+    return seen
 
 
 def sse_events(lines):

@@ -4,8 +4,6 @@ import base64
 import datetime
 import threading
 
-import pytest
-
 from conftest import wait_until
 
 from .conftest import open_gate, pool, run_server, serving, started, worker

@@ -1,6 +1,6 @@
 """SSE ``progress`` and ``metric`` events from ``corral.current().progress()/.metric()``."""
 
-from .conftest import SSE, open_gate, serving, sse_events, worker
+from .conftest import SSE, open_gate, serving, sse_events, until, worker
 
 
 def test_progress_and_metric_events_arrive_as_they_happen(fifo):
@@ -8,11 +8,7 @@ def test_progress_and_metric_events_arrive_as_they_happen(fifo):
         with c.stream("POST", "/predictions", headers=SSE,
                       json={"id": "r1", "input": {"n": 3, "gate": fifo}}) as r:
             events = sse_events(r.iter_lines())
-            seen = []
-            for event, data in events:
-                seen.append((event, data))
-                if event == "output":
-                    break
+            seen = until(events, "output")
             # before the first token: its progress and metric, while the call still runs
             assert ("progress", {"step": 1.0, "total": 3.0, "phase": "tokens"}) in seen
             assert ("metric", {"name": "tokens", "value": 1, "mode": "increment"}) in seen

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import wait_until
 
-from .conftest import SSE, open_gate, run_server, serving, sse_events, worker
+from .conftest import SSE, open_gate, run_server, serving, sse_events, until, worker
 
 
 def test_sse_sends_the_first_output_before_the_prediction_ends(fifo):
@@ -17,11 +17,7 @@ def test_sse_sends_the_first_output_before_the_prediction_ends(fifo):
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
             events = sse_events(r.iter_lines())
-            seen = []
-            for event, data in events:
-                seen.append((event, data))
-                if event == "output":
-                    break
+            seen = until(events, "output")
             assert seen[-1] == ("output", "tok0")
             assert ("logs", "step 0\n") in seen
             # the predictor is still blocked on its gate: the prediction has not ended
@@ -50,9 +46,7 @@ def test_a_client_that_disconnects_cancels_its_prediction(fifo):
     with serving(worker("Gen")) as srv, srv.client() as c:
         with c.stream("POST", "/predictions", headers=SSE,
                       json={"id": "gone", "input": {"n": 3, "gate": fifo}}) as r:
-            for event, data in sse_events(r.iter_lines()):
-                if event == "output":
-                    break
+            until(sse_events(r.iter_lines()), "output")
         # the response is closed: the client went away
         wait_until(lambda: c.get("/predictions/gone").json()["status"] == "canceled", 30,
                    "the prediction to be canceled")

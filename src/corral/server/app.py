@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 from typing import Any, Callable
@@ -25,11 +24,11 @@ from ..exceptions import ArgumentError, InvalidState, MethodNotFound, QueueFull,
 from .access import PREDICTION_ID
 from .auth import BearerAuth, check_binding
 from .drain import MESSAGE as DRAINING, Drain, draining_server
-from .files import DEFAULT_INLINE_MAX, FileInputError, Files, Workspace
+from .files import DEFAULT_INLINE_MAX, FileInputError, Files, Workspace, file_fields
 from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .instrument import Instrument
 from .metrics import CONTENT_TYPE, Metrics
-from .predictions import EVENTS, Prediction, Predictions
+from .predictions import EVENTS, Prediction, Predictions, now_iso
 from .retention import DEFAULT_MAX_RECORDS, DEFAULT_SECONDS, Retention
 from .schema import openapi
 from .sse import EventStream
@@ -83,6 +82,13 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     metrics = Metrics(runner)
     setup = Setup()
     state = {"owned": False, "shutdown": on_shutdown}
+
+    async def method_schemas() -> Any:
+        """The method's schemas (``runner.describe()``, fetched once). A failure is not
+        kept: it raises, and the next call asks again."""
+        if state.get("schemas") is None:
+            state["schemas"] = await asyncio.to_thread(runner.describe)
+        return state["schemas"].get(service.method)
 
     def not_ready() -> Response | None:
         if setup.status == "failed":
@@ -186,7 +192,9 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
             return refused
         if files.fields is None:
             try:
-                files.fields = await _file_fields(runner, service.method, state)
+                # Without the schema no file input could be checked (a server path would
+                # reach the worker): answer 503 and ask again next time.
+                files.fields = file_fields(getattr(await method_schemas(), "input", None))
             except Exception as exc:  # noqa: BLE001 - e.g. the worker is restarting
                 return JSONResponse({"detail": f"the model's input schema is not known yet: "
                                                f"{exc}"}, status_code=503,
@@ -264,11 +272,8 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         info = schemas = None
         with contextlib.suppress(Exception):
             info = service._methods().get(service.method)
-        if state.get("schemas") is None:
-            with contextlib.suppress(Exception):  # not ready yet: an open Input for now
-                state["schemas"] = await asyncio.to_thread(runner.describe)
-        if state.get("schemas") is not None:
-            schemas = state["schemas"].get(service.method)
+        with contextlib.suppress(Exception):  # not ready yet: an open Input for now
+            schemas = await method_schemas()
         return JSONResponse(openapi(info, schemas,
                                     title=getattr(runner, "target_name", "corral")))
 
@@ -344,19 +349,6 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     return app
 
 
-async def _file_fields(runner: Any, method: str,
-                       state: dict[str, Any]) -> dict[str, tuple[Any, dict]]:
-    """The method's file parameters, from its input schema (fetched once)."""
-    from .files import file_fields
-
-    if state.get("schemas") is None:
-        # A failure is not kept: without the schema no file input could be checked (a
-        # server path would reach the worker), so the caller answers 503 and asks again.
-        state["schemas"] = await asyncio.to_thread(runner.describe)
-    schemas = (state.get("schemas") or {}).get(method)
-    return file_fields(getattr(schemas, "input", None))
-
-
 async def _sweep(files: Files) -> None:
     """Delete expired /files entries now and then, also while no request comes."""
     interval = min(max(files.store.retention.seconds / 4, 1.0), 60.0)
@@ -390,8 +382,6 @@ def _answer(pred: Prediction) -> Response:
 
 
 async def _start(runner: Any, setup: Setup) -> None:
-    from .predictions import now_iso
-
     setup.status = "starting"
     setup.started_at = now_iso()
     try:

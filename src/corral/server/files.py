@@ -32,7 +32,6 @@ them up is the predictor's business.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import mimetypes
 import os
@@ -45,6 +44,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .._jsonable import data_url
 from ..types import File
 from .retention import Retention
 
@@ -364,7 +364,7 @@ class Files:
                 raise OutputFileError(f"the output {name!r} is not a regular file")
             if self.mode == "data" and size <= self.inline_max:
                 with open(path, "rb") as f:
-                    return f"data:{mime};base64,{base64.b64encode(f.read()).decode('ascii')}"
+                    return data_url(f.read(), mime)
             owned = ws is not None and ws.owns(path)
             file_id = self.store.add(path, name, mime, move=owned)
             base = ws.base_url if ws is not None else ""

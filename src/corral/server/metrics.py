@@ -4,7 +4,6 @@ slots and worker restarts read at scrape time."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram

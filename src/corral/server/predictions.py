@@ -36,7 +36,7 @@ import time
 from typing import Any, Callable
 
 from ..exceptions import Cancelled, QueueFull
-from .outputs import jsonable
+from .._jsonable import jsonable
 from .retention import Retention
 
 TERMINAL = ("succeeded", "failed", "canceled")
