@@ -697,13 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     log("Pool throughput")
     results["pool"] = pool_throughput(cfg)
 
-    for ch in mp.active_children():  # reaps finished ones
-        ch.join(1.0)
-    time.sleep(0.1)
-    leftover = [p for p in c.live_children() if "resource_tracker" not in p["cmdline"]]
-    results["leftover_children"] = leftover
-    if leftover:
-        log(f"WARNING: child processes still running: {leftover}")
+    results["leftover_children"] = c.leftover_children(log)
 
     meta["wall_s"] = time.perf_counter() - t_start
     meta["loadavg_at_end"] = list(os.getloadavg())
@@ -712,13 +706,9 @@ def main(argv: list[str] | None = None) -> int:
         "crash_to_error_ms_max": TARGET_CRASH_MS,
         "sync_cancel_ms_max": TARGET_SYNC_CANCEL_MS,
         "async_cancel_ms_max": TARGET_ASYNC_CANCEL_MS,
-        "met": {r["metric"]: r["met"] for r in results["rows"] if r["met"] is not None},
+        "met": c.met(results["rows"]),
     }
-    md = render_md(results)
-    c.write_json(os.path.join(out_dir, "supervision.json"), results)
-    with open(os.path.join(out_dir, "supervision.md"), "w") as f:
-        f.write(md)
-    print(md)
+    c.write_results(out_dir, "supervision", results, render_md(results))
     log(f"wrote {os.path.join(out_dir, 'supervision.json')} and supervision.md in "
         f"{meta['wall_s']:.1f} s")
     return 0
