@@ -133,10 +133,21 @@ def crashes(cfg: dict[str, Any]) -> dict[str, Any]:
     stamp_dir = tempfile.mkdtemp(prefix="corral-bench-")
     w = corral.Worker(TARGET_REF, restart=restart_policy()).start()
 
-    def after_crash(exc: BaseException, key: str) -> None:
-        if not isinstance(exc, corral.WorkerCrashed):
-            raise RuntimeError(f"expected WorkerCrashed, got {exc!r}") from exc
-        errors.append(f"{key}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    def crash_then_reply(fut: Any, pid: int, key: str) -> tuple[float, float]:
+        """When ``fut`` raised WorkerCrashed, and when a no-op call made right after it
+        replied (from the restarted worker)."""
+        try:
+            fut.result(timeout=30)
+        except corral.WorkerCrashed as exc:
+            t1 = time.perf_counter()
+            errors.append(f"{key}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        else:
+            raise RuntimeError(f"the {key} call returned")
+        w.call("noop")
+        t2 = time.perf_counter()
+        if w.pid == pid:
+            raise RuntimeError("the worker was not restarted")
+        return t1, t2
 
     def sigkill() -> None:
         samples["noop_rtt_ms"] += noop_rtts(w, cfg["noop_per_rep"])
@@ -145,16 +156,7 @@ def crashes(cfg: dict[str, Any]) -> dict[str, Any]:
         pid = w.pid
         t0 = time.perf_counter()
         os.kill(pid, signal.SIGKILL)
-        try:
-            fut.result(timeout=30)
-            raise RuntimeError("the killed call returned")
-        except corral.WorkerCrashed as exc:
-            t1 = time.perf_counter()
-            after_crash(exc, "SIGKILL")
-        w.call("noop")
-        t2 = time.perf_counter()
-        if w.pid == pid:
-            raise RuntimeError("the worker was not restarted")
+        t1, t2 = crash_then_reply(fut, pid, "SIGKILL")
         samples["kill_to_error_ms"].append(ms(t1 - t0))
         samples["kill_to_next_reply_ms"].append(ms(t2 - t0))
         samples["kill_error_to_next_reply_ms"].append(ms(t2 - t1))
@@ -168,16 +170,7 @@ def crashes(cfg: dict[str, Any]) -> dict[str, Any]:
         pid = w.pid
         t_submit = time.perf_counter()
         fut = w.submit("exit_stamped", path, 3)
-        try:
-            fut.result(timeout=30)
-            raise RuntimeError("the exiting call returned")
-        except corral.WorkerCrashed as exc:
-            t1 = time.perf_counter()
-            after_crash(exc, "os._exit(3)")
-        w.call("noop")
-        t2 = time.perf_counter()
-        if w.pid == pid:
-            raise RuntimeError("the worker was not restarted")
+        t1, t2 = crash_then_reply(fut, pid, "os._exit(3)")
         with open(path) as f:
             t_exit = float(f.read())  # the worker's perf_counter: CLOCK_MONOTONIC, shared
         samples["exit_to_error_ms"].append(ms(t1 - t_exit))
