@@ -152,7 +152,7 @@ SUPERVISION_SCRIPT = os.path.join(ROOT, "benchmarks", "bench_supervision.py")
 @pytest.mark.timeout(120)
 def test_bench_supervision_smoke(tmp_path):
     """bench_supervision.py --smoke: crashes, restarts, cancels and throughput, 1-2 reps
-    each. The Pool rows appear only once corral has a Pool."""
+    each."""
     proc = subprocess.run(
         [sys.executable, SUPERVISION_SCRIPT, "--smoke", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=110, cwd=ROOT,
