@@ -6,6 +6,7 @@ import argparse
 import datetime as _dt
 import json
 import math
+import multiprocessing
 import os
 import platform
 import statistics
@@ -142,6 +143,27 @@ def live_children() -> list[dict[str, Any]]:
     return found
 
 
+def leftover_children(log: Callable[[str], None],
+                      more: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """What a benchmark started and did not stop, checked once it is done: this process's
+    live children (multiprocessing's resource tracker left out: it lives until the
+    interpreter exits), after the finished multiprocessing children are reaped and up to a
+    second given to the others to go; ``more`` adds what child hosts reported. A warning
+    is logged when there is any."""
+    for ch in multiprocessing.active_children():  # reaps finished ones
+        ch.join(1.0)
+    deadline = time.monotonic() + 1.0
+    while True:
+        left = [p for p in live_children() if "resource_tracker" not in p["cmdline"]]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    left += more
+    if left:
+        log(f"WARNING: child processes still running: {left}")
+    return left
+
+
 # -- machine --------------------------------------------------------------------------------
 
 
@@ -208,6 +230,19 @@ def write_json(path: str, data: Any) -> None:
         json.dump(data, f, indent=2, sort_keys=False)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def write_results(out_dir: str, name: str, results: dict[str, Any], md: str) -> None:
+    """``name``.json and ``name``.md in ``out_dir``; the page is printed too."""
+    write_json(os.path.join(out_dir, name + ".json"), results)
+    with open(os.path.join(out_dir, name + ".md"), "w") as f:
+        f.write(md)
+    print(md)
+
+
+def met(rows: list[dict[str, Any]]) -> dict[str, bool]:
+    """metric -> met, for the table rows that have a target."""
+    return {r["metric"]: r["met"] for r in rows if r["met"] is not None}
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

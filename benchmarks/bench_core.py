@@ -628,12 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     log("idle RSS")
     results["rss"] = idle_rss(cfg)
 
-    for ch in mp.active_children():  # reaps finished ones
-        ch.join(1.0)
-    leftover = [p for p in c.live_children() if "resource_tracker" not in p["cmdline"]]
-    results["leftover_children"] = leftover
-    if leftover:
-        log(f"WARNING: child processes still running: {leftover}")
+    results["leftover_children"] = c.leftover_children(log)
 
     meta["wall_s"] = time.perf_counter() - t_start
     results["rows"] = table_rows(results)
@@ -642,13 +637,9 @@ def main(argv: list[str] | None = None) -> int:
         "pipelined_ratio_min": TARGET_PIPELINED,
         "cold_start_ms_max": TARGET_COLD_MS,
         "idle_rss_mib_max": TARGET_RSS_MIB,
-        "met": {r["metric"]: r["met"] for r in results["rows"] if r["met"] is not None},
+        "met": c.met(results["rows"]),
     }
-    md = render_md(results)
-    c.write_json(os.path.join(out_dir, "core.json"), results)
-    with open(os.path.join(out_dir, "core.md"), "w") as f:
-        f.write(md)
-    print(md)
+    c.write_results(out_dir, "core", results, render_md(results))
     log(f"wrote {os.path.join(out_dir, 'core.json')} and core.md in {meta['wall_s']:.1f} s")
     return 0
 

@@ -225,21 +225,13 @@ def main(argv: list[str] | None = None) -> int:
                                            with_empty_uv_cache=False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    leftover = c.live_children()
-    results["leftover_children"] = leftover
-    if leftover:
-        log(f"WARNING: child processes still running: {leftover}")
+    results["leftover_children"] = c.leftover_children(log)
     meta["wall_s"] = time.perf_counter() - t_start
     meta["loadavg_at_end"] = list(os.getloadavg())
     results["rows"] = table_rows(results)
     results["targets"] = {"cached_ensure_ms_max": TARGET_CACHED_MS,
-                          "met": {r["metric"]: r["met"] for r in results["rows"]
-                                  if r["met"] is not None}}
-    md = render_md(results)
-    c.write_json(os.path.join(out_dir, "envs.json"), results)
-    with open(os.path.join(out_dir, "envs.md"), "w") as f:
-        f.write(md)
-    print(md)
+                          "met": c.met(results["rows"])}
+    c.write_results(out_dir, "envs", results, render_md(results))
     log(f"wrote {os.path.join(out_dir, 'envs.json')} and envs.md in {meta['wall_s']:.1f} s")
     return 0
 

@@ -166,19 +166,14 @@ def main(argv: list[str] | None = None) -> int:
             results["load"] = load_to_ready(pm, target, cfg["load_rounds"])
             log("per-call overhead")
             results["call"] = per_call(pm, target, cfg["call_rounds"], cfg["calls_per_round"])
-    time.sleep(0.1)
-    results["leftover_children"] = c.live_children()
+    results["leftover_children"] = c.leftover_children(log)
     meta["wall_s"] = time.perf_counter() - t_start
     results["rows"] = table_rows(results)
     results["targets"] = {
         "call_ratio_max": TARGET_CALL_RATIO,
-        "met": {r["metric"]: r["met"] for r in results["rows"] if r["met"] is not None},
+        "met": c.met(results["rows"]),
     }
-    md = render_md(results)
-    c.write_json(os.path.join(out_dir, "plugins.json"), results)
-    with open(os.path.join(out_dir, "plugins.md"), "w") as f:
-        f.write(md)
-    print(md)
+    c.write_results(out_dir, "plugins", results, render_md(results))
     return 0
 
 

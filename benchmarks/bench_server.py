@@ -547,10 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     meta["wall_s"] = time.perf_counter() - t0
     results: dict[str, Any] = {"meta": meta, "config": cfg, "coglet": coglet_version,
                                "coglet_note": note, "raw": raw}
-    results["leftover_children"] = c.live_children()
+    results["leftover_children"] = c.leftover_children(log)
     results["rows"] = table_rows(raw, py is not None)
-    results["targets"] = {"met": {r["metric"]: r["met"] for r in results["rows"]
-                                  if r["met"] is not None}}
+    results["targets"] = {"met": c.met(results["rows"])}
     results["notes"] = [
         "The file round trip: the predictor copies its input file to a new file next to it "
         "and returns that (the same code for both). coglet takes the file as a data: URL in "
@@ -574,11 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         "is freed after the answer goes out); they count as failed, and their latency, "
         "shorter than a prediction's, stays in coglet's p50, which favours coglet.",
     ]
-    md = render_md(results)
-    c.write_json(os.path.join(out_dir, "server.json"), results)
-    with open(os.path.join(out_dir, "server.md"), "w") as f:
-        f.write(md)
-    print(md)
+    c.write_results(out_dir, "server", results, render_md(results))
     log(f"wrote {out_dir}/server.json and server.md in {meta['wall_s']:.1f} s")
     return 0
 

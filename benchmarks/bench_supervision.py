@@ -15,8 +15,8 @@ What it measures, each against a baseline measured in the same run (benchmarks/R
   ``time.sleep`` on the main thread, a busy loop on a slot thread, and a call stuck in C
   (bounded by ``cancel_grace``); and until the caller's ``result()`` raises;
 * Pool throughput: ``corral.Pool(workers=1, 2)`` driven by 8 threads against
-  ``ProcessPoolExecutor(1, 2)``, with a ~2 ms CPU-bound call and a no-op call (skipped,
-  with a note, while corral has no Pool).
+  ``ProcessPoolExecutor(1, 2)``, with a ~2 ms CPU-bound call and a no-op call; N plain
+  Workers with the threads split between them show the same without any dispatch.
 
 Writes ``supervision.json`` and ``supervision.md`` to ``benchmarks/results/``
 (``--smoke``: ``benchmarks/results/smoke/``; or ``--out DIR``).
@@ -133,10 +133,21 @@ def crashes(cfg: dict[str, Any]) -> dict[str, Any]:
     stamp_dir = tempfile.mkdtemp(prefix="corral-bench-")
     w = corral.Worker(TARGET_REF, restart=restart_policy()).start()
 
-    def after_crash(exc: BaseException, key: str) -> None:
-        if not isinstance(exc, corral.WorkerCrashed):
-            raise RuntimeError(f"expected WorkerCrashed, got {exc!r}") from exc
-        errors.append(f"{key}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    def crash_then_reply(fut: Any, pid: int, key: str) -> tuple[float, float]:
+        """When ``fut`` raised WorkerCrashed, and when a no-op call made right after it
+        replied (from the restarted worker)."""
+        try:
+            fut.result(timeout=30)
+        except corral.WorkerCrashed as exc:
+            t1 = time.perf_counter()
+            errors.append(f"{key}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        else:
+            raise RuntimeError(f"the {key} call returned")
+        w.call("noop")
+        t2 = time.perf_counter()
+        if w.pid == pid:
+            raise RuntimeError("the worker was not restarted")
+        return t1, t2
 
     def sigkill() -> None:
         samples["noop_rtt_ms"] += noop_rtts(w, cfg["noop_per_rep"])
@@ -145,20 +156,11 @@ def crashes(cfg: dict[str, Any]) -> dict[str, Any]:
         pid = w.pid
         t0 = time.perf_counter()
         os.kill(pid, signal.SIGKILL)
-        try:
-            fut.result(timeout=30)
-            raise RuntimeError("the killed call returned")
-        except corral.WorkerCrashed as exc:
-            t1 = time.perf_counter()
-            after_crash(exc, "SIGKILL")
-        w.call("noop")
-        t2 = time.perf_counter()
-        if w.pid == pid:
-            raise RuntimeError("the worker was not restarted")
+        t1, t2 = crash_then_reply(fut, pid, "SIGKILL")
         samples["kill_to_error_ms"].append(ms(t1 - t0))
         samples["kill_to_next_reply_ms"].append(ms(t2 - t0))
         samples["kill_error_to_next_reply_ms"].append(ms(t2 - t1))
-        samples["kill_restart_launch_ms"].append(ms(getattr(w, "start_time", 0.0)))
+        samples["kill_restart_launch_ms"].append(ms(w.start_time))
 
     def exit_now() -> None:
         samples["noop_rtt_ms"] += noop_rtts(w, cfg["noop_per_rep"])
@@ -168,22 +170,13 @@ def crashes(cfg: dict[str, Any]) -> dict[str, Any]:
         pid = w.pid
         t_submit = time.perf_counter()
         fut = w.submit("exit_stamped", path, 3)
-        try:
-            fut.result(timeout=30)
-            raise RuntimeError("the exiting call returned")
-        except corral.WorkerCrashed as exc:
-            t1 = time.perf_counter()
-            after_crash(exc, "os._exit(3)")
-        w.call("noop")
-        t2 = time.perf_counter()
-        if w.pid == pid:
-            raise RuntimeError("the worker was not restarted")
+        t1, t2 = crash_then_reply(fut, pid, "os._exit(3)")
         with open(path) as f:
             t_exit = float(f.read())  # the worker's perf_counter: CLOCK_MONOTONIC, shared
         samples["exit_to_error_ms"].append(ms(t1 - t_exit))
         samples["exit_submit_to_error_ms"].append(ms(t1 - t_submit))
         samples["exit_to_next_reply_ms"].append(ms(t2 - t_exit))
-        samples["exit_restart_launch_ms"].append(ms(getattr(w, "start_time", 0.0)))
+        samples["exit_restart_launch_ms"].append(ms(w.start_time))
 
     def cold() -> None:
         t0 = time.perf_counter()
@@ -197,7 +190,7 @@ def crashes(cfg: dict[str, Any]) -> dict[str, Any]:
             fresh.stop()
         samples["cold_ready_ms"].append(ms(t1 - t0))
         samples["cold_first_reply_ms"].append(ms(t2 - t0))
-        samples["cold_launch_ms"].append(ms(getattr(fresh, "start_time", 0.0)))
+        samples["cold_launch_ms"].append(ms(fresh.start_time))
 
     steps: list[Callable[[], None]] = [sigkill, exit_now, cold]
     try:
@@ -472,53 +465,31 @@ def workers_system(n_workers: int, n: int) -> System:
                   close)
 
 
-def pool_system(pool_cls: Any, n_workers: int, n: int) -> System:
-    pool = pool_cls(TARGET_REF, workers=n_workers)
-    if getattr(pool, "start", None) is not None:
-        pool.start()
-    elif hasattr(pool, "__enter__"):
-        pool.__enter__()
+def pool_system(n_workers: int, n: int) -> System:
+    pool = corral.Pool(TARGET_REF, workers=n_workers).start()
     for _ in range(4 * n_workers):
         pool.call("noop")
 
     def call(i: int, what: str) -> Any:
         return pool.call("burn", n) if what == "burn" else pool.call("noop")
 
-    close = getattr(pool, "stop", None) or getattr(pool, "close", None) or (
-        lambda: pool.__exit__(None, None, None))
-    return System(f"corral.Pool(workers={n_workers})", call, close)
+    return System(f"corral.Pool(workers={n_workers})", call, pool.stop)
 
 
 def pool_throughput(cfg: dict[str, Any]) -> dict[str, Any]:
-    pool_cls = getattr(corral, "Pool", None)
     n = calibrate_burn(cfg["burn_ms"])
     one = min(_time(lambda: st.burn(n)) for _ in range(5))
     out: dict[str, Any] = {"burn_n": n, "burn_ms_in_host": ms(one),
                            "threads": cfg["pool_threads"],
-                           "block_s": cfg["pool_block_s"], "cpus": os.cpu_count()}
-    if pool_cls is None:
-        out["pool"] = None
-        out["pool_note"] = ("corral has no Pool yet (getattr(corral, 'Pool') is None): the "
-                            "Pool rows are skipped. The 'Workers, threads split' rows stand in "
-                            "for what a Pool could reach.")
-        log("  " + out["pool_note"])
+                           "block_s": cfg["pool_block_s"], "cpus": os.cpu_count(),
+                           "pool": "measured"}
     threads = cfg["pool_threads"]
     with contextlib.ExitStack() as stack:
         systems: dict[str, System] = {}
         for k in (1, 2):
-            makers = [("ppe", ppe_system), ("workers", workers_system)]
-            if pool_cls is not None:
-                makers.append(("pool", lambda k_, n_: pool_system(pool_cls, k_, n_)))
-            for key, make in makers:
-                try:
-                    s = make(k, n)
-                except Exception as exc:  # noqa: BLE001 - a Pool whose API differs
-                    if key != "pool":
-                        raise
-                    out["pool"] = None
-                    out["pool_note"] = f"corral.Pool exists but could not be driven: {exc!r}"
-                    log("  " + out["pool_note"])
-                    continue
+            for key, make in (("ppe", ppe_system), ("workers", workers_system),
+                              ("pool", pool_system)):
+                s = make(k, n)
                 stack.callback(s.close)
                 systems[f"{key}{k}"] = s
         names = list(systems)
@@ -535,12 +506,12 @@ def pool_throughput(cfg: dict[str, Any]) -> dict[str, Any]:
                     s = systems[name]
                     row[f"{name}_{what}_per_s"] = drive(
                         lambda i, s=s, what=what: s.call(i, what), threads, cfg["pool_block_s"])
-            for who in [k for k in ("pool", "workers") if f"{k}1" in systems]:
+            for who in ("pool", "workers"):
                 for k in (1, 2):
                     for what in ("burn", "noop"):
                         row[f"ratio_{who}{k}_{what}_vs_ppe"] = (
                             row[f"{who}{k}_{what}_per_s"] / row[f"ppe{k}_{what}_per_s"])
-            for who in [k for k in ("pool", "workers", "ppe") if f"{k}1" in systems]:
+            for who in ("pool", "workers", "ppe"):
                 for what in ("burn", "noop"):
                     row[f"scaling_{who}_{what}"] = (row[f"{who}2_{what}_per_s"]
                                                     / row[f"{who}1_{what}_per_s"])
@@ -551,8 +522,6 @@ def pool_throughput(cfg: dict[str, Any]) -> dict[str, Any]:
         out.update({k: c.median(rr[k] for rr in per_round) for k in per_round[0]})
         out["names"] = {k: s.name for k, s in systems.items()}
         out["rounds"] = per_round
-    if pool_cls is not None and "pool" not in out:
-        out["pool"] = "measured"
     return out
 
 
@@ -626,10 +595,8 @@ def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
                         d["result_raises_us"]["p90"], "no-op round trip p50",
                         cn[kind]["noop_rtt_ms"]["p50"] * 1e3))
 
-    names = pl.get("names", {})
+    names = pl["names"]
     for who in ("pool", "workers"):
-        if f"{who}1_burn_per_s" not in pl:
-            continue
         for what, desc in (("burn", f"~{res['config']['burn_ms']:g} ms CPU-bound calls/s"),
                            ("noop", "no-op calls/s")):
             for k in (1, 2):
@@ -668,8 +635,6 @@ def render_md(data: dict[str, Any]) -> str:
         "to the reply of a call made as soon as the crash was reported, against a fresh "
         "`Worker(...).start()` plus its first call, measured in the same reps.",
     ]
-    if pl.get("pool") is None and pl.get("pool_note"):
-        lines += ["", f"Pool: {pl['pool_note']}"]
     lines += ["", f"Pool rows: {pl['threads']} host threads each make calls back to back for "
               f"{pl['block_s']:g} s per block, one block per system per round in rotating "
               f"order, {cfg['pool_rounds']} rounds, median of the per-round figures and "
@@ -697,13 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     log("Pool throughput")
     results["pool"] = pool_throughput(cfg)
 
-    for ch in mp.active_children():  # reaps finished ones
-        ch.join(1.0)
-    time.sleep(0.1)
-    leftover = [p for p in c.live_children() if "resource_tracker" not in p["cmdline"]]
-    results["leftover_children"] = leftover
-    if leftover:
-        log(f"WARNING: child processes still running: {leftover}")
+    results["leftover_children"] = c.leftover_children(log)
 
     meta["wall_s"] = time.perf_counter() - t_start
     meta["loadavg_at_end"] = list(os.getloadavg())
@@ -712,13 +671,9 @@ def main(argv: list[str] | None = None) -> int:
         "crash_to_error_ms_max": TARGET_CRASH_MS,
         "sync_cancel_ms_max": TARGET_SYNC_CANCEL_MS,
         "async_cancel_ms_max": TARGET_ASYNC_CANCEL_MS,
-        "met": {r["metric"]: r["met"] for r in results["rows"] if r["met"] is not None},
+        "met": c.met(results["rows"]),
     }
-    md = render_md(results)
-    c.write_json(os.path.join(out_dir, "supervision.json"), results)
-    with open(os.path.join(out_dir, "supervision.md"), "w") as f:
-        f.write(md)
-    print(md)
+    c.write_results(out_dir, "supervision", results, render_md(results))
     log(f"wrote {os.path.join(out_dir, 'supervision.json')} and supervision.md in "
         f"{meta['wall_s']:.1f} s")
     return 0

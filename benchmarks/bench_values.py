@@ -931,16 +931,12 @@ def main(argv: list[str] | None = None) -> int:
     if results["plot"] is not None:
         log(f"no plot: {results['plot']}")
 
-    for ch in mp.active_children():  # reaps finished ones
-        ch.join(1.0)
-    leftover = [p for p in c.live_children() if "resource_tracker" not in p["cmdline"]]
-    for key, section in (("cold", results["cold"].values()), ("rss", results["rss"].values()),
-                         ("scaling", results["scaling"]), ("bytes", [results["bytes_tuned"]])):
-        for r in section:
-            leftover += [dict(p, where=f"child host ({key})") for p in r["leftover_children"]]
-    results["leftover_children"] = leftover
-    if leftover:
-        log(f"WARNING: child processes still running: {leftover}")
+    in_child_hosts = [
+        dict(p, where=f"child host ({key})")
+        for key, section in (("cold", results["cold"].values()), ("rss", results["rss"].values()),
+                             ("scaling", results["scaling"]), ("bytes", [results["bytes_tuned"]]))
+        for r in section for p in r["leftover_children"]]
+    results["leftover_children"] = c.leftover_children(log, in_child_hosts)
 
     meta["wall_s"] = time.perf_counter() - t_start
     results["rows"] = table_rows(results)
@@ -948,13 +944,9 @@ def main(argv: list[str] | None = None) -> int:
         "sum_ratio_max": TARGET_SUM_RATIO, "echo_ratio_max": TARGET_ECHO_RATIO,
         "bytes_echo_ms_max": TARGET_BYTES_MS, "empty_ms_max": TARGET_EMPTY_MS,
         "rss_x_max": TARGET_RSS_X, "rss_slack_x": RSS_SLACK,
-        "met": {r["metric"]: r["met"] for r in results["rows"] if r["met"] is not None},
+        "met": c.met(results["rows"]),
     }
-    md = render_md(results)
-    c.write_json(os.path.join(out_dir, "values.json"), results)
-    with open(os.path.join(out_dir, "values.md"), "w") as f:
-        f.write(md)
-    print(md)
+    c.write_results(out_dir, "values", results, render_md(results))
     log(f"wrote {os.path.join(out_dir, 'values.json')} and values.md"
         f"{'' if results['plot'] else ' and values.png'} in {meta['wall_s']:.1f} s")
     return 0

@@ -1,4 +1,4 @@
-"""The core benchmark must keep running: its smoke mode runs every measurement with tiny
+"""The benchmarks must keep running: each one's smoke mode runs every measurement with tiny
 counts. No timing is asserted (CI machines are too noisy); only that it completes, stops
 everything it started and reports every figure."""
 
@@ -12,7 +12,22 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "benchmarks", "bench_core.py")
+
+
+def run_bench(tmp_path, name: str, title: str, timeout: float, flag: str = "--smoke") -> dict:
+    """Runs benchmarks/bench_<name>.py in its smoke mode, writing to ``tmp_path``: it must
+    exit 0, print its table and write <name>.md (starting with ``title``) and <name>.json,
+    which is returned."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", f"bench_{name}.py"), flag,
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert (tmp_path / f"{name}.md").read_text().startswith(title)
+    assert "| metric | corral | baseline | ratio | target | met? |" in proc.stdout
+    return json.loads((tmp_path / f"{name}.json").read_text())
+
 
 # section -> keys that must be positive numbers
 POSITIVE = {
@@ -39,15 +54,7 @@ NON_NEGATIVE = [f"{sys_}_{side}_cpu_us_per_call" for sys_ in ("pipe", "ppe", "co
 
 @pytest.mark.timeout(180)
 def test_bench_core_smoke(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, SCRIPT, "--smoke", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=170, cwd=ROOT,
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-
-    data = json.loads((tmp_path / "core.json").read_text())
-    assert (tmp_path / "core.md").read_text().startswith("# corral core benchmark")
-    assert "| metric | corral | baseline | ratio | target | met? |" in proc.stdout
+    data = run_bench(tmp_path, "core", "# corral core benchmark", 170)
 
     meta = data["meta"]
     assert meta["mode"] == "smoke"
@@ -74,7 +81,6 @@ def test_bench_core_smoke(tmp_path):
     assert data["leftover_children"] == []
 
 
-VALUES_SCRIPT = os.path.join(ROOT, "benchmarks", "bench_values.py")
 # section -> keys that must be positive numbers
 VALUES_POSITIVE = {
     "big": ["memcpy_ms", "memcpy_to_memfd_ms", "host_sum_ms", "corral_sum_ms",
@@ -97,15 +103,7 @@ def _positive(value, where):
 @pytest.mark.timeout(180)
 def test_bench_values_smoke(tmp_path):
     """bench_values.py --smoke: every measurement at tiny sizes, no matplotlib needed."""
-    proc = subprocess.run(
-        [sys.executable, VALUES_SCRIPT, "--smoke", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=170, cwd=ROOT,
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-
-    data = json.loads((tmp_path / "values.json").read_text())
-    assert (tmp_path / "values.md").read_text().startswith("# corral values benchmark")
-    assert "| metric | corral | baseline | ratio | target | met? |" in proc.stdout
+    data = run_bench(tmp_path, "values", "# corral values benchmark", 170)
     # The plot is optional: written when matplotlib imports, else a reason is recorded.
     assert (tmp_path / "values.png").exists() if data["plot"] is None else data["plot"]
 
@@ -146,22 +144,11 @@ def test_bench_values_smoke(tmp_path):
     assert data["leftover_children"] == []
 
 
-SUPERVISION_SCRIPT = os.path.join(ROOT, "benchmarks", "bench_supervision.py")
-
-
 @pytest.mark.timeout(120)
 def test_bench_supervision_smoke(tmp_path):
     """bench_supervision.py --smoke: crashes, restarts, cancels and throughput, 1-2 reps
-    each. The Pool rows appear only once corral has a Pool."""
-    proc = subprocess.run(
-        [sys.executable, SUPERVISION_SCRIPT, "--smoke", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=110, cwd=ROOT,
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-
-    data = json.loads((tmp_path / "supervision.json").read_text())
-    assert (tmp_path / "supervision.md").read_text().startswith("# corral supervision benchmark")
-    assert "| metric | corral | baseline | ratio | target | met? |" in proc.stdout
+    each."""
+    data = run_bench(tmp_path, "supervision", "# corral supervision benchmark", 110)
     meta = data["meta"]
     assert meta["mode"] == "smoke" and meta["wall_s"] > 0 and meta["python"]
 
@@ -194,23 +181,13 @@ def test_bench_supervision_smoke(tmp_path):
     assert data["leftover_children"] == []
 
 
-SERVER_SCRIPT = os.path.join(ROOT, "benchmarks", "bench_server.py")
-
-
 @pytest.mark.timeout(90)
 def test_bench_server_smoke(tmp_path):
     """bench_server.py --smoke: corral's server (sync, async 8 slots, Pool of 2, the file
     round trips) and the bare Starlette floor, tiny counts; never coglet (the full run compares with it when present)."""
     pytest.importorskip("uvicorn")
     pytest.importorskip("starlette")
-    proc = subprocess.run(
-        [sys.executable, SERVER_SCRIPT, "--smoke", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=80, cwd=ROOT,
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    data = json.loads((tmp_path / "server.json").read_text())
-    assert (tmp_path / "server.md").read_text().startswith("# corral server benchmark")
-    assert "| metric | corral | baseline | ratio | target | met? |" in proc.stdout
+    data = run_bench(tmp_path, "server", "# corral server benchmark", 80)
     assert data["meta"]["mode"] == "smoke" and data["coglet"] is None and data["coglet_note"]
     raw = data["raw"]
     assert set(raw) == {"bare", "corral_sync1", "corral_async8", "corral_pool2",
@@ -238,21 +215,11 @@ def test_bench_server_smoke(tmp_path):
     assert data["leftover_children"] == []
 
 
-PLUGINS_SCRIPT = os.path.join(ROOT, "benchmarks", "bench_plugins.py")
-
-
 @pytest.mark.timeout(90)
 def test_bench_plugins_smoke(tmp_path):
     """bench_plugins.py --quick: load to ready and per-call overhead through the plugin
     manager against a bare Worker, tiny counts."""
-    proc = subprocess.run(
-        [sys.executable, PLUGINS_SCRIPT, "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=80, cwd=ROOT,
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    data = json.loads((tmp_path / "plugins.json").read_text())
-    assert (tmp_path / "plugins.md").read_text().startswith("# corral plugins benchmark")
-    assert "| metric | corral | baseline | ratio | target | met? |" in proc.stdout
+    data = run_bench(tmp_path, "plugins", "# corral plugins benchmark", 80, flag="--quick")
     assert data["meta"]["mode"] == "quick"
     for key in ("manager_ms", "worker_ms", "ratio"):
         _positive(data["load"][key], ("load", key))
@@ -263,21 +230,11 @@ def test_bench_plugins_smoke(tmp_path):
     assert len(data["targets"]["met"]) == 2
 
 
-ENVS_SCRIPT = os.path.join(ROOT, "benchmarks", "bench_envs.py")
-
-
 @pytest.mark.timeout(150)
 def test_bench_envs_quick(tmp_path):
     """bench_envs.py --quick: one cold build of each kind (uv, uv with an empty cache, pip,
     venv by hand) and the cached lookups; never the torch rows."""
-    proc = subprocess.run(
-        [sys.executable, ENVS_SCRIPT, "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=140, cwd=ROOT,
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    data = json.loads((tmp_path / "envs.json").read_text())
-    assert (tmp_path / "envs.md").read_text().startswith("# corral environments benchmark")
-    assert "| metric | corral | baseline | ratio | target | met? |" in proc.stdout
+    data = run_bench(tmp_path, "envs", "# corral environments benchmark", 140, flag="--quick")
     assert data["meta"]["mode"] == "quick" and data["meta"]["wall_s"] > 0
     assert set(data["msgspec"]) == {"venv_bare", "venv_pip", "corral_uv", "corral_pip",
                                     "corral_uv_empty_cache"}
