@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import msgspec
 
+from ..exceptions import problems_text
 from ..types import File
 
 _EMPTY = inspect.Parameter.empty
@@ -31,8 +32,7 @@ class InputError(TypeError):
 
     def __init__(self, problems: list[dict[str, Any]]):
         self.problems = problems
-        super().__init__("; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}"
-                                   for p in problems))
+        super().__init__(problems_text(problems))
 
 
 class Inputs:
