@@ -122,7 +122,7 @@ class Inputs:
             try:
                 out[name] = _convert(kwargs[name], hint)
             except msgspec.ValidationError as exc:
-                loc, msg = _split(str(exc))
+                loc, msg = split_validation_error(str(exc))
                 problems.append({"loc": [name, *loc], "msg": msg})
         if problems:
             raise InputError(problems)
@@ -156,7 +156,7 @@ def _path_hook(hint: Any, value: Any) -> Any:
     raise TypeError(f"Expected `{getattr(hint, '__name__', hint)}`, got `{type(value).__name__}`")
 
 
-def _split(message: str) -> tuple[list[Any], str]:
+def split_validation_error(message: str) -> tuple[list[Any], str]:
     """``"Expected `int`, got `str` - at `$[0]`"`` -> ``([0], "Expected `int`, got `str`")``."""
     msg, sep, where = message.rpartition(" - at `")
     if not sep:
