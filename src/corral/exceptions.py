@@ -63,6 +63,14 @@ class MethodNotFound(CorralError, AttributeError):
         super().__init__(f"target has no public method {method!r} (available: {listed})")
 
 
+def problems_text(problems: list[dict[str, Any]], whole: str = "") -> str:
+    """``loc.path: msg; ...`` for a list of ``{"loc": [...], "msg": ...}`` problems (the
+    shape of ``ArgumentError.problems`` and ``SetupError.problems``); ``whole`` names a
+    problem with an empty ``loc`` (one of the whole input)."""
+    return "; ".join(f"{'.'.join(map(str, p.get('loc', ()))) or whole}: {p['msg']}"
+                     for p in problems)
+
+
 class ArgumentError(CorralError, TypeError):
     """Raised when a call's arguments do not fit the method's signature. For a call made
     with ``options(convert=True)``, ``problems`` lists every bad input as

@@ -2,17 +2,11 @@
 
 from typing import Any
 
-from ..exceptions import CorralError
+from ..exceptions import CorralError, problems_text
 
 
 class PluginError(CorralError):
     """Base class of the plugin layer's errors."""
-
-
-def _lines(problems: list[dict[str, Any]], whole: str) -> str:
-    """``loc.path: msg; ...`` (``whole`` names a problem of the whole thing, with no loc)."""
-    return "; ".join(f"{'.'.join(map(str, p.get('loc', []))) or whole}: {p['msg']}"
-                     for p in problems)
 
 
 class ManifestError(PluginError):
@@ -22,7 +16,8 @@ class ManifestError(PluginError):
     def __init__(self, source: str, problems: list[dict[str, Any]]):
         self.source = source
         self.problems = problems
-        super().__init__(f"invalid plugin manifest {source}: {_lines(problems, '(manifest)')}")
+        super().__init__(f"invalid plugin manifest {source}: "
+                         f"{problems_text(problems, '(manifest)')}")
 
 
 class PluginNotFound(PluginError, KeyError):
@@ -64,7 +59,8 @@ class ConfigError(PluginError, ValueError):
     def __init__(self, plugin: str, problems: list[dict[str, Any]]):
         self.plugin = plugin
         self.problems = problems
-        super().__init__(f"bad config for plugin {plugin!r}: {_lines(problems, '(config)')}")
+        super().__init__(f"bad config for plugin {plugin!r}: "
+                         f"{problems_text(problems, '(config)')}")
 
 
 class InsufficientResources(PluginError):

@@ -76,6 +76,9 @@ class _Loaded:
     loaded_at: float = field(default_factory=time.time)
     hold: Any = None  # its environment marked in use (EnvironmentCache.hold), if any
 
+    def holding(self) -> Holding:
+        return Holding(self.plugin.name, self.plugin.resources, self.worker.pid)
+
     def stop(self, grace: float) -> None:
         try:
             self.worker.stop(grace)
@@ -323,8 +326,7 @@ class PluginManager:
         """Whether the plugin fits without evicting anyone, right now (advisory: the
         reservation in _start decides)."""
         with self._lock:
-            holding = [Holding(n, e.plugin.resources, e.worker.pid)
-                       for n, e in self._loaded.items()] + list(self._loading.values())
+            holding = self._holding()
         try:
             self.resources.fit(plugin.name, plugin.resources, holding)
         except InsufficientResources:
@@ -332,12 +334,7 @@ class PluginManager:
         return True
 
     def _preflight(self, plugin: Plugin, config: dict[str, Any], env: Any) -> None:
-        from ..host.worker import Worker
-
-        python = getattr(env, "python", None) if env is not None else None
-        check = Worker(plugin.target, config=config, python=python,
-                       env=self._worker_env(plugin, env), cwd=plugin.folder,
-                       check_config="only", restart=False)
+        check = self._worker(plugin, config, env, check_config="only", restart=False)
         try:
             check.start()
         except SetupError as exc:
@@ -346,6 +343,14 @@ class PluginManager:
             raise
         finally:
             check.stop()
+
+    def _worker(self, plugin: Plugin, config: dict[str, Any], env: Any,
+                **options: Any) -> Any:
+        """A (not started) ``corral.Worker`` for ``plugin``, on ``env``'s interpreter."""
+        from ..host.worker import Worker
+
+        return Worker(plugin.target, config=config, python=getattr(env, "python", None),
+                      env=self._worker_env(plugin, env), cwd=plugin.folder, **options)
 
     def _start(self, plugin: Plugin, config: dict[str, Any], env: Any,
                policy: str | None) -> _Loaded:
@@ -360,12 +365,8 @@ class PluginManager:
                 for victim in victims:
                     stops.callback(self._name_locks[victim.plugin.name].release)
                     stops.callback(victim.stop, self.stop_grace)
-            from ..host.worker import Worker
-
-            python = getattr(env, "python", None) if env is not None else None
-            worker = Worker(plugin.target, config=config, slots=plugin.manifest.slots,
-                            python=python, env=self._worker_env(plugin, env),
-                            cwd=plugin.folder, check_config=True, **self.worker_options)
+            worker = self._worker(plugin, config, env, slots=plugin.manifest.slots,
+                                  check_config=True, **self.worker_options)
             # Marked in use while its worker runs: `corral plugins uninstall` in another
             # process must not delete it under a loaded plugin.
             hold_env = getattr(self.environments, "hold", None) if env is not None else None
@@ -382,7 +383,7 @@ class PluginManager:
         finally:
             with self._lock:
                 self._loading.pop(name, None)
-        entry = _Loaded(plugin, worker, config, python, hold=hold)
+        entry = _Loaded(plugin, worker, config, worker.python, hold=hold)
         with self._lock:
             if self._closed:  # closed while it started
                 entry.stop(self.stop_grace)
@@ -397,8 +398,7 @@ class PluginManager:
         (the caller stops them and lets go)."""
         need = plugin.resources
         with self._lock:
-            holding = [Holding(n, e.plugin.resources, e.worker.pid)
-                       for n, e in self._loaded.items()] + list(self._loading.values())
+            holding = self._holding()
             taken: list[Holding] = []
 
             def candidates() -> Iterator[Holding]:
@@ -409,7 +409,7 @@ class PluginManager:
                         continue
                     lock = self._name_lock(n)
                     if lock.acquire(blocking=False):
-                        taken.append(Holding(n, e.plugin.resources, e.worker.pid))
+                        taken.append(e.holding())
                         yield taken[-1]
 
             try:
@@ -429,6 +429,10 @@ class PluginManager:
                                       f"for {plugin.name!r}")
             self._loading[plugin.name] = Holding(plugin.name, need, None)
         return evicted
+
+    def _holding(self) -> list[Holding]:
+        """What the loaded and loading plugins hold (under ``_lock``)."""
+        return [e.holding() for e in self._loaded.values()] + list(self._loading.values())
 
     def _worker_env(self, plugin: Plugin, environment: Any = None) -> dict[str, str]:
         # An environment of its own blanks the host's PYTHONPATH (its worker must see only

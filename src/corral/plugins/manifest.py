@@ -33,6 +33,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from ..worker.inputs import split_validation_error
 from .errors import ManifestError
 
 MANIFEST_FILE = "corral.toml"
@@ -217,10 +218,8 @@ def _field_problems(data: dict[str, Any], struct: type, prefix: list[Any]) -> li
             try:
                 msgspec.convert(value, of)
             except msgspec.ValidationError as exc:
-                msg, _, where = str(exc).rpartition(" - at `$[")
-                index = where.rstrip("`]")
-                problems.append({"loc": loc + ([int(index)] if index.isdigit() else []),
-                                 "msg": msg or str(exc)})
+                where, msg = split_validation_error(str(exc))
+                problems.append({"loc": loc + where, "msg": msg})
     return problems
 
 

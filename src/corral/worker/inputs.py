@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import msgspec
 
+from ..exceptions import problems_text
 from ..types import File
 
 _EMPTY = inspect.Parameter.empty
@@ -31,8 +32,7 @@ class InputError(TypeError):
 
     def __init__(self, problems: list[dict[str, Any]]):
         self.problems = problems
-        super().__init__("; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}"
-                                   for p in problems))
+        super().__init__(problems_text(problems))
 
 
 class Inputs:
@@ -122,7 +122,7 @@ class Inputs:
             try:
                 out[name] = _convert(kwargs[name], hint)
             except msgspec.ValidationError as exc:
-                loc, msg = _split(str(exc))
+                loc, msg = split_validation_error(str(exc))
                 problems.append({"loc": [name, *loc], "msg": msg})
         if problems:
             raise InputError(problems)
@@ -156,7 +156,7 @@ def _path_hook(hint: Any, value: Any) -> Any:
     raise TypeError(f"Expected `{getattr(hint, '__name__', hint)}`, got `{type(value).__name__}`")
 
 
-def _split(message: str) -> tuple[list[Any], str]:
+def split_validation_error(message: str) -> tuple[list[Any], str]:
     """``"Expected `int`, got `str` - at `$[0]`"`` -> ``([0], "Expected `int`, got `str`")``."""
     msg, sep, where = message.rpartition(" - at `")
     if not sep:

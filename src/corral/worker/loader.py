@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..exceptions import problems_text
 from ..protocol.messages import MethodInfo, TargetSpec
 
 #: Lifecycle hooks: run by corral, never callable as methods.
@@ -128,8 +129,7 @@ class ConfigProblems(TypeError):
 
     def __init__(self, problems: list[dict[str, Any]]):
         self.problems = problems
-        super().__init__("; ".join(f"{'.'.join(map(str, p['loc'])) or '(config)'}: {p['msg']}"
-                                   for p in problems))
+        super().__init__(problems_text(problems, "(config)"))
 
 
 def check_config(obj: Any, config: dict[str, Any]) -> dict[str, Any]:
