@@ -262,15 +262,20 @@ def concurrent(server: Server, cfg: dict[str, Any]) -> dict[str, Any]:
         t.start()
     barrier.wait()
     time.sleep(cfg["conc_warm_s"])
+    cpu = c.cpu_clock(server.proc.pid)  # the server process's own CPU (not its workers')
     phase["measure"] = True
     t0 = time.perf_counter()
+    cpu0 = cpu()
     time.sleep(cfg["conc_s"])
     phase["stop"] = True
+    cpu_ns = cpu() - cpu0
     wall = time.perf_counter() - t0
     for t in threads:
         t.join(60)
+    answers = sum(counts.values())
     return {**counts, "seconds": wall, "ok_per_s": counts["ok"] / wall,
-            "answers_per_s": sum(counts.values()) / wall, "conns": cfg["conns"]}
+            "answers_per_s": answers / wall, "conns": cfg["conns"],
+            "server_cpu_us_per_answer": cpu_ns / 1e3 / answers if answers else None}
 
 
 def big_echo(server: Server, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -380,6 +385,9 @@ def measure_all(cfg: dict[str, Any], py: str | None) -> dict[str, Any]:
     with corral_server("bare") as s:
         res["bare"] = {"sequential": sequential(s, cfg), "concurrent": concurrent(s, cfg),
                        "big": big_echo(s, cfg)}
+    log("corral's server with an instant runner (no worker): its own request handling")
+    with corral_server("instant") as s:
+        res["corral_instant"] = {"concurrent": concurrent(s, cfg)}
     log("corral file round trip: multipart upload in, /files link out")
     with corral_server("files_url") as s:
         res["corral_files_url"] = {"file": file_upload_link(s, cfg)}
@@ -477,13 +485,24 @@ def table_rows(res: dict[str, Any], have_coglet: bool) -> list[dict[str, Any]]:
         p2["ok_per_s"], "bare Starlette", b["concurrent"]["ok_per_s"])
     row(f"{mb:g} MB string echo round trip", "ms", big, "bare Starlette",
         b["big"]["median_ms"])
+    # Where the server's CPU goes (its own process, 8 connections, per answer): the bare
+    # route is uvicorn + Starlette; the instant runner adds corral's request handling; the
+    # async worker adds the call to a worker process.
+    cpu = "server_cpu_us_per_answer"
+    bare_cpu = b["concurrent"][cpu]
+    row("server-process CPU per answer, 8 connections: corral with an instant runner (no "
+        "worker)", "us", res["corral_instant"]["concurrent"][cpu], "bare Starlette",
+        bare_cpu)
+    row("server-process CPU per answer, 8 connections: corral async 8 slots", "us",
+        a8[cpu], "bare Starlette", bare_cpu)
     return rows
 
 
 def detail_table(res: dict[str, Any]) -> str:
     lines = ["| server | seq p50 us | seq p90 us | seq pred/s | 8 conns ok/s | 409 | 429 | "
-             "other | errors | big echo ms | file round trip ms |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "other | errors | server CPU us/answer | big echo ms | file round trip ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+             "| ---: |"]
     for name, r in res.items():
         if name == "interleaved":
             continue
@@ -492,6 +511,7 @@ def detail_table(res: dict[str, Any]) -> str:
             f"| {name} | {c.fmt(s and s['p50_us'])} | {c.fmt(s and s['p90_us'])} | "
             f"{c.fmt(s and s['pred_per_s'])} | {c.fmt(k and k['ok_per_s'])} | "
             + " | ".join(str(k[x]) if k else "-" for x in ("409", "429", "other", "errors"))
+            + f" | {c.fmt(k and k['server_cpu_us_per_answer'])}"
             + f" | {c.fmt(b and b['median_ms'])} | {c.fmt(f and f['median_ms'])} |")
     return "\n".join(lines)
 

@@ -191,7 +191,11 @@ def test_bench_server_smoke(tmp_path):
     assert data["meta"]["mode"] == "smoke" and data["coglet"] is None and data["coglet_note"]
     raw = data["raw"]
     assert set(raw) == {"bare", "corral_sync1", "corral_async8", "corral_pool2",
-                        "corral_files_url", "corral_files_data", "interleaved"}
+                        "corral_files_url", "corral_files_data", "interleaved",
+                        "corral_instant"}
+    instant = raw.pop("corral_instant")["concurrent"]  # the server alone, no worker
+    _positive(instant["ok_per_s"], "instant")
+    assert instant["409"] == instant["429"] == instant["other"] == instant["errors"] == 0
     inter = raw.pop("interleaved")  # corral and the floor side by side, alternating rounds
     assert set(inter["p50_us_rounds"]) == {"corral_sync1", "bare"}
     for name, rounds in inter["p50_us_rounds"].items():
@@ -208,6 +212,8 @@ def test_bench_server_smoke(tmp_path):
         conc = raw[name]["concurrent"]
         _positive(conc["ok_per_s"], (name, "ok_per_s"))
         assert conc["409"] == conc["429"] == conc["other"] == conc["errors"] == 0, (name, conc)
+        _positive(conc["server_cpu_us_per_answer"], (name, "server CPU"))
+    _positive(instant["server_cpu_us_per_answer"], "instant server CPU")
     _positive(raw["corral_sync1"]["big"]["median_ms"], "big")
     for row in data["rows"]:
         assert row["corral"] > 0 and row["baseline"] > 0, row

@@ -1,7 +1,9 @@
 """Server processes for bench_server.py: ``python serve.py MODE PORT``.
 
 MODE: ``sync1`` (corral.Worker, 1 slot, sync), ``async8`` (corral.Worker, 8 slots, async
-predict), ``pool2`` (corral.Pool, 2 sync workers of 1 slot), ``bare`` (a bare Starlette
+predict), ``pool2`` (corral.Pool, 2 sync workers of 1 slot), ``instant`` (corral's server
+with a runner that answers at once, no worker: what the server's own request handling
+costs, a measuring instrument only), ``bare`` (a bare Starlette
 route on uvicorn that echoes the same JSON shape: the floor, no worker process at all),
 ``files_url`` (the file round trip, outputs as /files links) and ``files_data`` (the same,
 data: URLs both ways whatever the size).
@@ -35,6 +37,42 @@ def bare(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+class Instant:
+    """A runner whose predictions are done when submitted (no worker, no thread hop)."""
+
+    state = "ready"
+    slots = 8
+
+    def __init__(self) -> None:
+        import types
+
+        self.methods = {"predict": types.SimpleNamespace(streams=False)}
+        self._stats = types.SimpleNamespace(queued=0, busy=0, restarts=0)
+
+    def start(self) -> "Instant":
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        pass
+
+    def describe(self) -> dict:
+        return {}
+
+    def stats(self) -> object:
+        return self._stats
+
+    def options(self, **_: object) -> "Instant":
+        return self
+
+    def submit(self, method: str, **kwargs: object) -> object:
+        import concurrent.futures
+
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut.run_time = 0.0  # type: ignore[attr-defined]
+        fut.set_result(kwargs.get("text", ""))
+        return fut
+
+
 def main() -> None:
     mode, port = sys.argv[1], int(sys.argv[2])
     if mode == "bare":
@@ -46,6 +84,8 @@ def main() -> None:
         runner = corral.Worker(f"{REF}:Echo")
     elif mode == "async8":
         runner = corral.Worker(f"{REF}:AsyncEcho", slots=8)
+    elif mode == "instant":
+        runner = Instant()
     elif mode == "pool2":
         runner = corral.Pool(f"{REF}:Echo", workers=2, slots=1)
     elif mode == "files_url":
