@@ -91,6 +91,8 @@ def started(side):
 
 
 SSE = {"Accept": "text/event-stream"}
+#: Webhook receivers in the tests run on 127.0.0.1, which servers refuse unless allowed.
+LOCAL_HOOKS = {"webhook_allow": ("127.0.0.0/8",)}
 
 
 def until(events, name):

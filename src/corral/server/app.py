@@ -22,19 +22,24 @@ from starlette.routing import Route
 
 from ..exceptions import ArgumentError, InvalidState, MethodNotFound, QueueFull, SetupError
 from .access import PREDICTION_ID
-from .auth import BearerAuth, check_binding
+from .auth import BearerAuth, check_binding, drop_token_from_env
 from .drain import MESSAGE as DRAINING, Drain, draining_server
 from .files import DEFAULT_INLINE_MAX, FileInputError, Files, Workspace, file_fields
 from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .instrument import Instrument
 from .metrics import CONTENT_TYPE, Metrics
+from .origin import OriginGuard, OriginPolicy
 from .predictions import EVENTS, Prediction, Predictions, now_iso
 from .retention import DEFAULT_MAX_RECORDS, DEFAULT_SECONDS, Retention
 from .schema import openapi
 from .sse import EventStream
-from .webhooks import WebhookSender
+from .webhook_urls import WebhookPolicy, WebhookRefused, networks_from_env, parse_networks
+from .webhooks import DEFAULT_THROTTLE, WebhookSender
 
 log = logging.getLogger("corral.server")
+
+#: The longest prediction id taken (from the body or the path); longer is 422.
+MAX_ID_LENGTH = 256
 
 
 class Setup:
@@ -60,7 +65,12 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                max_body_bytes: int = DEFAULT_MAX_BODY, retention: float = DEFAULT_SECONDS,
                max_records: int = DEFAULT_MAX_RECORDS, file_outputs: str = "data",
                file_inline_max: int = DEFAULT_INLINE_MAX,
-               file_retention: float = DEFAULT_SECONDS) -> Starlette:
+               file_retention: float = DEFAULT_SECONDS,
+               allowed_hosts: tuple[str, ...] | None = None,
+               allowed_origins: tuple[str, ...] = (), allow_shutdown: bool = False,
+               public_url: str | None = None,
+               webhook_allow: tuple[str, ...] | None = None,
+               webhook_throttle: float = DEFAULT_THROTTLE) -> Starlette:
     """The ASGI app serving ``runner`` (a ``corral.Worker`` or ``corral.Pool``).
 
     ``token``: the bearer token every route but ``public_paths`` needs; required when
@@ -72,12 +82,29 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     ``retention`` seconds, and at most ``max_records`` of them. File outputs come back as
     data: URLs (``file_outputs="data"``) up to ``file_inline_max`` bytes, else (or with
     ``file_outputs="url"``) as /files/{id} links kept ``file_retention`` seconds; see
-    files.py."""
+    files.py. Links start with ``public_url`` when given, else with the address the server
+    is bound to (never with the request's Host header).
+
+    Browsers (origin.py): the Host header must name this server (``allowed_hosts`` adds
+    names), a request with a foreign ``Origin`` is 403 (``allowed_origins`` adds origins),
+    and a request that reached an address beyond loopback is refused without a token,
+    whatever ``host`` says. POST /shutdown works only with a token or ``allow_shutdown``.
+    Webhook URLs must resolve to public addresses only, unless their network is in
+    ``webhook_allow`` (CIDRs; default: the ``CORRAL_WEBHOOK_ALLOW`` environment variable);
+    output and logs updates are sent at most every ``webhook_throttle`` seconds
+    (webhooks.py). See docs/security.md."""
     check_binding(host, token, insecure)
+    if token is not None:  # workers inherit the environment: never hand them the token
+        drop_token_from_env(token)
+    policy = OriginPolicy(token=token is not None, insecure=insecure, bind_host=host,
+                          allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
     files = Files(mode=file_outputs, inline_max=file_inline_max, retention=file_retention)
     service = Predictions(runner, retention=Retention(retention, max_records), files=files)
     drain = Drain(service, drain_grace)
-    webhooks = WebhookSender(retries=webhook_retries, backoff=webhook_backoff)
+    allowed_nets = networks_from_env() if webhook_allow is None \
+        else parse_networks(webhook_allow)
+    webhooks = WebhookSender(retries=webhook_retries, backoff=webhook_backoff,
+                             policy=WebhookPolicy(allowed_nets), throttle=webhook_throttle)
     service.on_create.append(webhooks.attach)
     metrics = Metrics(runner)
     setup = Setup()
@@ -98,7 +125,23 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                                 headers={"Retry-After": str(retry_after)})
         return None
 
+    def link_base(scope: dict) -> str:
+        """Where /files links point: ``public_url``, else the bound address (a server on
+        every address, without ``public_url``, gives links relative to the server)."""
+        root = scope.get("root_path", "")
+        if public_url:
+            return public_url.rstrip("/") + root
+        server = scope.get("server")
+        if not server or server[0] in ("0.0.0.0", "::", ""):
+            return root
+        address = server[0] if ":" not in server[0] else f"[{server[0]}]"
+        port = f":{server[1]}" if server[1] is not None else ""
+        return f"{scope.get('scheme', 'http')}://{address}{port}{root}"
+
     async def predict(request: Request, pid: str | None = None) -> Response:
+        if pid is not None and len(pid) > MAX_ID_LENGTH:
+            return _invalid([{"loc": ["path", "prediction_id"], "type": "value_error",
+                              "msg": f"the id is longer than {MAX_ID_LENGTH} characters"}])
         if drain.draining and (pid is None or service.get(pid) is None):
             return JSONResponse({"detail": DRAINING}, status_code=503,
                                 headers={"Connection": "close"})
@@ -129,6 +172,9 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         if not isinstance(body.get("id"), (str, type(None))):
             return _invalid([{"loc": ["body", "id"], "msg": "the id must be a string",
                               "type": "type_error.str"}])
+        if len(body.get("id") or "") > MAX_ID_LENGTH:
+            return _invalid([{"loc": ["body", "id"], "type": "value_error",
+                              "msg": f"the id is longer than {MAX_ID_LENGTH} characters"}])
         if pid is not None and body.get("id") not in (None, pid):
             return _invalid([{"loc": ["body", "id"], "msg": "the id in the body differs from "
                               "the one in the path", "type": "value_error"}])
@@ -138,7 +184,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         """A multipart request: the form's parts are the inputs (uploads.py)."""
         from .uploads import FormError, read_form
 
-        ws = files.workspace(lambda: str(request.base_url))
+        ws = files.workspace(lambda: link_base(request.scope))
         try:
             form = await read_form(request, ws)
         except FormError as exc:
@@ -158,7 +204,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         """Validate the rest of the request and run the prediction; ``ws`` is owned here
         until a record takes it."""
         if ws is None:
-            ws = files.workspace(lambda: str(request.base_url))
+            ws = files.workspace(lambda: link_base(request.scope))
         try:
             return await run_in(request, body, inp, pid, args, ws)
         finally:
@@ -182,6 +228,12 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         wants_sse = "text/event-stream" in request.headers.get("accept", "")
 
         existing = service.get(pid) if pid else None
+        if webhook is not None and existing is None:
+            try:
+                await webhooks.policy.resolve(webhook)
+            except WebhookRefused as exc:
+                return _invalid([{"loc": ["body", "webhook"], "type": "value_error",
+                                  "msg": str(exc)}])
         if existing is not None:  # idempotent: the same prediction, never run twice
             if respond_async:
                 return JSONResponse(existing.to_json(), status_code=202)
@@ -278,6 +330,11 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                                     title=getattr(runner, "target_name", "corral")))
 
     async def shutdown(request: Request) -> Response:
+        if token is None and not allow_shutdown:
+            # Without a token anyone who reaches the port could stop the server.
+            return JSONResponse({"detail": "POST /shutdown is off: give the server a token, "
+                                           "or allow it with allow_shutdown=True "
+                                           "(--allow-shutdown)"}, status_code=403)
         if state["shutdown"] is not None:  # else no server to stop: nothing to drain for
             drain.begin(state["shutdown"])
         return JSONResponse({})
@@ -331,10 +388,12 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         Route("/files/{file_id}", get_file, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    # The last added is the outermost: metrics and access log, auth, body limit, routes.
+    # The last added is the outermost: metrics and access log, Host/Origin rules, auth,
+    # body limit, routes.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if token is not None:
         app.add_middleware(BearerAuth, token=token, public=public_paths)
+    app.add_middleware(OriginGuard, policy=policy)
     app.add_middleware(Instrument, metrics=metrics)
     app.state.predictions = service
     app.state.setup = setup

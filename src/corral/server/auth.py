@@ -33,6 +33,19 @@ def check_binding(host: str | None, token: str | None, insecure: bool) -> None:
             "CORRAL_TOKEN), or insecure=True to serve anyone who can reach the port")
 
 
+TOKEN_ENV = "CORRAL_TOKEN"
+
+
+def drop_token_from_env(token: str) -> None:
+    """Remove ``CORRAL_TOKEN`` from this process's environment when it holds ``token``:
+    worker processes inherit the environment, and the model code has no business with
+    the server's credential. (Workers started before this keep what they had.)"""
+    import os
+
+    if os.environ.get(TOKEN_ENV) == token:
+        del os.environ[TOKEN_ENV]
+
+
 class BearerAuth:
     """Answer 401 to any request without ``Authorization: Bearer <token>``, except on the
     ``public`` paths."""
