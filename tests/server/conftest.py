@@ -18,19 +18,26 @@ pytest.importorskip("starlette")
 class Running:
     def __init__(self, server, thread, app):
         self.server, self.thread, self.app = server, thread, app
-        port = server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        address, port = server.servers[0].sockets[0].getsockname()[:2]
+        self.port = port
+        self.url = f"http://{address}:{port}" if ":" not in address else \
+            f"http://[{address}]:{port}"
 
     def client(self, **kw):
         return httpx.Client(base_url=self.url, timeout=30, **kw)
 
 
 @contextlib.contextmanager
-def run_server(app):
+def run_server(app, host="127.0.0.1", config=None):
+    """Serve ``app`` with uvicorn on ``host`` (a free port) in a thread; ``config``: a
+    function of (app, host, port) giving the uvicorn.Config to use instead."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="on"))
+    if config is not None:
+        cfg = config(app, host, 0)
+    else:
+        cfg = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(cfg)
     app.state.set_shutdown(lambda: setattr(server, "should_exit", True))
     thread = threading.Thread(target=server.run, daemon=True, name="test-uvicorn")
     thread.start()
