@@ -70,7 +70,8 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                allowed_origins: tuple[str, ...] = (), allow_shutdown: bool = False,
                public_url: str | None = None,
                webhook_allow: tuple[str, ...] | None = None,
-               webhook_throttle: float = DEFAULT_THROTTLE) -> Starlette:
+               webhook_throttle: float = DEFAULT_THROTTLE,
+               max_log_bytes: int | None = None) -> Starlette:
     """The ASGI app serving ``runner`` (a ``corral.Worker`` or ``corral.Pool``).
 
     ``token``: the bearer token every route but ``public_paths`` needs; required when
@@ -92,14 +93,17 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     Webhook URLs must resolve to public addresses only, unless their network is in
     ``webhook_allow`` (CIDRs; default: the ``CORRAL_WEBHOOK_ALLOW`` environment variable);
     output and logs updates are sent at most every ``webhook_throttle`` seconds
-    (webhooks.py). See docs/security.md."""
+    (webhooks.py). Each prediction keeps the newest ``max_log_bytes`` of its logs
+    (default ``CORRAL_MAX_LOG_BYTES`` or 1 MiB), a marker line in place of the rest.
+    See docs/security.md."""
     check_binding(host, token, insecure)
     if token is not None:  # workers inherit the environment: never hand them the token
         drop_token_from_env(token)
     policy = OriginPolicy(token=token is not None, insecure=insecure, bind_host=host,
                           allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
     files = Files(mode=file_outputs, inline_max=file_inline_max, retention=file_retention)
-    service = Predictions(runner, retention=Retention(retention, max_records), files=files)
+    service = Predictions(runner, retention=Retention(retention, max_records), files=files,
+                          max_log_bytes=max_log_bytes)
     drain = Drain(service, drain_grace)
     allowed_nets = networks_from_env() if webhook_allow is None \
         else parse_networks(webhook_allow)
