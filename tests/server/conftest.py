@@ -52,12 +52,13 @@ def run_server(app, host="127.0.0.1", config=None):
 
 
 @contextlib.contextmanager
-def serving(runner, wait_ready=True, **app_kwargs):
-    """Serve ``runner`` (started by the app); wait until /health-check leaves STARTING."""
+def serving(runner, wait_ready=True, config=None, **app_kwargs):
+    """Serve ``runner`` (started by the app); wait until /health-check leaves STARTING.
+    ``config``: as run_server's."""
     from corral.server import create_app
 
     app = create_app(runner, **app_kwargs)
-    with run_server(app) as running:
+    with run_server(app, config=config) as running:
         if wait_ready:
             with running.client() as c:
                 wait_until(lambda: c.get("/health-check").json()["status"] != "STARTING",

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from ..exceptions import ArgumentError, InvalidState, MethodNotFound, QueueFull, SetupError
 from .access import PREDICTION_ID
 from .auth import BearerAuth, check_binding, drop_token_from_env
+from .connections import ConnectionLimits, server_config
 from .drain import MESSAGE as DRAINING, Drain, draining_server
 from .files import DEFAULT_INLINE_MAX, FileInputError, Files, Workspace, file_fields
 from .limits import DEFAULT_MAX_BODY, BodyLimit
@@ -482,18 +483,18 @@ def _health_status(runner: Any, setup: Setup) -> str:
 
 
 def serve(runner: Any, *, host: str = "127.0.0.1", port: int = 5000,
-          token: str | None = None, insecure: bool = False, **app_kwargs: Any) -> None:
+          token: str | None = None, insecure: bool = False,
+          limits: ConnectionLimits | None = None, **app_kwargs: Any) -> None:
     """Serve ``runner`` with uvicorn until SIGTERM/SIGINT or POST /shutdown, both of which
     drain first (a second signal exits at once). ``token`` defaults to the CORRAL_TOKEN
-    environment variable. Requests are logged as JSON on ``corral.access`` (uvicorn's own
-    access log is off)."""
-    import uvicorn
-
+    environment variable (then removed from the environment, which workers inherit).
+    ``limits``: header/body/keep-alive timeouts and the connection cap (connections.py).
+    Requests are logged as JSON on ``corral.access`` (uvicorn's own access log is off)."""
     if token is None:
         token = os.environ.get("CORRAL_TOKEN") or None
     app = create_app(runner, token=token, host=host, insecure=insecure, **app_kwargs)
-    server = draining_server(uvicorn.Config(app, host=host, port=port, log_level="info",
-                                            access_log=False), app)
+    server = draining_server(server_config(app, host, port, limits, log_level="info",
+                                           access_log=False), app)
 
     def stop() -> None:
         server.should_exit = True
