@@ -25,7 +25,9 @@ from .access import PREDICTION_ID
 from .auth import BearerAuth, check_binding, drop_token_from_env
 from .connections import ConnectionLimits, server_config
 from .drain import MESSAGE as DRAINING, Drain, draining_server
-from .files import DEFAULT_INLINE_MAX, FileInputError, Files, Workspace, file_fields
+from .files import (DEFAULT_INLINE_MAX, FileInputError, Files, Workspace, file_fields,
+                    shown_inputs)
+from .jsonbody import NonFiniteNumber, strict_json
 from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .instrument import Instrument
 from .metrics import CONTENT_TYPE, Metrics
@@ -158,7 +160,10 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                                            "application/json or multipart/form-data"},
                                 status_code=415)
         try:
-            body = await request.json()
+            body = strict_json(await request.body())
+        except NonFiniteNumber as exc:
+            return _invalid([{"loc": ["body"], "msg": str(exc),
+                              "type": "value_error.jsondecode"}])
         except (ValueError, UnicodeDecodeError):
             return _invalid([{"loc": ["body"], "msg": "the body is not valid JSON",
                               "type": "value_error.jsondecode"}])
@@ -241,7 +246,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                                   "msg": str(exc)}])
         if existing is not None:  # idempotent: the same prediction, never run twice
             if respond_async:
-                return JSONResponse(existing.to_json(), status_code=202)
+                return _FastJSON(existing.to_json(), status_code=202)
             await existing.done.wait()
             return _answer(existing)
         refused = not_ready()
@@ -262,6 +267,8 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
             except FileInputError as exc:
                 return _invalid([{"loc": ["body", "input", *exc.loc], "msg": exc.msg,
                                   "type": "value_error"}])
+            # The record shows a large data: URL as a placeholder, not its megabytes.
+            inp = shown_inputs(inp, args)
 
         queue: asyncio.Queue | None = asyncio.Queue() if wants_sse else None
         listeners = ()
@@ -295,7 +302,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                     service.cancel(pred)
             return EventStream(queue, disconnected)
         if respond_async:
-            return JSONResponse(pred.to_json(), status_code=202)
+            return _FastJSON(pred.to_json(), status_code=202)
         await pred.done.wait()
         return _answer(pred)
 
@@ -309,7 +316,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         pred = service.get(request.path_params["prediction_id"])
         if pred is None:
             return JSONResponse({"detail": "not found"}, status_code=404)
-        return JSONResponse(pred.to_json())
+        return _FastJSON(pred.to_json())
 
     async def cancel(request: Request) -> Response:
         pred = service.get(request.path_params["prediction_id"])
@@ -427,7 +434,9 @@ def _invalid(problems: list[dict[str, Any]]) -> Response:
 
 class _FastJSON(JSONResponse):
     """JSON encoded by msgspec: several times faster than json.dumps on big strings (a
-    data: URL output), same bytes for the rest."""
+    data: URL output), same bytes for the rest, and always valid JSON (a NaN or infinity
+    in an output is null; json.dumps would raise, or write NaN). Every answer that holds a
+    record uses it."""
 
     def render(self, content: Any) -> bytes:
         return _encode(content)

@@ -383,6 +383,33 @@ class Files:
                                   f"{exc.strerror or 'error'}") from None
 
 
+#: data: URL inputs up to this many characters stay in the record as they were sent.
+SHOWN_DATA_URL_MAX = 1024
+
+
+def shown_inputs(inputs: Any, resolved: Any) -> Any:
+    """What a prediction record shows of ``inputs``: each data: URL longer than
+    ``SHOWN_DATA_URL_MAX`` replaced by a short placeholder naming the file it was saved
+    as and its size (``resolved`` holds the File there), so that the record never keeps
+    a large input's text alive."""
+    if isinstance(inputs, str):
+        if len(inputs) > SHOWN_DATA_URL_MAX and inputs.startswith("data:") \
+                and isinstance(resolved, File):
+            try:
+                size = os.stat(resolved).st_size
+            except OSError:
+                size = None
+            return f"data: URL ({len(inputs)} characters) saved as {resolved.name}" \
+                   f"{f' ({size} bytes)' if size is not None else ''}"
+        return inputs
+    if isinstance(inputs, dict) and isinstance(resolved, dict):
+        return {k: shown_inputs(v, resolved.get(k)) for k, v in inputs.items()}
+    if isinstance(inputs, list) and isinstance(resolved, list) \
+            and len(inputs) == len(resolved):
+        return [shown_inputs(v, r) for v, r in zip(inputs, resolved)]
+    return inputs
+
+
 def has_files(value: Any) -> bool:
     """Whether a File or Path sits anywhere in ``value`` (lists, tuples, dict values)."""
     if isinstance(value, (str, bytes, int, float, type(None))):
