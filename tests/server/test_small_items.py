@@ -81,3 +81,15 @@ def worker_files(name):
     import corral
 
     return corral.Worker(fixture_ref(f"file_targets:{name}"))
+
+
+def test_corral_serve_refuses_a_malformed_webhook_allow_and_lists_the_new_flags():
+    from test_cli import corral
+
+    r = corral("serve", fixture_ref("cogish:Typed"), "--webhook-allow", "127.0.0.0/8,nope")
+    assert r.returncode == 2 and "--webhook-allow" in r.stderr and "'nope'" in r.stderr
+    help_text = corral("serve", "--help").stdout
+    for flag in ("--webhook-allow", "--allowed-host", "--allowed-origin", "--allow-shutdown",
+                 "--public-url", "--max-log-bytes", "--webhook-throttle", "--header-timeout",
+                 "--body-timeout", "--keep-alive-timeout", "--max-connections"):
+        assert flag in help_text, flag

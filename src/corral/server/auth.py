@@ -20,9 +20,11 @@ def is_loopback(host: str | None) -> bool:
     if host in LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        addr = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1 (a dual-stack socket)
+    return (mapped or addr).is_loopback
 
 
 def check_binding(host: str | None, token: str | None, insecure: bool) -> None:
