@@ -40,6 +40,7 @@ log = logging.getLogger("corral.server")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_HOSTS = frozenset({*LOOPBACK_NAMES, "127.0.0.1", "::1"})
 _WILDCARDS = ("0.0.0.0", "::", "")
+_BODY_TYPES = frozenset({"application/json", "multipart/form-data"})
 
 
 class Refusal(NamedTuple):
@@ -83,8 +84,9 @@ class OriginPolicy:
             frozenset(_hostname(h) if h != "*" else "*" for h in allowed_hosts)
         self.allowed_origins = frozenset(o.strip().lower().rstrip("/")
                                          for o in allowed_origins)
-        self._warned: set[str] = set()
+        self._bound: dict[str, Refusal | None] = {}  # by server address
         self._hosts: dict[Any, frozenset[str] | None] = {}  # by server address
+        self._names: dict[str, str] = {}  # Host header -> its name
 
     def hosts_for(self, server: tuple[str, Any] | None) -> frozenset[str] | None:
         """The Host names accepted on a connection to ``server`` (None: any)."""
@@ -109,27 +111,40 @@ class OriginPolicy:
                 names |= LOOPBACK_HOSTS
         return frozenset(names)
 
+    def _binding_refusal(self, address: str) -> Refusal | None:
+        if self.token or self.insecure or is_loopback(address) or "/" in address:
+            return None
+        log.error("refusing requests: this server is reachable on %s, beyond loopback, "
+                  "without a token", address)
+        return Refusal(503, f"refusing to serve: the server is reachable on {address}, "
+                            "beyond loopback, without a token (give it a token, or "
+                            "insecure=True / --insecure)")
+
     def check(self, method: str, host: str | None, origin: str | None,
               content_type: str | None, scheme: str = "http",
               server: tuple[str, Any] | None = None) -> Refusal | None:
         """The refusal for a request (None: it may go on). ``host``, ``origin`` and
         ``content_type`` are its headers (None when absent); ``server`` the (address, port)
         the connection came in on; ``scheme`` http(s) or ws(s)."""
-        address = server[0] if server else None
-        if not self.token and not self.insecure and address is not None \
-                and not is_loopback(address) and "/" not in str(address):
-            if address not in self._warned:
-                self._warned.add(address)
-                log.error("refusing requests: this server is reachable on %s, beyond "
-                          "loopback, without a token", address)
-            return Refusal(503, f"refusing to serve: the server is reachable on {address}, "
-                                "beyond loopback, without a token (give it a token, or "
-                                "insecure=True / --insecure)")
+        if server:
+            address = str(server[0])
+            try:  # (per address, worked out once: this runs on every request)
+                refusal = self._bound[address]
+            except KeyError:
+                refusal = self._bound[address] = self._binding_refusal(address)
+            if refusal is not None:
+                return refusal
         if host is not None:
             accepted = self.hosts_for(server)
-            if accepted is not None and _hostname(host) not in accepted:
-                return Refusal(403, f"the Host header {host!r} does not name this server "
-                                    "(allow it with --allowed-host)")
+            if accepted is not None:
+                name = self._names.get(host)
+                if name is None:
+                    name = _hostname(host)
+                    if len(self._names) < 1024:
+                        self._names[host] = name
+                if name not in accepted:
+                    return Refusal(403, f"the Host header {host!r} does not name this "
+                                        "server (allow it with --allowed-host)")
         if origin is not None:
             given = origin.strip().lower().rstrip("/")
             web = {"ws": "http", "wss": "https"}.get(scheme, scheme)
@@ -138,10 +153,9 @@ class OriginPolicy:
                     and "*" not in self.allowed_origins:
                 return Refusal(403, f"requests from the origin {origin!r} are not allowed "
                                     "(allow it with --allowed-origin)")
-        if method in UNSAFE_METHODS and content_type:
+        if content_type and method in UNSAFE_METHODS:
             media = content_type.split(";", 1)[0].strip().lower()
-            if media and media not in ("application/json", "multipart/form-data") \
-                    and not media.endswith("+json"):
+            if media and media not in _BODY_TYPES and not media.endswith("+json"):
                 return Refusal(415, f"unsupported Content-Type {media!r}: send "
                                     "application/json or multipart/form-data")
         return None
@@ -156,8 +170,10 @@ class OriginPolicy:
                 origin = value.decode("latin-1")
             elif name == b"content-type":
                 ctype = value.decode("latin-1")
-        method = scope.get("method", "GET") if scope["type"] == "http" else "GET"
-        return self.check(method, host, origin, ctype, scope.get("scheme", "http"),
+        if scope["type"] == "http":
+            return self.check(scope["method"], host, origin, ctype, scope.get("scheme", "http"),
+                              scope.get("server"))
+        return self.check("GET", host, origin, None, scope.get("scheme", "ws"),
                           scope.get("server"))
 
 
