@@ -407,14 +407,19 @@ def schema(target: str, method: str | None) -> None:
               show_default=True,
               help="How file outputs come back: data: URLs (Cog's way; files over 8 MiB "
                    "still come as links), or links to GET /files/{id} (kept 10 minutes).")
+@click.option("--no-playground", is_flag=True,
+              help="Do not serve the browser playground at / and /playground.")
 def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue: int,
-          token_file: str | None, insecure: bool, file_outputs: str) -> None:
+          token_file: str | None, insecure: bool, file_outputs: str,
+          no_playground: bool) -> None:
     """Serve TARGET over HTTP with Cog's prediction API until SIGTERM/SIGINT.
 
     Routes: POST /predictions, PUT /predictions/{id}, GET /health-check,
-    GET /openapi.json, POST /shutdown, GET /metrics, GET /files/{id}. Predictions call
-    the target's predict(); file inputs come as data: URLs or multipart uploads. With a
-    token every route but /health-check needs "Authorization: Bearer TOKEN".
+    GET /openapi.json, POST /shutdown, GET /metrics, GET /files/{id}, and a browser
+    playground at / and /playground (a form built from the schema; --no-playground turns
+    it off). Predictions call the target's predict(); file inputs come as data: URLs or
+    multipart uploads. With a token every route but /health-check and the playground's
+    static files needs "Authorization: Bearer TOKEN".
 
     \b
     Examples:
@@ -450,7 +455,7 @@ def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue
     runner = Pool(target, workers=workers, slots=slots, max_queue=max_queue)
     try:
         run_server(runner, host=host, port=port, token=token, insecure=insecure,
-                   file_outputs=file_outputs)
+                   file_outputs=file_outputs, playground=not no_playground)
     except KeyboardInterrupt:
         pass
     finally:

@@ -28,6 +28,7 @@ from .files import DEFAULT_INLINE_MAX, FileInputError, Files, Workspace, file_fi
 from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .instrument import Instrument
 from .metrics import CONTENT_TYPE, Metrics
+from .playground import PATHS as PLAYGROUND_PATHS, Playground, wants_page
 from .predictions import EVENTS, Prediction, Predictions, now_iso
 from .retention import DEFAULT_MAX_RECORDS, DEFAULT_SECONDS, Retention
 from .schema import openapi
@@ -60,7 +61,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                max_body_bytes: int = DEFAULT_MAX_BODY, retention: float = DEFAULT_SECONDS,
                max_records: int = DEFAULT_MAX_RECORDS, file_outputs: str = "data",
                file_inline_max: int = DEFAULT_INLINE_MAX,
-               file_retention: float = DEFAULT_SECONDS) -> Starlette:
+               file_retention: float = DEFAULT_SECONDS, playground: bool = True) -> Starlette:
     """The ASGI app serving ``runner`` (a ``corral.Worker`` or ``corral.Pool``).
 
     ``token``: the bearer token every route but ``public_paths`` needs; required when
@@ -72,7 +73,8 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     ``retention`` seconds, and at most ``max_records`` of them. File outputs come back as
     data: URLs (``file_outputs="data"``) up to ``file_inline_max`` bytes, else (or with
     ``file_outputs="url"``) as /files/{id} links kept ``file_retention`` seconds; see
-    files.py."""
+    files.py. ``playground``: serve the browser playground at ``GET /`` (to browsers)
+    and ``GET /playground``; its static files need no token (see playground/)."""
     check_binding(host, token, insecure)
     files = Files(mode=file_outputs, inline_max=file_inline_max, retention=file_retention)
     service = Predictions(runner, retention=Retention(retention, max_records), files=files)
@@ -265,8 +267,13 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         return JSONResponse({"status": await asyncio.to_thread(_health_status, runner, setup),
                              "setup": setup.to_json()})
 
+    page = Playground() if playground else None
+
     async def root(request: Request) -> Response:
-        return JSONResponse({"openapi_url": "/openapi.json", "docs_url": None})
+        if page is not None and wants_page(request):
+            return await page.page(request)
+        return JSONResponse({"openapi_url": "/openapi.json", "docs_url": None},
+                            headers={"Vary": "Accept"} if page is not None else None)
 
     async def openapi_json(request: Request) -> Response:
         info = schemas = None
@@ -329,12 +336,14 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         Route("/shutdown", shutdown, methods=["POST"]),
         Route("/metrics", metrics_route, methods=["GET"]),
         Route("/files/{file_id}", get_file, methods=["GET"]),
+        *(page.routes() if page is not None else ()),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     # The last added is the outermost: metrics and access log, auth, body limit, routes.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if token is not None:
-        app.add_middleware(BearerAuth, token=token, public=public_paths)
+        public = (*public_paths, *PLAYGROUND_PATHS) if page is not None else public_paths
+        app.add_middleware(BearerAuth, token=token, public=public)
     app.add_middleware(Instrument, metrics=metrics)
     app.state.predictions = service
     app.state.setup = setup
