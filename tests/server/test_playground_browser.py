@@ -14,6 +14,7 @@ import shutil
 import pytest
 
 from conftest import FIXTURES, HERE, fixture_ref, wait_until
+from fixtures.playground_models import png
 from .conftest import corral_serve, open_gate, serving
 
 pytest.importorskip("playwright")
@@ -47,15 +48,24 @@ def _browser_pids() -> set:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=chromium_path())
-        try:
-            yield b
-        finally:
-            b.close()
+        yield pw
+
+
+@pytest.fixture
+def browser(playwright):
+    """A chromium of the test's own (about half a second to start): its processes, the
+    helpers it starts as it likes (network service, GPU, renderers) included, all end
+    with it, so no_leftovers holds without waiting on the browser's inner life."""
+    b = playwright.chromium.launch(executable_path=chromium_path())
+    try:
+        yield b
+    finally:
+        b.close()
+        wait_until(lambda: not _browser_pids(), 30, "chromium's processes to exit")
 
 
 class Tab:
@@ -80,9 +90,7 @@ class Tab:
 
 @pytest.fixture
 def tabs(browser):
-    """Opens Tabs; closes them, waits for their renderer processes to exit, and fails on
-    console errors none of them expected."""
-    baseline = _browser_pids()
+    """Opens Tabs; closes them, and fails on console errors none of them expected."""
     opened = []
 
     def open_tab() -> Tab:
@@ -93,7 +101,6 @@ def tabs(browser):
     yield open_tab
     for tab in opened:
         tab.close()
-    wait_until(lambda: _browser_pids() <= baseline, 30, "the browser's page processes to exit")
     for tab in opened:
         assert not tab.errors, f"the page logged errors: {tab.errors}"
 
@@ -246,6 +253,55 @@ def test_an_image_output_is_shown_inline_with_a_download_link(tabs):
         assert link.get_attribute("href").startswith("blob:")
         assert "painted 120x72" in page.locator("#logs").inner_text()
         tab.shot("image-model")
+
+        # a file input: picked in the form, sent as a multipart part, returned as it is
+        assert page.locator("#in-background").get_attribute("type") == "file"
+        page.set_input_files("#in-background", files=[{
+            "name": "dot.png", "mimeType": "image/png", "buffer": png(20, 10, _red)}])
+        page.click("#run")
+        page.wait_for_function("() => document.querySelector('#logs').innerText"
+                               ".includes('returning dot.png')")
+        wait_status(tab, "succeeded")
+        page.wait_for_function("() => document.querySelector('#output img').complete")
+        assert page.locator("#output img").evaluate("i => [i.naturalWidth, i.naturalHeight]") \
+            == [20, 10]
+        first = page.locator("#history-rows tr").first
+        assert "background=dot.png" in first.inner_text()
+        tab.shot("image-model-upload")
+
+
+def _red(x, y):
+    return (220, 30, 30)
+
+
+def test_a_list_of_files_goes_in_and_comes_back_as_a_gallery(tabs):
+    with serving(model("Collage")) as running:
+        tab = tabs()
+        page = tab.page
+        load(tab, running.url + "/")
+        assert page.locator("#in-images").get_attribute("multiple") is not None
+        page.set_input_files("#in-images", files=[
+            {"name": f"{n}.png", "mimeType": "image/png", "buffer": png(w, h, _red)}
+            for n, w, h in (("wide", 48, 16), ("tall", 16, 48))])
+        page.click("#run")
+        wait_status(tab, "succeeded")
+        page.wait_for_function("() => [...document.querySelectorAll('#output .gallery img')]"
+                               ".filter(i => i.complete).length === 2")
+        sizes = page.locator("#output .gallery img").evaluate_all(
+            "l => l.map(i => [i.naturalWidth, i.naturalHeight])")
+        assert sizes == [[48, 16], [16, 48]]
+        assert page.locator("#logs").inner_text().strip() == \
+            "got wide.png (image/png), tall.png (image/png)"
+        tab.shot("files-model")
+
+        # one file for a list input is still a list (of one)
+        page.set_input_files("#in-images", files=[
+            {"name": "one.png", "mimeType": "image/png", "buffer": png(8, 8, _red)}])
+        page.click("#run")
+        page.wait_for_function("() => document.querySelectorAll('#history-rows tr').length"
+                               " === 2 && document.querySelector('#status').dataset.status"
+                               " === 'succeeded'")
+        assert page.locator("#output .gallery img").count() == 1
 
 
 def test_a_stream_shows_tokens_logs_and_progress_as_they_come(tabs, fifo):

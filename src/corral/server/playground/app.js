@@ -630,6 +630,15 @@
     return { body: new Blob(parts), type: `multipart/form-data; boundary=${boundary}` };
   }
 
+  function dataUrlOf(file) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(file);
+    });
+  }
+
   function randomHex(bytes) {
     const data = crypto.getRandomValues(new Uint8Array(bytes));
     return Array.from(data, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -681,8 +690,14 @@
     const box = el("figure", { class: "file-output" });
     if (type.startsWith("image/")) {
       const img = el("img", { src: blobUrl, alt: name, class: "output-image" });
-      // a tiny image is shown larger, its pixels kept sharp
-      img.addEventListener("load", () => img.classList.toggle("small", img.naturalWidth < 128));
+      // a tiny image is shown a whole number of times larger, its pixels kept sharp
+      img.addEventListener("load", () => {
+        const side = Math.max(img.naturalWidth, img.naturalHeight);
+        if (side > 0 && side < 128) {
+          img.width = img.naturalWidth * Math.floor(160 / side);
+          img.classList.add("small");
+        }
+      });
       box.append(img);
     } else if (type.startsWith("audio/")) {
       box.append(el("audio", { src: blobUrl, controls: true }));
@@ -871,18 +886,10 @@
     setRunning(true);
     setStatus("starting", "starting…");
     const view = new StreamView($("output"));
-    const headers = { Accept: "text/event-stream" };
-    let body;
-    if (Object.keys(files).length) {
-      const form = multipart(values, files);
-      headers["Content-Type"] = form.type;
-      body = form.body;
-    } else {
-      headers["Content-Type"] = "application/json";
-      body = JSON.stringify({ input: values });
-    }
     let final = null;
     try {
+      const { body, type } = await requestBody(values, files);
+      const headers = { Accept: "text/event-stream", "Content-Type": type };
       const res = await api(`predictions/${id}`, { method: "PUT", headers, body,
         signal: run.abort.signal });
       if (!res.ok) {
@@ -904,9 +911,25 @@
       }
     } catch (err) {
       final = { status: run.cancelled ? "canceled" : "failed",
-        error: run.cancelled ? null : "The connection failed: " + err.message };
+        error: run.cancelled ? null : "The request failed: " + err.message };
     }
     finish(run, final || { status: "failed", error: "The server closed the stream early." });
+  }
+
+  // The body of a run: JSON, or multipart when a file is picked (repeated parts of one
+  // name make a list). One file for a list input goes as a data: URL in a list instead (one
+  // part would be a single value, not a list of one; its name is lost on the way).
+  async function requestBody(values, files) {
+    const parts = {};
+    for (const field of state.fields) {
+      const picked = files[field.name];
+      if (!picked) continue;
+      if (field.kind === "files" && picked.length === 1) {
+        values[field.name] = [await dataUrlOf(picked[0])];
+      } else parts[field.name] = picked;
+    }
+    if (Object.keys(parts).length) return multipart(values, parts);
+    return { body: JSON.stringify({ input: values }), type: "application/json" };
   }
 
   // Read the SSE stream of a run; the last record (completed or error), or null.
