@@ -506,8 +506,8 @@
       for (const [key, value] of Object.entries(v)) {
         const sub = key in props ? props[key]
           : typeof s.additionalProperties === "object" ? s.additionalProperties : null;
-        const where = key in props ? key : "...";
-        const problem = sub ? check(value, sub, [...loc, where]) : null;
+        // a dict's value: the server's location names the dict only (msgspec says [...])
+        const problem = sub ? check(value, sub, key in props ? [...loc, key] : loc) : null;
         if (problem) return problem;
       }
       for (const key of s.required || []) {
@@ -545,7 +545,7 @@
       } else if (field.kind === "number") {
         if (node.validity.badInput) {
           problems.push({ name: field.name, loc: [field.name],
-            msg: `Expected \`${typeName(field.schema)}\`, got \`str\`` });
+            msg: `Expected \`${typeName(field.prop)}\`, got \`str\`` });
           continue;
         }
         if (node.value.trim() === "") { missing(field); continue; }
@@ -573,8 +573,7 @@
         } else Object.assign(values, value);
         continue;
       }
-      const problem = check(value, field.nullable && value === null ? { type: "null" }
-        : field.schema, [field.name]);
+      const problem = check(value, field.prop, [field.name]);
       if (problem) problems.push(Object.assign({ name: field.name }, problem));
       else values[field.name] = value;
     }
