@@ -219,8 +219,12 @@
     if (s.minLength !== undefined) bits.push(`at least ${s.minLength} characters`);
     if (s.maxLength !== undefined) bits.push(`at most ${s.maxLength} characters`);
     if (s.pattern !== undefined) bits.push(`matching /${s.pattern}/`);
-    if (s.minItems !== undefined) bits.push(`at least ${s.minItems} items`);
-    if (s.maxItems !== undefined) bits.push(`at most ${s.maxItems} items`);
+    if (s.minItems !== undefined && s.minItems === s.maxItems) {
+      bits.push(`exactly ${s.minItems} items`);
+    } else {
+      if (s.minItems !== undefined) bits.push(`at least ${s.minItems} items`);
+      if (s.maxItems !== undefined) bits.push(`at most ${s.maxItems} items`);
+    }
     return bits;
   }
 
@@ -229,7 +233,9 @@
     const d = field.default;
     if (d === null) return "none";
     if (typeof d === "string") return d === "" ? '""' : d;
-    return JSON.stringify(d);
+    // one line, with a space after each comma and colon (display only)
+    return JSON.stringify(d, null, 1).replace(/\n\s*/g, " ").replace(/([[{]) /g, "$1")
+      .replace(/ ([\]}])/g, "$1");
   }
 
   function control(field) {
@@ -284,8 +290,10 @@
         const node = el("textarea", Object.assign({ rows: "3", class: "mono",
           spellcheck: "false" }, common));
         if (field.hasDefault && d !== null) {
+          const short = JSON.stringify(d);
           node.value = field.kind === "any" && typeof d === "string" ? d
-            : JSON.stringify(d, null, 2);
+            : short.length <= 60 ? short : JSON.stringify(d, null, 2);
+          node.rows = Math.min(12, Math.max(2, node.value.split("\n").length));
         }
         node.placeholder = field.kind === "any" ? "JSON, or plain text"
           : s.type === "object" ? '{"key": "value"}' : "[1, 2, 3]";
@@ -825,7 +833,9 @@
     box.replaceChildren();
     const rows = [];
     if (timing.total !== undefined) rows.push(["total time", seconds(timing.total)]);
-    if (timing.first !== undefined) rows.push(["first output", seconds(timing.first)]);
+    if (timing.first !== undefined && state.streams) {
+      rows.push(["first output", seconds(timing.first)]);
+    }
     for (const [name, value] of Object.entries(metrics || {})) {
       rows.push([name.replace(/_/g, " "), name.endsWith("_time") && typeof value === "number"
         ? seconds(value * 1000) : typeof value === "object" ? JSON.stringify(value)
