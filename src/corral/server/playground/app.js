@@ -657,11 +657,16 @@
     return typeof v === "string" && /^data:[\w.+-]+\/[\w.+-]+[;,]/.test(v);
   }
 
+  // A /files link of this server: absolute (from its bound address, which may name it
+  // otherwise than this page's address does) or relative. Fetched from this page's origin.
   function fileUrl(v) {
-    if (typeof v !== "string" || !/^https?:\/\//.test(v)) return null;
+    if (typeof v !== "string" || !/^(https?:\/\/[^\s/]+)?(\/[^\s]*)?\/files\/[\w-]+$/.test(v)) {
+      return null;
+    }
     try {
-      const url = new URL(v);
-      return url.origin === location.origin && /\/files\/[^/]+$/.test(url.pathname) ? url : null;
+      const url = new URL(v, location.href);
+      const ours = url.origin === location.origin || url.port === location.port;
+      return ours ? new URL(url.pathname, location.href) : null;
     } catch (_) {
       return null;
     }
