@@ -107,7 +107,10 @@
 
   function problemText(detail) {
     if (Array.isArray(detail)) {
-      return detail.map((p) => `${locText((p.loc || []).slice(2))}: ${p.msg}`).join("; ");
+      return detail.map((p) => {
+        const where = locText((p.loc || []).slice(2));
+        return where ? `${where}: ${p.msg}` : p.msg;
+      }).join("; ");
     }
     return typeof detail === "string" ? detail : JSON.stringify(detail);
   }
@@ -125,7 +128,7 @@
 
   const HEALTH_TEXT = {
     READY: "ready", BUSY: "busy", STARTING: "starting", SETUP_FAILED: "setup failed",
-    DEFUNCT: "defunct",
+    DEFUNCT: "defunct", LOCKED: "token needed",
   };
 
   async function pollHealth() {
@@ -134,7 +137,8 @@
     try {
       const res = await fetch("health-check", { cache: "no-store" });
       const body = await res.json();
-      status = body.status;
+      // (a server that keeps /health-check behind its token: the schema asks for it)
+      status = res.status === 401 ? "LOCKED" : String(body.status);
       setupLogs = (body.setup && body.setup.logs) || "";
     } catch (_) { /* the server is gone or restarting */ }
     state.health = status;
