@@ -198,6 +198,9 @@ def test_a_text_model_gets_a_form_from_its_schema_and_runs(servers, tabs):
                        timeout=30).json()
     assert record["status"] == "succeeded" and record["input"]["style"] == "title"
     tab.shot("text-model-history")
+    page.set_viewport_size({"width": 420, "height": 900})  # one column on a phone
+    assert page.locator("#output").bounding_box()["x"] < 100
+    tab.shot("text-model-narrow")
 
 
 def test_a_number_model_shows_the_servers_validation_messages_before_sending(servers, tabs):
@@ -402,6 +405,7 @@ def test_a_stream_shows_tokens_logs_and_progress_as_they_come(servers, tabs, fif
     assert page.locator("#logs").inner_text().split("\n")[:5] == [
         f"token {i} of 5" for i in range(1, 6)]
     assert "first output" in page.locator("#metrics").inner_text().lower()
+    assert page.locator("[data-metric=tokens] dd").inner_text() == "5"  # the model's own
     tab.shot("stream-done")
 
 
