@@ -372,14 +372,22 @@ def test_a_list_of_files_goes_in_and_comes_back_as_a_gallery(servers, tabs):
         "got wide.png (image/png), tall.png (image/png)"
     tab.shot("files-model")
 
-    # one file for a list input is still a list (of one)
+    # one file for a list input is still a list (of one); a file that is not an image
+    # is a download link
     page.set_input_files("#in-images", files=[
-        {"name": "one.png", "mimeType": "image/png", "buffer": png(8, 8, _red)}])
+        {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"just text\n"}])
     page.click("#run")
     page.wait_for_function("() => document.querySelectorAll('#history-rows tr').length"
                            " === 2 && document.querySelector('#status').dataset.status"
                            " === 'succeeded'")
-    assert page.locator("#output .gallery img").count() == 1
+    assert page.locator("#output img").count() == 0
+    link = page.locator("#output .gallery a.download")
+    assert link.count() == 1 and link.get_attribute("download").endswith(".txt")
+    assert "text/plain, 10 B" in page.locator("#output .gallery").inner_text()
+    with page.expect_download() as download:
+        link.click()
+    with open(download.value.path(), "rb") as f:
+        assert f.read() == b"just text\n"
 
 
 def test_a_stream_shows_tokens_logs_and_progress_as_they_come(servers, tabs, fifo):
