@@ -435,18 +435,23 @@ def schema(target: str, method: str | None) -> None:
               help="Seconds an idle keep-alive connection stays open.")
 @click.option("--max-connections", type=click.IntRange(min=1), default=1000,
               show_default=True, help="Open connections at most; beyond, 503 and closed.")
+@click.option("--no-playground", is_flag=True,
+              help="Do not serve the browser playground at / and /playground.")
 def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue: int,
           token_file: str | None, insecure: bool, file_outputs: str, public_url: str | None,
           allowed_hosts: tuple[str, ...], allowed_origins: tuple[str, ...],
           allow_shutdown: bool, webhook_allow: tuple[str, ...], webhook_throttle: float,
           max_log_bytes: int | None, header_timeout: float, body_timeout: float,
-          keep_alive_timeout: float, max_connections: int) -> None:
+          keep_alive_timeout: float, max_connections: int,
+          no_playground: bool) -> None:
     """Serve TARGET over HTTP with Cog's prediction API until SIGTERM/SIGINT.
 
     Routes: POST /predictions, PUT /predictions/{id}, GET /health-check,
-    GET /openapi.json, POST /shutdown, GET /metrics, GET /files/{id}. Predictions call
-    the target's predict(); file inputs come as data: URLs or multipart uploads. With a
-    token every route but /health-check needs "Authorization: Bearer TOKEN".
+    GET /openapi.json, POST /shutdown, GET /metrics, GET /files/{id}, and a browser
+    playground at / and /playground (a form built from the schema; --no-playground turns
+    it off). Predictions call the target's predict(); file inputs come as data: URLs or
+    multipart uploads. With a token every route but /health-check and the playground's
+    static files needs "Authorization: Bearer TOKEN".
 
     \b
     Examples:
@@ -499,7 +504,8 @@ def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue
                    allow_shutdown=allow_shutdown, webhook_allow=webhook_allow,
                    webhook_throttle=webhook_throttle, max_log_bytes=max_log_bytes,
                    limits=ConnectionLimits(header_timeout, body_timeout, keep_alive_timeout,
-                                           max_connections))
+                                           max_connections),
+                   playground=not no_playground)
     except KeyboardInterrupt:
         pass
     finally:

@@ -122,3 +122,39 @@ def sse_events(lines):
             event = line[7:]
         elif line.startswith("data: "):
             yield event, json.loads(line[6:])
+
+
+@contextlib.contextmanager
+def corral_serve(*args, timeout=60):
+    """``python -m corral serve ARGS --port P`` in a subprocess (P a free port); yields its
+    base URL once /health-check says READY, and stops it with SIGTERM on the way out."""
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import HERE
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(os.path.dirname(HERE), "src"), HERE])
+    env.pop("CORRAL_TOKEN", None)
+    proc = subprocess.Popen([sys.executable, "-m", "corral", "serve", *args, "--port",
+                             str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready():
+        assert proc.poll() is None, f"corral serve exited with {proc.returncode}"
+        try:
+            return httpx.get(f"{base}/health-check", timeout=2).json()["status"] == "READY"
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(ready, timeout, "corral serve to get ready")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(60)

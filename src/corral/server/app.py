@@ -32,6 +32,7 @@ from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .instrument import Instrument
 from .metrics import CONTENT_TYPE, Metrics
 from .origin import OriginGuard, OriginPolicy
+from .playground import PATHS as PLAYGROUND_PATHS, Playground, wants_page
 from .predictions import EVENTS, Prediction, Predictions, now_iso
 from .retention import DEFAULT_MAX_RECORDS, DEFAULT_SECONDS, Retention
 from .schema import openapi
@@ -74,7 +75,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                public_url: str | None = None,
                webhook_allow: tuple[str, ...] | None = None,
                webhook_throttle: float = DEFAULT_THROTTLE,
-               max_log_bytes: int | None = None) -> Starlette:
+               max_log_bytes: int | None = None, playground: bool = True) -> Starlette:
     """The ASGI app serving ``runner`` (a ``corral.Worker`` or ``corral.Pool``).
 
     ``token``: the bearer token every route but ``public_paths`` needs; required when
@@ -98,6 +99,8 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     output and logs updates are sent at most every ``webhook_throttle`` seconds
     (webhooks.py). Each prediction keeps the newest ``max_log_bytes`` of its logs
     (default ``CORRAL_MAX_LOG_BYTES`` or 1 MiB), a marker line in place of the rest.
+    ``playground``: serve the browser playground at ``GET /`` (to browsers) and
+    ``GET /playground``; its static files need no token (see playground/).
     See docs/security.md."""
     check_binding(host, token, insecure)
     if token is not None:  # workers inherit the environment: never hand them the token
@@ -329,8 +332,13 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         return JSONResponse({"status": await asyncio.to_thread(_health_status, runner, setup),
                              "setup": setup.to_json()})
 
+    page = Playground() if playground else None
+
     async def root(request: Request) -> Response:
-        return JSONResponse({"openapi_url": "/openapi.json", "docs_url": None})
+        if page is not None and wants_page(request):
+            return await page.page(request)
+        return JSONResponse({"openapi_url": "/openapi.json", "docs_url": None},
+                            headers={"Vary": "Accept"} if page is not None else None)
 
     async def openapi_json(request: Request) -> Response:
         info = schemas = None
@@ -398,13 +406,15 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         Route("/shutdown", shutdown, methods=["POST"]),
         Route("/metrics", metrics_route, methods=["GET"]),
         Route("/files/{file_id}", get_file, methods=["GET"]),
+        *(page.routes() if page is not None else ()),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     # The last added is the outermost: metrics and access log, Host/Origin rules, auth,
     # body limit, routes.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if token is not None:
-        app.add_middleware(BearerAuth, token=token, public=public_paths)
+        public = (*public_paths, *PLAYGROUND_PATHS) if page is not None else public_paths
+        app.add_middleware(BearerAuth, token=token, public=public)
     app.add_middleware(OriginGuard, policy=policy)
     app.add_middleware(Instrument, metrics=metrics)
     app.state.predictions = service
