@@ -32,6 +32,8 @@ from .predictions import EVENTS, Prediction, Predictions, now_iso
 from .retention import DEFAULT_MAX_RECORDS, DEFAULT_SECONDS, Retention
 from .schema import openapi
 from .sse import EventStream
+from .cogwire import masked, secret_fields, sse_listener  # Cog's wire details
+from .trainings import Trainings, check_context
 from .webhooks import WebhookSender
 
 log = logging.getLogger("corral.server")
@@ -60,7 +62,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                max_body_bytes: int = DEFAULT_MAX_BODY, retention: float = DEFAULT_SECONDS,
                max_records: int = DEFAULT_MAX_RECORDS, file_outputs: str = "data",
                file_inline_max: int = DEFAULT_INLINE_MAX,
-               file_retention: float = DEFAULT_SECONDS) -> Starlette:
+               file_retention: float = DEFAULT_SECONDS, train_mode: bool = False) -> Starlette:
     """The ASGI app serving ``runner`` (a ``corral.Worker`` or ``corral.Pool``).
 
     ``token``: the bearer token every route but ``public_paths`` needs; required when
@@ -72,7 +74,8 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     ``retention`` seconds, and at most ``max_records`` of them. File outputs come back as
     data: URLs (``file_outputs="data"``) up to ``file_inline_max`` bytes, else (or with
     ``file_outputs="url"``) as /files/{id} links kept ``file_retention`` seconds; see
-    files.py."""
+    files.py. /trainings runs the target's ``train`` (``train_mode``: its ``predict``
+    too, for a cog.yaml ``train:`` function); see trainings.py."""
     check_binding(host, token, insecure)
     files = Files(mode=file_outputs, inline_max=file_inline_max, retention=file_retention)
     service = Predictions(runner, retention=Retention(retention, max_records), files=files)
@@ -178,6 +181,9 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                                    or any(e not in EVENTS for e in events)):
             return _invalid([{"loc": ["body", "webhook_events_filter"], "type": "value_error",
                               "msg": f"must be a list of {', '.join(EVENTS)}"}])
+        context_problems = check_context(body.get("context"))
+        if context_problems:
+            return _invalid(context_problems)
         respond_async = "respond-async" in request.headers.get("prefer", "")
         wants_sse = "text/event-stream" in request.headers.get("accept", "")
 
@@ -207,17 +213,15 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                                   "type": "value_error"}])
 
         queue: asyncio.Queue | None = asyncio.Queue() if wants_sse else None
-        listeners = ()
-        if queue is not None:
-            def to_sse(event: str, payload: Any) -> None:
-                if event == "completed" and payload["status"] == "failed":
-                    queue.put_nowait(("error", payload))
-                elif event != "start":
-                    queue.put_nowait((event, payload))
-            listeners = (to_sse,)
+        listeners = (sse_listener(queue),) if queue is not None else ()
         try:
-            pred = service.start(inp, pid, webhook, events, listeners, args=args,
-                                 workspace=ws)
+            secrets = secret_fields(getattr(await method_schemas(), "input", None))
+        except Exception:  # noqa: BLE001 - no schema: nothing known to be secret
+            secrets = ()
+        try:
+            pred = service.start(masked(inp, secrets), pid, webhook, events, listeners,
+                                 args=args if args is not None else inp, workspace=ws,
+                                 context=body.get("context"))
             ws.taken = True
         except QueueFull as exc:
             return JSONResponse({"detail": str(exc)}, status_code=429,
@@ -274,8 +278,13 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
             info = service._methods().get(service.method)
         with contextlib.suppress(Exception):  # not ready yet: an open Input for now
             schemas = await method_schemas()
-        return JSONResponse(openapi(info, schemas,
-                                    title=getattr(runner, "target_name", "corral")))
+        train = None
+        with contextlib.suppress(Exception):
+            method = trainings.method()
+            if method is not None:
+                train = (service._methods().get(method), await trainings.schema())
+        return JSONResponse(openapi(info, schemas, title=getattr(runner, "target_name", "corral"),
+                                    train=train))
 
     async def shutdown(request: Request) -> Response:
         if state["shutdown"] is not None:  # else no server to stop: nothing to drain for
@@ -311,6 +320,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
             sweeper.cancel()
             await drain.wait()
             await service.aclose()
+            await trainings.service.aclose()
             await webhooks.aclose()
             if task is not None:
                 await task
@@ -318,7 +328,9 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                 await asyncio.to_thread(runner.stop, stop_grace)
             await asyncio.to_thread(files.close)
 
-    routes = [
+    trainings = Trainings(runner, files, webhooks, Retention(retention, max_records), not_ready,
+                          train_mode=train_mode, retry_after=retry_after)
+    routes = [*trainings.routes(),
         Route("/", root, methods=["GET"]),
         Route("/health-check", health_check, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
@@ -337,6 +349,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         app.add_middleware(BearerAuth, token=token, public=public_paths)
     app.add_middleware(Instrument, metrics=metrics)
     app.state.predictions = service
+    app.state.trainings = trainings.service
     app.state.setup = setup
     app.state.metrics = metrics
     app.state.drain = drain

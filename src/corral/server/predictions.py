@@ -138,7 +138,8 @@ class Prediction:
             self.error_type = type(error)
             # Bad inputs, each as {"loc": ["body", "input", name, ...], "msg": ...}
             self.problems = [{"loc": ["body", "input", *p["loc"]], "msg": p["msg"],
-                              "type": "value_error"}
+                              "type": "value_error.missing"
+                              if p["msg"] == "required input is missing" else "value_error"}
                              for p in getattr(error, "problems", None) or []]
         self.completed_at = now_iso()
         self.predict_time = run_time if run_time is not None else time.monotonic() - self._t0
@@ -157,7 +158,9 @@ class Prediction:
             self.emit("progress", {"step": event.step, "total": event.total,
                                    "phase": event.phase})
         elif kind == "Metric":
-            if event.mode == "increment":
+            if event.value is None:  # Cog: None deletes the metric
+                self.metrics.pop(event.name, None)
+            elif event.mode == "increment":
                 self.metrics[event.name] = self.metrics.get(event.name, 0) + event.value
             elif event.mode == "append":
                 self.metrics.setdefault(event.name, []).append(event.value)
@@ -210,10 +213,12 @@ class Predictions:
     def start(self, input: dict[str, Any], pid: str | None = None,
               webhook: str | None = None, events_filter: list[str] | None = None,
               listeners: tuple[Callable[[str, Any], None], ...] = (),
-              args: dict[str, Any] | None = None, workspace: Any = None) -> Prediction:
+              args: dict[str, Any] | None = None, workspace: Any = None,
+              context: dict[str, Any] | None = None) -> Prediction:
         """Make the record and submit it (on the event loop). ``input`` is what the record
         shows, ``args`` what the method gets (``input`` unless given: files differ), and
-        ``workspace`` its files, which the record removes when it ends. Raises QueueFull
+        ``workspace`` its files, which the record removes when it ends; ``context`` is
+        the request's (Cog's ``current_scope().context``, corral's ``current().context``). Raises QueueFull
         when no room is left, and MethodNotFound/InvalidState as the runner does; no
         record is kept then (the caller still owns ``workspace``)."""
         self.retention.prune(self.records)
@@ -225,15 +230,16 @@ class Predictions:
         sent = True
         if self.streams:
             self._check_room()
-            stream = self.runner.options(convert=True).awatch(self.method, **args)
+            stream = self.runner.options(convert=True, context=context).awatch(self.method,
+                                                                                **args)
             pred.handle = stream
             coro = self._follow_stream(pred, stream)
         else:
             def on_event(event: Any) -> None:
                 loop.call_soon_threadsafe(pred.on_event, event)
 
-            fut = self.runner.options(on_event=on_event, convert=True).submit(self.method,
-                                                                               **args)
+            fut = self.runner.options(on_event=on_event, convert=True,
+                                      context=context).submit(self.method, **args)
             pred.handle = fut
             coro = self._follow_future(pred, fut)
             sent = getattr(fut, "sent", True)  # False: queued in a Pool
