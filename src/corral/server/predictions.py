@@ -134,7 +134,10 @@ class Prediction:
         if status == "succeeded" and output is not None:
             self.output = output
         if error is not None:
-            self.error = str(error) or type(error).__name__
+            # Cog's error text: the exception's own message (the type is in the logs)
+            remote = getattr(error, "remote_traceback", None) is not None
+            self.error = (error.message if remote else str(error)) or \
+                (error.type_name.rsplit(".", 1)[-1] if remote else type(error).__name__)
             self.error_type = type(error)
             # Bad inputs, each as {"loc": ["body", "input", name, ...], "msg": ...}
             self.problems = [{"loc": ["body", "input", *p["loc"]], "msg": p["msg"],

@@ -9,7 +9,7 @@ import pytest
 import corral
 from conftest import wait_until
 
-from .conftest import ref
+from .conftest import ref  # noqa: F401
 
 
 def call(w, method="predict", events=None, **kw):

@@ -14,8 +14,8 @@ class Output(BaseModel):
 
 class Predictor(BasePredictor):
     def predict(self, image: Path = Input(description="An image"),
-                blob: File = Input(default=None, description="A file (deprecated type)"),
-                more: list[Path] = Input(default=None)) -> Output:
+                blob: File | None = Input(default=None, description="A file (deprecated type)"),
+                more: list[Path] | None = Input(default=None)) -> Output:
         data = image.read_bytes()
         out = Path(tempfile.mkdtemp()) / "out.txt"
         out.write_bytes(data[::-1])
