@@ -98,6 +98,8 @@ class CogField:
     after: Callable[[Any], Any] | None  # turns the checked value into what the code gets
     schema: dict[str, Any]  # keys Cog adds to the property
     secret: bool = False
+    described: Any = None  # the hint the schema is made from (``hint`` unless given)
+    nullable: bool = False  # Optional: may be omitted, yet an explicit null is refused
 
 
 def _is_optional(hint: Any) -> bool:
@@ -202,7 +204,25 @@ def cog_field(order: int, name: str, hint: Any, default: Any) -> CogField:
         schema["nullable"] = True
     if secret:
         schema.update(SECRET_SCHEMA)
-    return CogField(name, order, wire, value, after, schema, secret)
+    # coglet hands a JSON int to a float input as it is (0 stays 0): accept the int as an
+    # int, while the schema still says number
+    return CogField(name, order, _keep_ints(wire), value, after, schema, secret, wire,
+                    optional)
+
+
+def _keep_ints(hint: Any) -> Any:
+    if hint is float:
+        return typing.Union[int, float]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated and args[0] is float:
+        return typing.Union[typing.Annotated[(int, *args[1:])], hint]
+    if origin in (typing.Union, _union_type()) and float in args and int not in args:
+        return hint  # (_wire put int in already)
+    if origin in (typing.Union, _union_type()):
+        return typing.Union[tuple(_keep_ints(a) for a in args)]
+    if origin in (list, typing.List) and args:
+        return list[_keep_ints(args[0])]
+    return hint
 
 
 class CogInputs:
@@ -215,7 +235,18 @@ class CogInputs:
         self.secrets = [f.name for f in self.fields if f.secret]
 
     def wire_fields(self) -> list[tuple[str, Any, Any]]:
+        """What the inputs are checked against."""
         return [(f.name, f.hint, f.default) for f in self.fields]
+
+    def schema_fields(self) -> list[tuple[str, Any, Any]]:
+        """What the input schema is made from."""
+        return [(f.name, f.described, f.default) for f in self.fields]
+
+    def null_problems(self, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+        """Cog refuses an explicit null even for an Optional input (omit it instead)."""
+        return [{"loc": [f.name], "msg": "null is not allowed (omit the input instead)"}
+                for f in self.fields if f.nullable and f.name in kwargs
+                and kwargs[f.name] is None]
 
     def patch_schema(self, body: dict[str, Any]) -> None:
         """Cog's keys on each property; ``anyOf [T, null]`` as ``T`` + ``nullable``."""

@@ -71,7 +71,8 @@ class Inputs:
     def schema(self) -> dict[str, Any] | None:
         """The inputs as a JSON Schema object (None if the hints cannot be described)."""
         fields = []
-        for name, hint, default in self.fields:
+        for name, hint, default in (self.cog.schema_fields() if self.cog is not None
+                                    else self.fields):
             # A hint msgspec cannot describe is described as anything ({}), not by
             # dropping the whole schema: the HTTP server needs the rest to find the file
             # parameters, whose strings it must never pass on as paths.
@@ -142,6 +143,8 @@ class Inputs:
             except msgspec.ValidationError as exc:
                 loc, msg = split_validation_error(str(exc))
                 problems.append({"loc": [name, *loc], "msg": msg})
+        if self.cog is not None:
+            problems += self.cog.null_problems(kwargs)
         if problems:
             raise InputError(problems)
         if self.cog is not None:

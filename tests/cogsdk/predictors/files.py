@@ -23,7 +23,7 @@ class Predictor(BasePredictor):
         if blob is not None:
             text += f"|blob:{blob.read().decode()}"
         if more:
-            text += "|more:" + ",".join(os.path.basename(p) for p in more)
+            text += "|more:" + ",".join(os.path.splitext(p)[1] for p in more)
         return Output(text=text, image=out)
 
 

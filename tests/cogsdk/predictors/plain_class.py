@@ -10,3 +10,10 @@ class Plain:
 
 def run(text: str = Input(description="Echoed"), upper: bool = False) -> str:
     return text.upper() if upper else text
+
+
+def fails(mode: str = "value") -> str:
+    """Fail as asked: the error text a client sees."""
+    if mode == "value":
+        raise ValueError("this is a value error")
+    raise RuntimeError("runtime problem")
