@@ -142,7 +142,8 @@ class Prediction:
             # Bad inputs, each as {"loc": ["body", "input", name, ...], "msg": ...}
             self.problems = [{"loc": ["body", "input", *p["loc"]], "msg": p["msg"],
                               "type": "value_error.missing"
-                              if p["msg"] == "required input is missing" else "value_error"}
+                              if p["msg"] in ("required input is missing", "Field required")
+                              else "value_error"}
                              for p in getattr(error, "problems", None) or []]
         self.completed_at = now_iso()
         self.predict_time = run_time if run_time is not None else time.monotonic() - self._t0

@@ -134,7 +134,8 @@ class Inputs:
         for name, hint, default in self.fields:
             if name not in kwargs:
                 if default is _EMPTY:
-                    problems.append({"loc": [name], "msg": "required input is missing"})
+                    problems.append({"loc": [name], "msg": "required input is missing"
+                                     if self.cog is None else "Field required"})  # (Cog's)
                 elif self.cog is not None:
                     out[name] = default  # the Python default is Input(...) itself
                 continue
