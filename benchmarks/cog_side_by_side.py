@@ -98,6 +98,10 @@ CASES: list[tuple[str, bool, int, list[tuple[str, str, str, Any, dict]]]] = [
     ("streaming.py:AsyncTokens", False, 1, [
         ("async iterator", "POST", "/predictions", {"input": {"n": 2}}, {}),
     ]),
+    ("streaming.py:Frames", False, 1, [
+        ("Iterator[Path]", "POST", "/predictions", {"input": {"n": 2}}, {}),
+        ("Iterator[Path] over SSE", "POST", "/predictions", {"input": {"n": 1}}, SSE),
+    ]),
     ("streaming.py:Failing", False, 1, [
         ("error mid-stream", "POST", "/predictions", {"input": {"at": 1}}, {}),
     ]),
@@ -202,7 +206,7 @@ def seen(base: str, method: str, path: str, body: Any, headers: dict, gate: str)
                     name = line[7:]
                 elif line.startswith("data: "):
                     data = json.loads(line[6:])
-                    events.append([name, data if name == "output" else None])
+                    events.append([name, _files(data) if name == "output" else None])
         return {"http": r.status_code, "events": events}
     r = httpx.request(method, base + path, json=body, headers=headers, timeout=60)
     out: dict[str, Any] = {"http": r.status_code}

@@ -190,3 +190,13 @@ def test_a_basemodel_output_is_an_inline_object_in_the_schema(served):
     assert out["properties"]["image"] == {"type": "string", "format": "uri", "title": "Image"}
     assert out["properties"]["extra"]["nullable"] is True
     assert out["required"] == ["text", "image"]
+
+
+def test_streamed_path_outputs_and_setup_weights(cog_env):
+    w = corral.Worker(ref("streaming:Frames"), python=cog_env.python,
+                      env={**cog_env.worker_env, "COG_WEIGHTS": "w.bin"})
+    with serving(w) as srv, srv.client() as c:
+        with c.stream("POST", "/predictions", headers=SSE, json={"input": {"n": 2}}) as r:
+            chunks = [d["chunk"] for e, d in sse_events(r.iter_lines()) if e == "output"]
+    assert [base64.b64decode(x.split(",", 1)[1]) for x in chunks] == [
+        b"frame 0 of w.bin", b"frame 1 of w.bin"]

@@ -134,6 +134,18 @@ def _save(fileobj: Any) -> pathlib.Path:
     return pathlib.Path(out.name)
 
 
+def setup_config(setup: Any) -> dict[str, Any]:
+    """Cog's call of ``setup()``: ``weights`` from ``$COG_WEIGHTS`` when it takes one."""
+    weights = os.environ.get("COG_WEIGHTS")
+    if not weights:
+        return {}
+    try:
+        takes = "weights" in inspect.signature(setup).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"weights": weights} if takes else {}
+
+
 # -- current_scope() -------------------------------------------------------------------------
 
 _MODES = {None: "replace", "replace": "replace", "incr": "increment",

@@ -178,6 +178,10 @@ def build(obj: Any, config: dict[str, Any], run_async: Callable[[Any], Any]) -> 
         instance = obj
     setup = getattr(instance, "setup", None)
     if callable(setup):
+        if not config and "cog" in sys.modules:  # -- Cog SDK hook: setup(weights=...)
+            from ..cog.runtime import setup_config
+
+            config = setup_config(setup)
         result = setup(**config)
         if inspect.isawaitable(result):
             run_async(result)

@@ -1,8 +1,9 @@
 """Streaming outputs: ConcatenateIterator, Iterator and an async iterator."""
 
+import tempfile
 from typing import AsyncIterator, Iterator
 
-from cog import AsyncConcatenateIterator, BasePredictor, ConcatenateIterator, Input
+from cog import AsyncConcatenateIterator, BasePredictor, ConcatenateIterator, Input, Path
 
 
 class Predictor(BasePredictor):
@@ -29,3 +30,16 @@ class Failing(BasePredictor):
             if i == at:
                 raise RuntimeError(f"broke at {i}")
             yield str(i)
+
+
+class Frames(BasePredictor):
+    def setup(self, weights: str | None = None) -> None:
+        self.weights = weights
+
+    def predict(self, n: int = 2) -> Iterator[Path]:
+        """Path outputs streamed, and the weights setup() was given ($COG_WEIGHTS)."""
+        folder = Path(tempfile.mkdtemp())
+        for i in range(n):
+            p = folder / f"frame{i}.txt"
+            p.write_text(f"frame {i} of {self.weights}")
+            yield p
