@@ -83,6 +83,9 @@ def test_cog_yaml_is_read_and_unsupported_keys_are_named(tmp_path):
     assert [u.split(" ")[0] for u in p.unsupported] == ["build.system_packages", "build.gpu",
                                                         "build.run"]
     assert CogProject.find(f"{tmp_path}/predict.py:Predictor") is None
+    (tmp_path / "cog.yaml").write_text("predict: predict.py:Predictor\n")
+    # Cog's build installs cog itself, so cog.yaml never lists it: the environment gets it
+    assert CogProject.find(str(tmp_path)).requirements() == [f"cog=={COG_VERSION}"]
 
 
 def test_concurrent_max_is_read_from_the_source():
@@ -112,9 +115,8 @@ def serving_cli(*args, cwd, **env):
 def test_serve_a_cog_project_from_its_folder(tmp_path, cog_env):
     import httpx
 
-    project = write_project(tmp_path / "proj", f'''\
+    project = write_project(tmp_path / "proj", '''\
         build:
-          python_packages: ["cog=={COG_VERSION}"]
           system_packages: [ffmpeg]
         predict: "predict.py:Predictor"
         train: "train.py:train"

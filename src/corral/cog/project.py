@@ -16,7 +16,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..plugins.requirements import read_requirements
+from ..plugins.requirements import read_requirements, requirement_names
+
+#: The cog SDK a project's environment gets when its requirements do not name cog (Cog's
+#: build installs it itself, so cog.yaml never lists it): the version corral is tested with.
+COG_REQUIREMENT = "cog==0.23.1"
 
 #: cog.yaml build keys corral cannot honour, and what the user provides instead.
 UNSUPPORTED = {
@@ -111,10 +115,13 @@ class CogProject:
         return f"{os.path.join(self.root, file)}:{name}"
 
     def requirements(self) -> list[str]:
-        """``python_packages`` and the lines of ``python_requirements``."""
+        """``python_packages``, the lines of ``python_requirements``, and the cog SDK
+        (``COG_REQUIREMENT``) unless they name it."""
         lines = list(self.packages)
         if self.requirements_file is not None:
             lines += read_requirements(self.requirements_file)
+        if "cog" not in requirement_names(lines):
+            lines.append(COG_REQUIREMENT)
         return lines
 
     def python(self) -> str | None:
