@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
+from types import UnionType
 from typing import Any, Callable
 
 import msgspec
@@ -93,24 +94,18 @@ def title(name: str) -> str:
 class CogField:
     name: str
     order: int
-    hint: Any  # what msgspec checks (and describes)
+    hint: Any  # what msgspec checks
     default: Any  # or _EMPTY: required
     after: Callable[[Any], Any] | None  # turns the checked value into what the code gets
     schema: dict[str, Any]  # keys Cog adds to the property
     secret: bool = False
-    described: Any = None  # the hint the schema is made from (``hint`` unless given)
+    described: Any = None  # what the schema is made from
     nullable: bool = False  # Optional: may be omitted, yet an explicit null is refused
 
 
 def _is_optional(hint: Any) -> bool:
-    return typing.get_origin(hint) in (typing.Union, _union_type()) and \
+    return typing.get_origin(hint) in (typing.Union, UnionType) and \
         _NONE in typing.get_args(hint)
-
-
-def _union_type() -> Any:
-    import types
-
-    return types.UnionType
 
 
 def _wire(hint: Any) -> tuple[Any, Callable[[Any], Any] | None]:
@@ -124,16 +119,14 @@ def _wire(hint: Any) -> tuple[Any, Callable[[Any], Any] | None]:
     if origin is typing.Annotated:
         inner, after = _wire(args[0])
         return typing.Annotated[(inner, *args[1:])], after
-    if origin in (typing.Union, _union_type()):
+    if origin in (typing.Union, UnionType):
         parts = [_wire(a) for a in args]
         wires = [w for w, _ in parts]
         if float in wires and int not in wires:  # Cog keeps 3 an int in `str | float`
             wires.insert(wires.index(float), int)
-        afters = {a for _, a in parts if a is not None}
-        after = None
-        if afters:
-            only = next(iter(afters)) if len(afters) == 1 else None
-            after = (lambda v: v if v is None else only(v)) if only else None
+        # Cog's unions hold no Cog type but in Optional[T]: T's conversion, None kept
+        afters = [a for _, a in parts if a is not None]
+        after = afters[0] if len(afters) == 1 else None
         return typing.Union[tuple(wires)], after
     if origin in (list, typing.List) and args:
         inner, after = _wire(args[0])
@@ -150,7 +143,7 @@ def _constrain(hint: Any, meta: msgspec.Meta) -> Any:
     """``hint`` with ``meta`` on its scalar part (inside Optional and list, as Cog applies
     constraints to each element)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, _union_type()):
+    if origin in (typing.Union, UnionType):
         return typing.Union[tuple(a if a is _NONE else _constrain(a, meta) for a in args)]
     if origin in (list, typing.List) and args:
         return list[_constrain(args[0], meta)]
@@ -159,7 +152,7 @@ def _constrain(hint: Any, meta: msgspec.Meta) -> Any:
 
 def _with_choices(hint: Any, choices: list[Any]) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, _union_type()):
+    if origin in (typing.Union, UnionType):
         return typing.Union[tuple(a if a is _NONE else _with_choices(a, choices) for a in args)]
     if origin in (list, typing.List) and args:
         return list[_with_choices(args[0], choices)]
@@ -216,9 +209,9 @@ def _keep_ints(hint: Any) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Annotated and args[0] is float:
         return typing.Union[typing.Annotated[(int, *args[1:])], hint]
-    if origin in (typing.Union, _union_type()) and float in args and int not in args:
+    if origin in (typing.Union, UnionType) and float in args and int not in args:
         return hint  # (_wire put int in already)
-    if origin in (typing.Union, _union_type()):
+    if origin in (typing.Union, UnionType):
         return typing.Union[tuple(_keep_ints(a) for a in args)]
     if origin in (list, typing.List) and args:
         return list[_keep_ints(args[0])]
