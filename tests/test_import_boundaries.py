@@ -32,7 +32,7 @@ def test_host_names_load_lazily():
 
 def test_all_lists_exactly_the_public_names():
     public = {n for n in dir(corral) if not n.startswith("_")} - {
-        "exceptions", "protocol", "worker", "host", "types", "server", "plugins"}
+        "exceptions", "protocol", "worker", "host", "types", "server", "plugins", "cog"}
     public |= set(corral._LAZY_NAMES)
     assert set(corral.__all__) - {"__version__"} == public
     for name in corral.__all__:

@@ -214,10 +214,13 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
 
         queue: asyncio.Queue | None = asyncio.Queue() if wants_sse else None
         listeners = (sse_listener(queue),) if queue is not None else ()
-        try:
-            secrets = secret_fields(getattr(await method_schemas(), "input", None))
-        except Exception:  # noqa: BLE001 - no schema: nothing known to be secret
-            secrets = ()
+        secrets = state.get("secrets")  # Cog's x-cog-secret inputs, masked in the record
+        if secrets is None:
+            try:
+                secrets = state["secrets"] = secret_fields(
+                    getattr(await method_schemas(), "input", None))
+            except Exception:  # noqa: BLE001 - no schema yet: asked again next time
+                secrets = ()
         try:
             pred = service.start(masked(inp, secrets), pid, webhook, events, listeners,
                                  args=args if args is not None else inp, workspace=ws,
