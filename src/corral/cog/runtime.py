@@ -56,7 +56,10 @@ def adapt(loaded: Any, obj: Any) -> None:
         if id(method) in seen:
             continue
         seen[id(method)] = method
-        method._inputs = Inputs(method.fn, cog=True)
+        try:
+            method._inputs = Inputs(method.fn, cog=True)
+        except Exception:  # noqa: BLE001 - a signature Cog's reading cannot take: the
+            pass  # method is still served (read the plain way); never a failed setup
         method.fn = _plain_outputs(method.fn, method.info.kind)
 
 
