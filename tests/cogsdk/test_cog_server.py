@@ -119,7 +119,8 @@ def test_cancel_over_http(served, tmp_path):
         r = c.post("/predictions", headers={"Prefer": "respond-async"},
                    json={"id": "c1", "input": {"marker": str(marker)}})
         assert r.status_code == 202
-        wait_until(lambda: marker.exists(), 30, "the prediction to start")
+        wait_until(lambda: marker.exists() and "started" in marker.read_text(), 30,
+                   "the prediction to start")
         assert c.post("/predictions/c1/cancel").status_code == 200
         wait_until(lambda: c.get("/predictions/c1").json()["status"] == "canceled", 30,
                    "the prediction to be canceled")

@@ -142,7 +142,8 @@ def test_cancel_raises_cogs_cancelation_exception_in_the_predictor(cog_worker, t
     marker = tmp_path / "marker"
     w = cog_worker("cancel:Predictor")
     fut = w.options(convert=True).submit("predict", marker=str(marker))
-    wait_until(lambda: marker.exists(), 30, "the prediction to start")
+    wait_until(lambda: marker.exists() and "started" in marker.read_text(), 30,
+                   "the prediction to start")
     fut.cancel()
     with pytest.raises(corral.Cancelled):
         fut.result(30)

@@ -7,9 +7,9 @@ from cog import BasePredictor, CancelationException, Input
 
 class Predictor(BasePredictor):
     def predict(self, marker: str = Input(description="A file to write as it goes")) -> str:
-        with open(marker, "a") as f:
-            f.write("started\n")
-        try:
+        try:  # (the marker inside the try: a cancel seen after "started" lands here)
+            with open(marker, "a") as f:
+                f.write("started\n")
             for _ in range(600):
                 time.sleep(0.1)
         except CancelationException:
