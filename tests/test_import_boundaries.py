@@ -16,7 +16,9 @@ def _modules_after(code: str) -> set:
 
 
 def test_worker_side_imports_nothing_of_the_host():
-    loaded = _modules_after("import corral, corral.worker.main")
+    # (corral.cog's worker side too: the Cog adapter runs in the worker)
+    loaded = _modules_after("import corral, corral.worker.main, corral.cog.fields, "
+                            "corral.cog.runtime")
     leaked = [m for m in loaded for bad in HOST_ONLY if m == bad or m.startswith(bad + ".")]
     assert not leaked, f"the worker side imported {leaked}"
 
@@ -30,7 +32,7 @@ def test_host_names_load_lazily():
 
 def test_all_lists_exactly_the_public_names():
     public = {n for n in dir(corral) if not n.startswith("_")} - {
-        "exceptions", "protocol", "worker", "host", "types", "server", "plugins"}
+        "exceptions", "protocol", "worker", "host", "types", "server", "plugins", "cog"}
     public |= set(corral._LAZY_NAMES)
     assert set(corral.__all__) - {"__version__"} == public
     for name in corral.__all__:

@@ -53,6 +53,7 @@ _LAZY_NAMES = {
     "Restart": "corral.host.supervisor",
     "Crash": "corral.host.supervisor",
     "Cancelled": "corral.exceptions",
+    "Input": "corral.cog.fields",
 }
 
 __all__ = [

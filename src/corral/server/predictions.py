@@ -42,6 +42,8 @@ from ..host.logbuffer import LogBuffer
 from .retention import Retention
 
 TERMINAL = ("succeeded", "failed", "canceled")
+# Ids of predictions and trainings, from clients: bounded so a record cannot hold megabytes.
+MAX_ID_LENGTH = 256
 EVENTS = ("start", "output", "logs", "completed")
 
 
@@ -143,11 +145,16 @@ class Prediction:
         if status == "succeeded" and output is not None:
             self.output = output
         if error is not None:
-            self.error = str(error) or type(error).__name__
+            # Cog's error text: the exception's own message (the type is in the logs)
+            remote = getattr(error, "remote_traceback", None) is not None
+            self.error = (error.message if remote else str(error)) or \
+                (error.type_name.rsplit(".", 1)[-1] if remote else type(error).__name__)
             self.error_type = type(error)
             # Bad inputs, each as {"loc": ["body", "input", name, ...], "msg": ...}
             self.problems = [{"loc": ["body", "input", *p["loc"]], "msg": p["msg"],
-                              "type": "value_error"}
+                              "type": "value_error.missing"
+                              if p["msg"] in ("required input is missing", "Field required")
+                              else "value_error"}
                              for p in getattr(error, "problems", None) or []]
         self.completed_at = now_iso()
         self.predict_time = run_time if run_time is not None else time.monotonic() - self._t0
@@ -166,7 +173,9 @@ class Prediction:
             self.emit("progress", {"step": event.step, "total": event.total,
                                    "phase": event.phase})
         elif kind == "Metric":
-            if event.mode == "increment":
+            if event.value is None:  # Cog: None deletes the metric
+                self.metrics.pop(event.name, None)
+            elif event.mode == "increment":
                 self.metrics[event.name] = self.metrics.get(event.name, 0) + event.value
             elif event.mode == "append":
                 self.metrics.setdefault(event.name, []).append(event.value)
@@ -248,10 +257,12 @@ class Predictions:
     def start(self, input: dict[str, Any], pid: str | None = None,
               webhook: str | None = None, events_filter: list[str] | None = None,
               listeners: tuple[Callable[[str, Any], None], ...] = (),
-              args: dict[str, Any] | None = None, workspace: Any = None) -> Prediction:
+              args: dict[str, Any] | None = None, workspace: Any = None,
+              context: dict[str, Any] | None = None) -> Prediction:
         """Make the record and submit it (on the event loop). ``input`` is what the record
         shows, ``args`` what the method gets (``input`` unless given: files differ), and
-        ``workspace`` its files, which the record removes when it ends. Raises QueueFull
+        ``workspace`` its files, which the record removes when it ends; ``context`` is
+        the request's (Cog's ``current_scope().context``, corral's ``current().context``). Raises QueueFull
         when no room is left, and MethodNotFound/InvalidState as the runner does; no
         record is kept then (the caller still owns ``workspace``)."""
         self.retention.prune(self.records)
@@ -264,12 +275,14 @@ class Predictions:
         sent = True
         if self.streams:
             self._check_room()
-            stream = self.runner.options(convert=True).awatch(self.method, **args)
+            stream = self.runner.options(convert=True, context=context).awatch(self.method,
+                                                                                **args)
             pred.handle = stream
             coro = self._follow_stream(pred, stream)
         else:
             fut = self.runner.options(on_event=_handoff(loop, pred.on_event),
-                                      convert=True).submit(self.method, **args)
+                                      convert=True,
+                                      context=context).submit(self.method, **args)
             pred.handle = fut
             coro = self._follow_future(pred, fut)
             sent = getattr(fut, "sent", True)  # False: queued in a Pool
