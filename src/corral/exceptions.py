@@ -17,6 +17,7 @@
           ├── WorkerCrashed ...... the process died while calls were in flight
           ├── WorkerUnavailable .. it crashed too often and is not restarted any more (also an InvalidState)
           └── ProtocolError ...... it sent a frame that is oversize, truncated or undecodable
+               └── UndecodableValue  one reply held a value the host cannot rebuild: only that call fails
 
 This module is shared by the host and the worker side, so it imports nothing but the stdlib
 (``Cancelled`` is built on first use: it needs concurrent.futures, which a worker never does).
@@ -39,6 +40,7 @@ __all__ = [
     "WorkerCrashed",
     "WorkerUnavailable",
     "ProtocolError",
+    "UndecodableValue",
     "Cancelled",
     "CallTimeout",
     "QueueFull",
@@ -92,6 +94,13 @@ class RemoteError(CorralError):
     ``remote_traceback`` the full formatted traceback (cause chain included). An explicit
     ``raise ... from`` cause is kept as ``__cause__`` (another RemoteError). The remote
     traceback is also attached as a note, so an uncaught error prints it.
+
+    A builtin exception type comes back as a twin that is also that type, built with the
+    remote exception's own arguments where they are plain values (``errno``, ``filename``
+    of an OSError, the five of a UnicodeDecodeError); an exception group as a twin of
+    ExceptionGroup holding the remote sub-exceptions (``exceptions``). Types that are not
+    ``Exception`` subclasses (KeyboardInterrupt, SystemExit, GeneratorExit) come back as
+    plain RemoteError: a remote Ctrl-C must not look like a local one.
     """
 
     type_name: str
@@ -99,20 +108,37 @@ class RemoteError(CorralError):
     remote_traceback: str
 
     def __init__(self, type_name: str, message: str, remote_traceback: str = ""):
-        # Deliberately not super().__init__: builtin twins such as UnicodeDecodeError
-        # validate their own __init__ arguments.
-        Exception.__init__(self, f"{type_name}: {message}" if message else type_name)
-        self.type_name = type_name
-        self.message = message
-        self.remote_traceback = remote_traceback
-        if remote_traceback:
-            self.add_note("Remote traceback (in the worker):\n" + remote_traceback.rstrip())
+        Exception.__init__(self, _text(type_name, message))
+        _describe(self, type_name, message, remote_traceback)
 
     def __str__(self) -> str:
-        return self.args[0]
+        return self._text
 
     def __reduce__(self):
-        return (_rebuild_remote_error, (self.type_name, self.message, self.remote_traceback))
+        return (_rebuild_remote_error, (self.type_name, self._message, self.remote_traceback,
+                                        self._remote_args, self._sub_errors()))
+
+    def _sub_errors(self) -> tuple:
+        return tuple(getattr(self, "exceptions", ()) or ())
+
+
+def _text(type_name: str, message: str) -> str:
+    return f"{type_name}: {message}" if message else type_name
+
+
+def _describe(err: RemoteError, type_name: str, message: str, remote_traceback: str,
+              args: tuple = ()) -> None:
+    err.type_name = type_name
+    err._message = message
+    try:
+        err.message = message
+    except AttributeError:  # a group's own ``message`` (read-only) is its first argument
+        pass
+    err.remote_traceback = remote_traceback
+    err._text = _text(type_name, message)
+    err._remote_args = args
+    if remote_traceback:
+        err.add_note("Remote traceback (in the worker):\n" + remote_traceback.rstrip())
 
 
 _twins: dict[type, type] = {}
@@ -122,9 +148,11 @@ def _builtin_exception(type_name: str) -> type | None:
     if not type_name.startswith("builtins."):
         return None
     obj = getattr(builtins, type_name[len("builtins.") :], None)
-    if isinstance(obj, type) and issubclass(obj, Exception):
+    if obj is BaseExceptionGroup:
+        return ExceptionGroup  # its sub-errors are RemoteErrors, so Exceptions
+    if isinstance(obj, type) and issubclass(obj, Exception) and obj is not Exception:
         return obj
-    return None
+    return None  # (a remote Exception is a RemoteError, which is one already)
 
 
 def remote_error_class(type_name: str) -> type[RemoteError]:
@@ -135,22 +163,66 @@ def remote_error_class(type_name: str) -> type[RemoteError]:
         return RemoteError
     twin = _twins.get(base)
     if twin is None:
-        twin = type(f"Remote{base.__name__}", (RemoteError, base), {"__module__": __name__})
+        # The builtin first in the bases: its C constructor (MemoryError's, OSError's)
+        # must build the object. RemoteError's text, pickling and __init__ still win.
+        twin = type(f"Remote{base.__name__}", (base, RemoteError), {
+            "__module__": __name__, "__init__": RemoteError.__init__,
+            "__str__": RemoteError.__str__, "__reduce__": RemoteError.__reduce__,
+            "_builtin": base})
         _twins[base] = twin
     return twin
 
 
-def _rebuild_remote_error(type_name: str, message: str, remote_traceback: str) -> RemoteError:
+def _rebuild_remote_error(type_name: str, message: str, remote_traceback: str,
+                          args: Any = (), exceptions: Any = ()) -> RemoteError:
+    """The RemoteError (or builtin twin) for a remote exception; never raises for what a
+    worker sent: arguments the builtin refuses are dropped, and a twin that cannot be
+    built at all falls back to a plain RemoteError."""
     cls = remote_error_class(type_name)
-    err = cls.__new__(cls)
-    RemoteError.__init__(err, type_name, message, remote_traceback)
+    args = tuple(args or ())
+    exceptions = list(exceptions or ())
+    base = getattr(cls, "_builtin", None)
+    err = None
+    if base is not None:
+        if issubclass(base, BaseExceptionGroup):
+            # (message, sub-exceptions): a group cannot be built without its members.
+            attempts = [(args[0] if args and isinstance(args[0], str) else message,
+                         exceptions)] if exceptions else []
+        else:
+            attempts = [args, ()] if args else [()]
+        for attempt in attempts:
+            try:
+                err = cls.__new__(cls, *attempt)
+            except Exception:  # noqa: BLE001 - the worker's arguments do not fit: fewer
+                continue
+            try:
+                base.__init__(err, *attempt)
+            except Exception:  # noqa: BLE001 - e.g. UnicodeDecodeError without its 5
+                if attempt:
+                    err = None
+                    continue
+            args = attempt
+            break
+    if err is None:
+        err = RemoteError.__new__(RemoteError)
+        if exceptions:
+            err.exceptions = tuple(exceptions)
+        if not type_name.startswith("builtins."):
+            args = ()  # (a user type's arguments are only sent for builtins anyway)
+        if args:  # builtins.Exception, SystemExit...: their own arguments
+            Exception.__init__(err, *args)
+    if not args:
+        Exception.__init__(err, _text(type_name, message))
+    _describe(err, type_name, message, remote_traceback, args)
     return err
 
 
 def make_remote_error(info: Any) -> RemoteError:
     """Build the exception for a remote error description (``protocol.messages.ErrorInfo``),
-    following its ``cause`` chain."""
-    err = _rebuild_remote_error(info.type, info.message, info.traceback)
+    following its ``cause`` chain and a group's sub-exceptions."""
+    subs = [make_remote_error(sub) for sub in (getattr(info, "exceptions", None) or ())]
+    err = _rebuild_remote_error(info.type, info.message, info.traceback,
+                                getattr(info, "args", None) or (), subs)
     if info.cause is not None:
         err.__cause__ = make_remote_error(info.cause)
     elif info.context is not None:
@@ -220,6 +292,19 @@ class WorkerCrashed(WorkerError):
 class ProtocolError(WorkerError):
     """Raised when a worker sends an oversize, truncated or undecodable frame, or a message
     that breaks the protocol. The worker is then defunct: it is killed and its calls fail."""
+
+
+class UndecodableValue(ProtocolError):
+    """Raised for one call whose reply (its result, a chunk, a metric) holds a value the
+    host cannot rebuild: an Enum, dataclass or Struct whose module the host has not
+    imported (it never imports one because a worker named it), or whose type does not fit
+    what was sent. Only that call fails; the worker stays usable. ``type_name`` names the
+    type and ``where`` where it sat (``result['items'][2]``)."""
+
+    def __init__(self, message: str, *, type_name: str = "", where: str = ""):
+        self.type_name = type_name
+        self.where = where
+        super().__init__(message)
 
 
 class WorkerUnavailable(WorkerError, InvalidState):

@@ -25,6 +25,29 @@ _END = object()
 _RUNNING = "RUNNING"  # concurrent.futures' state name
 
 
+def settle(sink: Any, value: Any = None, run_time: float = 0.0,
+           error: BaseException | None = None) -> None:
+    """End ``sink`` with its result, or with ``error``: the one way a waiter ends (replies,
+    a broken or closed connection, cancels, deadlines, the restart queue), so that every
+    waiter ends, whatever else goes wrong. Never raises: a sink that cannot take its
+    result gets the error instead; one that cannot take either (its event loop is
+    closed: nobody waits any more) is logged. A sink that already ended stays as it is."""
+    if error is None:
+        try:
+            sink._done(value, run_time)
+            return
+        except concurrent.futures.InvalidStateError:
+            return  # it ended already (cancelled meanwhile)
+        except BaseException as exc:  # noqa: BLE001 - the caller still gets an outcome
+            error = exc
+    try:
+        sink._failed(error)
+    except concurrent.futures.InvalidStateError:
+        pass
+    except BaseException:  # noqa: BLE001
+        log.exception("corral: call %s could not be completed", getattr(sink, "id", "?"))
+
+
 class CallRecord:
     """The events of one call, as they arrive."""
 

@@ -37,7 +37,8 @@ from ..protocol.framing import DEFAULT_MAX_FRAME, TruncatedFrame
 from ..protocol.shm import DEFAULT_THRESHOLD
 from ..protocol.values import args_to_wire, to_wire
 from ..protocol.version import check_hello
-from .calls import AsyncCallFuture, BlockingCall, AsyncCallStream, CallFuture, CallStream, EventCallback
+from .calls import (AsyncCallFuture, AsyncCallStream, BlockingCall, CallFuture, CallStream,
+                    EventCallback, settle)
 from .connection import Connection
 from .process import WorkerProcess, describe_exit
 from .supervisor import Crash, CrashHistory, restart_policy
@@ -428,24 +429,34 @@ class Worker(CallOptions):
             if current and not retired:
                 self._crashed(Crash(time.time(), proc.pid, code, sig, what))
             return err
+        # It broke the protocol: that process is defunct (killed, its calls fail with the
+        # error), and the worker goes on like after a crash: restarted by its policy.
         proc.kill()
         if isinstance(error, ProtocolError):
             error.pid = proc.pid
-        if current:
-            self._fail(error)  # a worker that breaks the protocol is defunct: no restart
+        if current and not retired:
+            code = proc.wait(2.0)
+            proc.kill_group()
+            _, sig = describe_exit(code)
+            first_line = str(error).split("\n", 1)[0]
+            self._crashed(Crash(time.time(), proc.pid, code, sig,
+                                f"broke the protocol ({first_line}) and was killed"), error)
         return error
 
-    def _crashed(self, crash: Crash) -> None:
-        """The current process crashed: restart it after a backoff, or give up."""
+    def _crashed(self, crash: Crash, cause: BaseException | None = None) -> None:
+        """The current process crashed (``cause``: the protocol error it made, if that was
+        why): restart it after a backoff, or give up."""
         delay = self._history.record(crash)
         if delay is None:
             policy = self.restart
             why = ("restarting is off (restart=False)" if policy.max_restarts == 0 else
                    f"it crashed too often (more than {policy.max_restarts} times in "
                    f"{policy.window:g} s) and is not restarted any more")
-            self._fail(WorkerUnavailable(
+            unavailable = WorkerUnavailable(
                 f"worker {crash.pid or ''} ({self.target_name}) {crash.reason}; {why}",
-                list(self._history.crashes)))
+                list(self._history.crashes))
+            unavailable.__cause__ = cause
+            self._fail(unavailable)
             return
         self._state = "restarting"
         self._detail = f"restarting in {delay:.2f} s after: {crash.reason}"
@@ -969,7 +980,7 @@ class _Deferred:
                 return False
         if sink._timer is not None:
             sink._timer.cancel()
-        sink._failed(error)
+        settle(sink, error=error)
         return True
 
     def flush(self, worker: Worker) -> list[tuple[Any, BaseException]]:
@@ -996,7 +1007,7 @@ class _Deferred:
         for sink, *_ in calls.values():
             if sink._timer is not None:
                 sink._timer.cancel()
-            sink._failed(error)
+            settle(sink, error=error)
 
 
 def _too_large(size: int, limit: int) -> ValueError:
@@ -1009,7 +1020,7 @@ def _fail_sinks(failed: list[tuple[Any, BaseException]]) -> None:
     for sink, error in failed:
         if sink._timer is not None:
             sink._timer.cancel()
-        sink._failed(error)
+        settle(sink, error=error)
 
 
 def _timeout_error(sink: Any, timeout: float) -> CallTimeout:
