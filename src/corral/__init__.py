@@ -19,6 +19,7 @@ from .exceptions import (
     SetupError,
     WorkerCrashed,
     WorkerError,
+    WorkerStopped,
     WorkerStartupError,
     WorkerUnavailable,
     CallTimeout,
@@ -33,13 +34,14 @@ if _TYPE_CHECKING:
     from .exceptions import Cancelled
     from .host.supervisor import Crash, Restart
     from .host.pool import AsyncPoolFuture, Pool, PoolFuture, PoolHealth, PoolStats
-    from .host.worker import CallOptions, Health, Stats, Worker
+    from .host.caller import CallOptions
+    from .host.worker import Health, Stats, Worker
 
 _LAZY_NAMES = {
     "empty": "corral.protocol.shm",
     "zeros": "corral.protocol.shm",
     "Worker": "corral.host.worker",
-    "CallOptions": "corral.host.worker",
+    "CallOptions": "corral.host.caller",
     "Health": "corral.host.worker",
     "Stats": "corral.host.worker",
     "CallFuture": "corral.host.calls",
@@ -76,6 +78,7 @@ __all__ = [
     "WorkerStartupError",
     "SetupError",
     "WorkerCrashed",
+    "WorkerStopped",
     "WorkerUnavailable",
     "ProtocolError",
     "UndecodableValue",

@@ -11,13 +11,24 @@
      ├── Cancelled ............... the call was cancelled (also a concurrent.futures.CancelledError)
      ├── CallTimeout ............. the call ran past its ``timeout`` and was stopped (also a TimeoutError)
      ├── QueueFull ............... a Pool's queue is full
-     └── WorkerError ............. the worker process itself is broken
-          ├── WorkerStartupError . it never became ready: interpreter, handshake or version mismatch
-          │    └── SetupError .... loading the target or its ``setup()`` raised
-          ├── WorkerCrashed ...... the process died while calls were in flight
-          ├── WorkerUnavailable .. it crashed too often and is not restarted any more (also an InvalidState)
-          └── ProtocolError ...... it sent a frame that is oversize, truncated or undecodable
-               └── UndecodableValue  one reply held a value the host cannot rebuild: only that call fails
+     ├── WorkerError ............. the worker process itself is broken, or was stopped
+     │    ├── WorkerStartupError . it never became ready: interpreter, handshake or version mismatch
+     │    │    └── SetupError .... loading the target or its ``setup()`` raised
+     │    ├── WorkerCrashed ...... the process died while calls were in flight (it broke)
+     │    ├── WorkerStopped ...... you (``stop()``) or a recycle ended it while calls were in flight
+     │    ├── WorkerUnavailable .. it crashed too often and is not restarted any more (also an InvalidState)
+     │    └── ProtocolError ...... it sent a frame that is oversize, truncated or undecodable
+     │         └── UndecodableValue  one reply held a value the host cannot rebuild: only that call fails
+     └── PluginError ............. the plugin layer (``corral.plugins``)
+          ├── ManifestError ...... a manifest is missing, unreadable or invalid; every problem listed
+          ├── PluginNotFound ..... no plugin of that name (also a KeyError)
+          ├── PluginNotLoaded .... known, not loaded (never, unloaded or evicted)
+          ├── PluginBusy ......... the operation does not fit the plugin's state
+          ├── EnvironmentBuildError  building its environment failed; ``output``
+          ├── EnvironmentInUse ... a worker runs in that environment
+          ├── ConfigError ........ its config does not fit ``setup()`` (also a ValueError)
+          ├── InsufficientResources  not enough free memory / GPU memory
+          └── RequirementsError .. a malformed requirement list or file (also a ValueError)
 
 This module is shared by the host and the worker side, so it imports nothing but the stdlib
 (``Cancelled`` is built on first use: it needs concurrent.futures, which a worker never does).
@@ -38,12 +49,23 @@ __all__ = [
     "WorkerStartupError",
     "SetupError",
     "WorkerCrashed",
+    "WorkerStopped",
     "WorkerUnavailable",
     "ProtocolError",
     "UndecodableValue",
     "Cancelled",
     "CallTimeout",
     "QueueFull",
+    "PluginError",
+    "ManifestError",
+    "PluginNotFound",
+    "PluginNotLoaded",
+    "PluginBusy",
+    "EnvironmentBuildError",
+    "EnvironmentInUse",
+    "ConfigError",
+    "InsufficientResources",
+    "RequirementsError",
 ]
 
 
@@ -289,6 +311,16 @@ class WorkerCrashed(WorkerError):
         super().__init__(message)
 
 
+class WorkerStopped(WorkerError):
+    """Raised for calls cut off because the worker's process was ended on purpose: your own
+    ``stop()`` (past its grace), or the process being replaced. Not a crash: a Pool never
+    retries it, and it does not count against the restart policy."""
+
+    def __init__(self, message: str, *, pid: int | None = None):
+        self.pid = pid
+        super().__init__(message)
+
+
 class ProtocolError(WorkerError):
     """Raised when a worker sends an oversize, truncated or undecodable frame, or a message
     that breaks the protocol. The worker is then defunct: it is killed and its calls fail."""
@@ -331,6 +363,88 @@ class CallTimeout(CorralError, TimeoutError):
 
 class QueueFull(CorralError):
     """Raised when a call would wait in a queue that is already full (``Pool(max_queue=)``)."""
+
+
+class PluginError(CorralError):
+    """Base class of the plugin layer's errors."""
+
+
+class ManifestError(PluginError):
+    """A plugin's manifest is missing, unreadable or invalid; ``source`` names the file and
+    ``problems`` lists every problem found (``{"loc": [...], "msg": ...}``)."""
+
+    def __init__(self, source: str, problems: list[dict[str, Any]]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"invalid plugin manifest {source}: "
+                         f"{problems_text(problems, '(manifest)')}")
+
+
+class PluginNotFound(PluginError, KeyError):
+    """No plugin of that name is known."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0]) if self.args else "plugin not found"
+
+
+class PluginNotLoaded(PluginError):
+    """The plugin is known but not loaded (never loaded, unloaded, or evicted to make room
+    for another: the message says which)."""
+
+
+class PluginBusy(PluginError):
+    """The operation does not fit the plugin's state: uninstalling a loaded plugin, loading
+    one already loaded with another config. The message says what to do instead."""
+
+
+class EnvironmentBuildError(PluginError):
+    """Building a plugin's environment failed; ``output`` holds the installer's own message.
+    Nothing half-built is left in the cache."""
+
+    def __init__(self, message: str, output: str = ""):
+        self.output = output
+        super().__init__(message + (f"\n{output.rstrip()}" if output else ""))
+
+
+class EnvironmentInUse(PluginError):
+    """An environment cannot be removed: a worker runs in it (held with
+    ``EnvironmentCache.hold()``, by this process or another)."""
+
+
+class ConfigError(PluginError, ValueError):
+    """A plugin's config does not fit its ``setup()``: ``problems`` lists every unknown key,
+    wrong type and missing required value (``{"loc": [...], "msg": ...}``). Nothing was
+    started."""
+
+    def __init__(self, plugin: str, problems: list[dict[str, Any]]):
+        self.plugin = plugin
+        self.problems = problems
+        super().__init__(f"bad config for plugin {plugin!r}: "
+                         f"{problems_text(problems, '(config)')}")
+
+
+class InsufficientResources(PluginError):
+    """Loading a plugin would need more memory or GPU memory than is free, counting what the
+    loaded plugins hold. ``needed`` and ``free`` are in bytes per resource."""
+
+    def __init__(self, message: str, needed: dict[str, int] | None = None,
+                 free: dict[str, int] | None = None):
+        self.needed = dict(needed or {})
+        self.free = dict(free or {})
+        super().__init__(message)
+
+
+class RequirementsError(PluginError, ValueError):
+    """A requirement list or requirements file is malformed: a line that is neither a
+    requirement, a path/URL nor a known option, a missing or circular ``-r`` include.
+    ``source`` names the file (or ``"<requirements>"`` for an inline list) and ``line`` the
+    1-based line number where known."""
+
+    def __init__(self, source: str, message: str, line: int | None = None):
+        self.source = source
+        self.line = line
+        where = f"{source}, line {line}" if line is not None else source
+        super().__init__(f"{where}: {message}")
 
 
 def _make_cancelled() -> type:

@@ -56,6 +56,8 @@ class CallRecord:
     events: list
     metrics: dict[str, Any]
     run_time: float | None
+    #: The runner it was sent to (set by its runner for futures and streams).
+    worker: Any = None
 
     def _init_record(self, call_id: int, method: str, on_event: EventCallback | None,
                      streams: bool = False) -> None:
@@ -77,6 +79,22 @@ class CallRecord:
         """True once the call went to the worker process (it may have run, or be running);
         False while it waits on the host."""
         return self._sent
+
+    @property
+    def queued(self) -> bool:
+        """True while the call waits in a Pool's own queue (never, for a Worker's call: a
+        Worker takes every call at once, into its window or its restart queue)."""
+        return False
+
+    @property
+    def attempts(self) -> int:
+        """How many times the call was handed to a worker (a Pool may retry it)."""
+        return 1
+
+    def add_sent_callback(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once the call has left its runner's own queue (a Pool's). For a
+        Worker's call that is at once, on this thread."""
+        fn()
 
     @property
     def logs(self) -> list[str]:

@@ -43,7 +43,7 @@ from ..exceptions import ProtocolError, RemoteError, UndecodableValue, WorkerCra
 from ..protocol import messages as m
 from ..protocol.framing import HEADER, FrameError, FrameReader, TruncatedFrame
 from ..protocol.shm import Link
-from ..protocol.values import find_placeholder, make_decoder, make_encoder
+from ..protocol.values import args_to_wire, find_placeholder, make_decoder, make_encoder, to_wire
 from .calls import settle
 from .timers import timers
 
@@ -66,6 +66,8 @@ class Connection:
         self._control = control
         self._data = data
         self._window = window
+        self._allow_pickle = allow_pickle
+        self._max_frame = max_frame
         self._on_worker_log = on_worker_log
         self._on_broken = on_broken
         self._make_error = make_error
@@ -133,6 +135,25 @@ class Connection:
             self._threads.append(t)
 
     # -- calls ------------------------------------------------------------------------------
+
+    def encode_call(self, call_id: int, method: str, args: tuple, kwargs: dict,
+                    options: Any) -> bytes:
+        """The one way a Call is put on the wire: the arguments and ``options.context``
+        through the value codec (big values into shared memory), the leases this side
+        ended carried along, the frame's size checked (ValueError beyond max_frame)."""
+        allow_pickle = self._allow_pickle
+        if args or kwargs:
+            args, kwargs = args_to_wire(args, kwargs, allow_pickle, self.exporter)
+        else:
+            args = []
+        context = options.context
+        if context is not None:
+            context = to_wire(context, allow_pickle=allow_pickle, where="context")
+        payload = self.encode(m.Call(call_id, method, args, kwargs, context,
+                                     self.shm.take_release(), options.convert))
+        if len(payload) > self._max_frame:
+            raise too_large(len(payload), self._max_frame)
+        return payload
 
     def submit(self, call_id: int, payload: bytes, sink: Any) -> None:
         """Register ``sink`` for ``call_id`` and send the encoded Call (now or when the
@@ -609,3 +630,9 @@ def _protocol_error(exc: BaseException) -> BaseException:
     if isinstance(exc, FrameError):
         return ProtocolError(f"bad frame from worker: {exc}")
     return ProtocolError(f"undecodable message from worker: {type(exc).__name__}: {exc}")
+
+
+def too_large(size: int, limit: int) -> ValueError:
+    return ValueError(f"the call's arguments make a frame of {size} bytes, which exceeds the "
+                      f"frame limit of {limit} bytes (max_frame); big bytes and arrays cross "
+                      "through shared memory, other values must fit")

@@ -28,7 +28,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import msgspec
 
@@ -38,6 +38,9 @@ from .errors import (ConfigError, EnvironmentBuildError, InsufficientResources, 
                      PluginError, PluginNotFound, PluginNotLoaded)
 from .manifest import Resources
 from .resources import Holding, ResourceMonitor
+
+if TYPE_CHECKING:
+    from ..host.caller import Runner
 
 _now = time.monotonic
 
@@ -69,7 +72,7 @@ class _Loaded:
     """A loaded plugin: what the hot path reads (``worker``) and writes (``used``)."""
 
     plugin: Plugin
-    worker: Any
+    worker: Runner
     config: dict[str, Any]
     python: str | None
     used: float = field(default_factory=_now)
@@ -100,7 +103,7 @@ class PluginHandle:
         self._manager = manager
 
     @property
-    def worker(self) -> Any:
+    def worker(self) -> Runner:
         return self._manager._entry(self.name).worker
 
     @property
@@ -135,7 +138,9 @@ class PluginManager:
     to budget deterministically). ``evict`` is the default eviction policy of ``load``
     (None or ``"lru"``); ``stop_grace`` the seconds calls in flight get when a plugin is
     unloaded. ``worker_options`` are passed to every ``corral.Worker`` (``timeout``,
-    ``restart``, ``max_rss``...).
+    ``restart``, ``max_rss``...). ``runner`` makes each plugin's runner, called as
+    ``runner(target, config=, python=, env=, cwd=, **worker_options)`` (default
+    ``corral.Worker``; any ``Runner`` will do).
 
     Thread-safe. A context manager: leaving it (or ``close()``) unloads every plugin.
     """
@@ -143,7 +148,8 @@ class PluginManager:
     def __init__(self, paths: Any = (), *, plugins_dir: str | None = None,
                  entry_points: bool = True, environments: Any = None,
                  resources: ResourceMonitor | None = None, evict: str | None = None,
-                 stop_grace: float = 10.0, **worker_options: Any):
+                 stop_grace: float = 10.0, runner: Callable[..., Any] | None = None,
+                 **worker_options: Any):
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         _check_evict(evict)
@@ -154,6 +160,7 @@ class PluginManager:
         self.evict = evict
         self.stop_grace = stop_grace
         self.worker_options = worker_options
+        self._make_runner = runner
         self._environments = environments
         self._lock = threading.RLock()  # the maps below; never held while a process starts
         self._loaded: dict[str, _Loaded] = {}  # the hot path's one lookup
@@ -345,12 +352,15 @@ class PluginManager:
             check.stop()
 
     def _worker(self, plugin: Plugin, config: dict[str, Any], env: Any,
-                **options: Any) -> Any:
-        """A (not started) ``corral.Worker`` for ``plugin``, on ``env``'s interpreter."""
-        from ..host.worker import Worker
+                **options: Any) -> Runner:
+        """A (not started) runner (``corral.Worker``) for ``plugin``, on ``env``'s
+        interpreter."""
+        make = self._make_runner
+        if make is None:
+            from ..host.worker import Worker as make
 
-        return Worker(plugin.target, config=config, python=getattr(env, "python", None),
-                      env=self._worker_env(plugin, env), cwd=plugin.folder, **options)
+        return make(plugin.target, config=config, python=getattr(env, "python", None),
+                    env=self._worker_env(plugin, env), cwd=plugin.folder, **options)
 
     def _start(self, plugin: Plugin, config: dict[str, Any], env: Any,
                policy: str | None) -> _Loaded:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
 from starlette.applications import Starlette
@@ -34,6 +34,9 @@ from .schema import openapi
 from .sse import EventStream
 from .webhooks import WebhookSender
 
+if TYPE_CHECKING:
+    from ..host.caller import Runner
+
 log = logging.getLogger("corral.server")
 
 
@@ -51,7 +54,7 @@ class Setup:
                 "logs": self.logs, "status": self.status}
 
 
-def create_app(runner: Any, *, token: str | None = None, host: str | None = "127.0.0.1",
+def create_app(runner: Runner, *, token: str | None = None, host: str | None = "127.0.0.1",
                insecure: bool = False, retry_after: int = 1,
                cancel_on_disconnect: bool = True, webhook_retries: int = 5,
                webhook_backoff: float = 0.1, stop_grace: float = 10.0,
@@ -61,7 +64,8 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                max_records: int = DEFAULT_MAX_RECORDS, file_outputs: str = "data",
                file_inline_max: int = DEFAULT_INLINE_MAX,
                file_retention: float = DEFAULT_SECONDS) -> Starlette:
-    """The ASGI app serving ``runner`` (a ``corral.Worker`` or ``corral.Pool``).
+    """The ASGI app serving ``runner`` (any ``Runner``: a ``corral.Worker``, a ``corral.Pool``,
+    a remote or Ray worker).
 
     ``token``: the bearer token every route but ``public_paths`` needs; required when
     ``host`` is beyond loopback, unless ``insecure=True`` (else ValueError). A full queue
@@ -275,7 +279,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         with contextlib.suppress(Exception):  # not ready yet: an open Input for now
             schemas = await method_schemas()
         return JSONResponse(openapi(info, schemas,
-                                    title=getattr(runner, "target_name", "corral")))
+                                    title=runner.target_name))
 
     async def shutdown(request: Request) -> Response:
         if state["shutdown"] is not None:  # else no server to stop: nothing to drain for
@@ -381,7 +385,7 @@ def _answer(pred: Prediction) -> Response:
     return _FastJSON(pred.to_json())
 
 
-async def _start(runner: Any, setup: Setup) -> None:
+async def _start(runner: Runner, setup: Setup) -> None:
     setup.status = "starting"
     setup.started_at = now_iso()
     try:
@@ -399,7 +403,7 @@ async def _start(runner: Any, setup: Setup) -> None:
     setup.completed_at = now_iso()
 
 
-def _health_status(runner: Any, setup: Setup) -> str:
+def _health_status(runner: Runner, setup: Setup) -> str:
     if setup.status in (None, "starting"):
         return "STARTING"
     if setup.status == "failed":
@@ -409,16 +413,13 @@ def _health_status(runner: Any, setup: Setup) -> str:
         return "STARTING"
     if state != "ready":
         return "DEFUNCT"
-    stats = runner.stats()
-    workers = getattr(stats, "workers", None)
-    busy = stats.busy if workers is None else sum(w.busy for w in workers)
-    slots = runner.slots
-    if workers is not None and not any(w.state == "ready" for w in runner.workers):
+    usage = runner.usage()
+    if usage.ready == 0:  # (a Pool whose workers are all restarting or failed)
         return "DEFUNCT"
-    return "BUSY" if busy >= slots else "READY"
+    return "BUSY" if usage.busy >= usage.slots else "READY"
 
 
-def serve(runner: Any, *, host: str = "127.0.0.1", port: int = 5000,
+def serve(runner: Runner, *, host: str = "127.0.0.1", port: int = 5000,
           token: str | None = None, insecure: bool = False, **app_kwargs: Any) -> None:
     """Serve ``runner`` with uvicorn until SIGTERM/SIGINT or POST /shutdown, both of which
     drain first (a second signal exits at once). ``token`` defaults to the CORRAL_TOKEN
