@@ -214,7 +214,8 @@ class WorkerProcess:
                 os._exit(0)
             try:
                 call = decode(frame)
-            except Exception as exc:  # noqa: BLE001 - an argument this side cannot rebuild
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - an argument this side
+                # cannot rebuild (or whose rebuilding, user code, called sys.exit)
                 self._refuse(frame, exc)
                 continue
             if call.release is not None:
@@ -237,6 +238,8 @@ class WorkerProcess:
             raise exc
         if isinstance(exc, RecursionError):
             exc = ValueError("the arguments are nested too deeply")
+        elif isinstance(exc, SystemExit):
+            exc = ValueError(f"rebuilding an argument called sys.exit({exc.code!r})")
         error = TypeError(f"cannot decode the arguments of call {call_id} in the worker: {exc}")
         self.data_out.send(m.Failed(call_id, error_info(error)))
 
