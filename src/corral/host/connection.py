@@ -41,8 +41,8 @@ from typing import Any, Callable
 
 from ..exceptions import ProtocolError, RemoteError, UndecodableValue, WorkerCrashed
 from ..protocol import messages as m
-from ..protocol.framing import HEADER, FrameError, FrameReader, TruncatedFrame
-from ..protocol.shm import Link
+from ..protocol.endpoint import Endpoint
+from ..protocol.framing import FrameError, TruncatedFrame
 from ..protocol.values import args_to_wire, find_placeholder, make_decoder, make_encoder, to_wire
 from .calls import settle
 from .timers import timers
@@ -80,11 +80,12 @@ class Connection:
         #: and calls never sent to it survive that); on_settled() says when they are done.
         self.cancels_pending = 0
         self._on_settled = on_settled
-        self._data_reader = FrameReader(data, max_frame)
-        self._control_reader = FrameReader(control, max_frame)
+        self._endpoint = ep = Endpoint(control, data, fds, max_frame)
+        self._data_reader, self._control_reader = ep.data_in, ep.control_in
+        self._data_out, self._control_out = ep.data_out, ep.control_out
         # Big values in calls go out through exporter; big values in replies come in
         # through importer (protocol/shm.py).
-        self.shm = Link(fds, oob_threshold)
+        self.shm = ep.link(oob_threshold)
         self.importer, self.exporter = self.shm.importer, self.shm.exporter
         # Values the host cannot rebuild, left as placeholders by the last decode.
         self._unrebuilt: list = []
@@ -96,8 +97,6 @@ class Connection:
         self._idle = threading.Condition(self._lock)
         self._idle_waiters = 0
         self.completed = 0
-        self._send_lock = threading.Lock()
-        self._control_send_lock = threading.Lock()
         self._pending: dict[int, Any] = {}
         self._waiting: deque[tuple[int, bytes]] = deque()
         self._in_flight = 0
@@ -124,9 +123,7 @@ class Connection:
         return None if frame is None else self._control_decoder.decode(frame)
 
     def send_control(self, msg: Any) -> None:
-        payload = self.encode(msg)
-        with self._control_send_lock:
-            self._control.sendall(HEADER.pack(len(payload)) + payload)
+        self._control_out.send(msg)
 
     def start(self, pid: int) -> None:
         for target, name in ((self._read_data, "data"), (self._read_control, "control")):
@@ -266,12 +263,7 @@ class Connection:
 
     def flush_releases(self) -> None:
         """Send the shared-memory news on its own (when no call is about to carry it)."""
-        release = self.shm.take_release()
-        if release is not None:
-            try:
-                self.send_control(release)
-            except OSError:
-                pass  # the worker is gone, and its segments with it
+        self._endpoint.flush_releases()
 
     def _fits(self, size: int) -> bool:
         if self._in_flight == 0:
@@ -282,20 +274,11 @@ class Connection:
         """Send calls with one system call."""
         if not payloads:
             return
-        if len(payloads) == 1:
-            self._send_call(payloads[0])
-            return
-        data = b"".join(b for p in payloads for b in (HEADER.pack(len(p)), p))
         try:
-            with self._send_lock:
-                self._data.sendall(data)
-        except OSError:
-            pass
-
-    def _send_call(self, payload: bytes) -> None:
-        try:
-            with self._send_lock:
-                self._data.sendall(HEADER.pack(len(payload)) + payload)
+            if len(payloads) == 1:
+                self._data_out.send_frame(payloads[0])
+            else:
+                self._data_out.send_frames(payloads)
         except OSError:
             pass  # the reader sees the worker's end and fails every pending call
 
