@@ -17,8 +17,13 @@ import threading
 from collections import deque
 from typing import Any
 
-from corral.exceptions import CallTimeout, InvalidState, WorkerCrashed, WorkerStopped, \
-    WorkerUnavailable
+from corral.exceptions import (
+    CallTimeout,
+    InvalidState,
+    WorkerCrashed,
+    WorkerStopped,
+    WorkerUnavailable,
+)
 from corral.host.caller import CallKind, CallOptions, CallSurface, Usage
 from corral.host.calls import CallFuture, CallStream, settle
 from corral.host.supervisor import Crash

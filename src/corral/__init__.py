@@ -37,7 +37,7 @@ from .exceptions import (
     WorkerStopped,
     WorkerUnavailable,
 )
-from .protocol.messages import Chunk, Done, Log, Metric, MethodInfo, Progress
+from .protocol.messages import Chunk, Done, Log, MethodInfo, Metric, Progress
 from .types import File
 from .worker.scope import Scope, current
 

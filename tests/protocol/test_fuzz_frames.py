@@ -25,12 +25,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from corral.exceptions import ProtocolError, RemoteError, WorkerCrashed, make_remote_error
-from corral.protocol import messages as m
-from corral.protocol import values as V
+from corral.protocol import messages as m, values as V
 from corral.protocol.framing import HEADER, FrameError, FrameReader
 from corral.protocol.values import make_decoder, make_encoder, to_wire
 
@@ -352,7 +350,7 @@ def fuzz_one_input(data: bytes) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Coverage-guided fuzzing with atheris (``pip install atheris``)."""
-    import atheris  # noqa: PLC0415 - optional
+    import atheris  # optional: only for coverage-guided fuzzing
 
     atheris.Setup(list(argv if argv is not None else sys.argv), fuzz_one_input)
     atheris.Fuzz()

@@ -35,7 +35,13 @@ import threading
 import time
 from typing import Any
 
-from ..exceptions import InvalidState, ProtocolError, WorkerCrashed, WorkerStopped, WorkerUnavailable
+from ..exceptions import (
+    InvalidState,
+    ProtocolError,
+    WorkerCrashed,
+    WorkerStopped,
+    WorkerUnavailable,
+)
 from ..protocol import messages as m
 from .calls import settle
 from .policy import ExitMeaning, exit_meaning

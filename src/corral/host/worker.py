@@ -12,7 +12,6 @@ import asyncio
 import functools
 import itertools
 import logging
-import sys
 import threading
 import time
 from collections import deque
@@ -35,7 +34,7 @@ from ..protocol.framing import DEFAULT_MAX_FRAME
 from ..protocol.shm import DEFAULT_THRESHOLD
 from ..protocol.values import args_to_wire, to_wire
 from . import registry, signals
-from .caller import CallKind, CallOptions, CallSurface, EventCallback, Usage, check_positive
+from .caller import CallKind, CallOptions, CallSurface, Usage, check_positive
 from .calls import AsyncCallFuture, AsyncCallStream, BlockingCall, CallFuture, CallStream
 from .connection import Connection
 from .launch import HELLO_TIMEOUT, LaunchSpec, describe_target, launch, setup_error, target_spec
@@ -53,7 +52,6 @@ from .supervision import (
     Supervisor,
     WorkerState,
     _Deferred,
-    _fail_sinks,
 )
 from .supervisor import Crash, CrashHistory, restart_policy
 from .timers import timers

@@ -34,8 +34,15 @@ import msgspec
 
 from ..exceptions import InvalidState, SetupError
 from .discovery import Discovered, Plugin, discover
-from .errors import (ConfigError, EnvironmentBuildError, InsufficientResources, PluginBusy,
-                     PluginError, PluginNotFound, PluginNotLoaded)
+from .errors import (
+    ConfigError,
+    EnvironmentBuildError,
+    InsufficientResources,
+    PluginBusy,
+    PluginError,
+    PluginNotFound,
+    PluginNotLoaded,
+)
 from .manifest import Resources
 from .resources import Holding, ResourceMonitor
 

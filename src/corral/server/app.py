@@ -25,8 +25,8 @@ from .access import PREDICTION_ID
 from .auth import BearerAuth, check_binding
 from .drain import MESSAGE as DRAINING, Drain, draining_server
 from .files import DEFAULT_INLINE_MAX, FileInputError, Files, Workspace, file_fields
-from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .instrument import Instrument
+from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .metrics import CONTENT_TYPE, Metrics
 from .predictions import EVENTS, Prediction, Predictions, now_iso
 from .retention import DEFAULT_MAX_RECORDS, DEFAULT_SECONDS, Retention

@@ -35,8 +35,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..exceptions import Cancelled, QueueFull
 from .._jsonable import jsonable
+from ..exceptions import Cancelled, QueueFull
 from .retention import Retention
 
 if TYPE_CHECKING:

@@ -19,12 +19,11 @@ import queue
 import threading
 import time
 from collections import deque
+from threading import get_ident
 from typing import Any, Callable
 
 from ..protocol import messages as m
 from ..protocol.values import PLAIN_TYPES, to_wire
-from threading import get_ident
-
 from .cancel import CallCancelled, cancel, leave_user_code
 from .capture import Capture
 from .errors import error_info
