@@ -279,7 +279,7 @@ class Predictions:
                 except Exception as exc:  # noqa: BLE001 - an output file that cannot be sent
                     pred.finish("failed", error=exc)
                     return
-            pred.finish("succeeded", value, run_time=getattr(fut, "run_time", None))
+            pred.finish("succeeded", value, run_time=fut.run_time)
 
     async def _follow_stream(self, pred: Prediction, stream: Any) -> None:
         try:
