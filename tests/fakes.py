@@ -25,7 +25,7 @@ from corral.exceptions import (
     WorkerUnavailable,
 )
 from corral.host.caller import CallKind, CallOptions, CallSurface, Usage
-from corral.host.calls import CallFuture, CallStream, settle
+from corral.host.calls import AsyncCallFuture, AsyncCallStream, CallFuture, CallStream, settle
 from corral.host.supervisor import Crash
 from corral.host.timers import timers
 from corral.host.worker import Health, Stats
@@ -124,11 +124,17 @@ class FakeRunner(CallSurface):
             raise InvalidState(f"the runner is {self._state}; no more calls can be made")
         info = self.method_info(method)
         call_id = next(self._ids)
-        if kind.streams:
-            sink: Any = CallStream(call_id, method, info.streams, options.on_event,
-                                   events=kind.events)
+        on_event = options.on_event
+        if kind is CallKind.ASUBMIT:
+            sink: Any = AsyncCallFuture(call_id, method, info.streams, on_event,
+                                        asyncio.get_running_loop())
+        elif kind is CallKind.ASTREAM or kind is CallKind.AWATCH:
+            sink = AsyncCallStream(call_id, method, info.streams, on_event,
+                                   asyncio.get_running_loop(), events=kind.events)
+        elif kind.streams:
+            sink = CallStream(call_id, method, info.streams, on_event, events=kind.events)
         else:
-            sink = CallFuture(call_id, method, info.streams, options.on_event)
+            sink = CallFuture(call_id, method, info.streams, on_event)
         sink.worker = self
         sink._owner = self  # who cancel() asks (the CallRecord protocol)
         timeout = self.timeout_for(options)
@@ -140,8 +146,6 @@ class FakeRunner(CallSurface):
         self._start_ready()
         if kind is CallKind.CALL:
             return sink.result()
-        if kind is CallKind.ASUBMIT:
-            return asyncio.wrap_future(sink)
         return sink
 
     def _start_ready(self) -> None:
