@@ -400,7 +400,7 @@ class PluginManager:
         finally:
             with self._lock:
                 self._loading.pop(name, None)
-        entry = _Loaded(plugin, worker, config, worker.python, hold=hold)
+        entry = _Loaded(plugin, worker, config, getattr(env, "python", None), hold=hold)
         with self._lock:
             if self._closed:  # closed while it started
                 entry.stop(self.stop_grace)
