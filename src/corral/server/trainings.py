@@ -12,7 +12,7 @@ without a train method answers 404 here.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,11 +24,14 @@ from .files import FileInputError, file_fields
 from .jsonbody import NonFiniteNumber, strict_json
 from .predictions import EVENTS, MAX_ID_LENGTH, Predictions
 
+if TYPE_CHECKING:
+    from ..host.caller import Runner
+
 
 class Trainings:
     """The /trainings routes of one app."""
 
-    def __init__(self, runner: Any, files: Any, webhooks: Any, retention: Any,
+    def __init__(self, runner: Runner, files: Any, webhooks: Any, retention: Any,
                  not_ready: Any, train_mode: bool = False, retry_after: int = 1,
                  max_log_bytes: int | None = None):
         self.runner = runner
