@@ -351,14 +351,14 @@ def create_app(runner: Runner, *, token: str | None = None, host: str | None = "
     async def openapi_json(request: Request) -> Response:
         info = schemas = None
         with contextlib.suppress(Exception):
-            info = service._methods().get(service.method)
+            info = runner.methods.get(service.method)
         with contextlib.suppress(Exception):  # not ready yet: an open Input for now
             schemas = await method_schemas()
         train = None
         with contextlib.suppress(Exception):
             method = trainings.method()
             if method is not None:
-                train = (service._methods().get(method), await trainings.schema())
+                train = (runner.methods.get(method), await trainings.schema())
         return JSONResponse(openapi(info, schemas, title=runner.target_name,
                                     train=train))
 

@@ -23,6 +23,7 @@ from .cogwire import masked, secret_fields
 from .files import FileInputError, file_fields
 from .jsonbody import NonFiniteNumber, strict_json
 from .predictions import EVENTS, MAX_ID_LENGTH, Predictions
+from .webhook_urls import WebhookRefused
 
 if TYPE_CHECKING:
     from ..host.caller import Runner
@@ -39,6 +40,7 @@ class Trainings:
         self.service = Predictions(runner, method="train", retention=retention, files=files,
                                    max_log_bytes=max_log_bytes)
         self.service.on_create.append(webhooks.attach)
+        self.webhooks = webhooks
         self.not_ready = not_ready
         self.train_mode = train_mode
         self.retry_after = retry_after
@@ -48,7 +50,7 @@ class Trainings:
     def method(self) -> str | None:
         """``train``, or ``predict`` in train mode for a function target; None: no training."""
         try:
-            methods = self.service._methods()
+            methods = self.runner.methods
         except Exception:  # noqa: BLE001 - not started yet
             return None
         if "train" in methods:
@@ -119,6 +121,12 @@ class Trainings:
             return _invalid(problems)
         tid = tid or body.get("id")
         existing = self.service.get(tid) if tid else None
+        if body.get("webhook") is not None and existing is None:
+            try:  # the prediction routes' check: public addresses only (webhook_urls.py)
+                await self.webhooks.policy.resolve(body["webhook"])
+            except WebhookRefused as exc:
+                return _invalid([{"loc": ["body", "webhook"], "type": "value_error",
+                                  "msg": str(exc)}])
         if existing is not None:  # idempotent: the same training, never run twice
             return JSONResponse(existing.to_json(), status_code=202)
         inp = body.get("input") or {}
