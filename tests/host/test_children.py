@@ -1,0 +1,159 @@
+"""What a model starts dies with its worker, however it was started and however the worker
+ends: every kind of child of tests/fixtures/children.py (same group, plain fork, double fork,
+new session and its child, daemon) after ``stop()``, a crash and its restart, a SIGKILL of the
+worker, a recycle, and a SIGKILL of the host process (alone, or with its process group).
+The keeper that does it (corral/worker/keeper.py) is gone too."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+import corral
+from conftest import fixture_ref, wait_until
+
+PARENT = fixture_ref("children:Parent")
+KINDS = {"same group", "plain fork", "double fork", "daemon", "new session",
+         "new session's child"}
+
+HOST = textwrap.dedent("""
+    import json, sys
+    import corral, psutil
+
+    w = corral.Worker(sys.argv[1]).start()
+    pids = w.call("spawn")
+    pids["worker"] = w.pid
+    pids["keeper"] = psutil.Process(w.pid).ppid()
+    print(json.dumps(pids), flush=True)
+    sys.stdin.readline()  # the test kills us
+""")
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def left(pids: dict[str, int]) -> dict[str, int]:
+    return {kind: pid for kind, pid in pids.items() if not gone(pid)}
+
+
+def wait_all_gone(pids: dict[str, int], after: str) -> None:
+    try:
+        wait_until(lambda: not left(pids), what=f"every process to end after {after}")
+    except AssertionError:
+        raise AssertionError(f"left after {after}: {left(pids)}") from None
+
+
+def spawn(w: corral.Worker) -> dict[str, int]:
+    """Every kind of child, and the worker's keeper, all running."""
+    pids = w.call("spawn")
+    assert set(pids) == KINDS
+    keeper = psutil.Process(w.pid).ppid()
+    assert keeper != os.getpid(), "the worker does not run under a keeper"
+    pids["keeper"] = keeper
+    assert left(pids) == pids
+    # Each one where the kind says: not the worker's children any more, not in its group.
+    worker_group = os.getpgid(w.pid)
+    assert os.getpgid(pids["same group"]) == worker_group
+    for kind in ("new session", "new session's child", "daemon"):
+        assert os.getsid(pids[kind]) != os.getsid(w.pid), kind
+    for kind in ("double fork", "daemon"):
+        assert psutil.Process(pids[kind]).ppid() == keeper, kind
+    return pids
+
+
+def test_nothing_is_left_once_stop_returns():
+    w = corral.Worker(PARENT, restart=False).start()
+    try:
+        pids = spawn(w)
+    finally:
+        w.stop()
+    assert left(pids) == {}  # stop() returns once the keeper has reaped them all
+
+
+@pytest.mark.parametrize("how", ["os._exit", "SIGKILL"])
+def test_nothing_is_left_after_the_worker_dies_and_is_restarted(how):
+    with corral.Worker(PARENT, restart=corral.Restart(backoff=0.0)) as w:
+        first = w.pid
+        pids = spawn(w)
+        if how == "os._exit":
+            with pytest.raises(corral.WorkerCrashed):
+                w.call("exit_now", 3)
+        else:
+            os.kill(w.pid, signal.SIGKILL)
+        wait_all_gone(pids, f"the worker's {how}")
+        wait_until(lambda: w.state == "ready" and w.pid != first, what="the restart")
+        assert w.call("pid") == w.pid
+        assert w.crashes[-1].exitcode == (3 if how == "os._exit" else -signal.SIGKILL)
+        again = spawn(w)
+    assert left(again) == {}
+
+
+def test_nothing_is_left_after_a_recycle():
+    with corral.Worker(PARENT, max_calls=1) as w:
+        first = w.pid
+        pids = spawn(w)
+        wait_until(lambda: w.state == "ready" and w.pid != first, what="the recycle")
+        assert left(pids) == {}  # the old process is reaped before the new one starts
+
+
+def test_nothing_is_left_after_stop_has_to_sigkill_the_worker(tmp_path):
+    # The worker ignores SIGTERM and cannot act on the shutdown: stop() ends with SIGKILL.
+    w = corral.Worker(PARENT, restart=False).start()
+    path = tmp_path / "pids"
+    try:
+        keeper = psutil.Process(w.pid).ppid()
+        fut = w.submit("stubborn", str(path))
+        wait_until(path.exists, what="the children to start")
+        pids = json.loads(path.read_text())
+        assert left(pids) == pids
+    finally:
+        w.stop(grace=0.1)
+    assert left({**pids, "keeper": keeper}) == {}
+    with pytest.raises(corral.WorkerCrashed):
+        fut.result(5)
+
+
+@pytest.mark.parametrize("how", ["the host alone", "the host's process group"])
+def test_nothing_is_left_after_the_host_is_sigkilled(tmp_path, how):
+    script = tmp_path / "host.py"
+    script.write_text(HOST)
+    host = subprocess.Popen([sys.executable, str(script), PARENT], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        pids = json.loads(host.stdout.readline())
+        assert set(pids) == KINDS | {"worker", "keeper"}
+        assert left(pids) == pids
+        if how == "the host alone":
+            host.kill()
+        else:  # the keeper is in a session of its own: a group kill does not reach it
+            os.killpg(host.pid, signal.SIGKILL)
+        assert host.wait(30) == -signal.SIGKILL
+        wait_all_gone(pids, f"a SIGKILL of {how}")
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+        host.stdin.close()
+        host.stdout.close()
+
+
+def test_the_keeper_holds_nothing_but_its_socket():
+    with corral.Worker(PARENT) as w:
+        keeper = psutil.Process(psutil.Process(w.pid).ppid())
+        fds = sorted(os.readlink(f"/proc/{keeper.pid}/fd/{n}")
+                     for n in os.listdir(f"/proc/{keeper.pid}/fd"))
+        # stdin, stdout (/dev/null), stderr (the host's pipe), its socket to the host, and
+        # the self-pipe its signal handlers wake it through.
+        assert [f.split(":")[0] for f in fds] == ["/dev/null", "/dev/null", "pipe", "pipe",
+                                                  "pipe", "socket"]
+        assert keeper.children() == [psutil.Process(w.pid)]
