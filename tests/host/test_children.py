@@ -2,7 +2,9 @@
 ends: every kind of child of tests/fixtures/children.py (same group, plain fork, double fork,
 new session and its child, daemon) after ``stop()``, a crash and its restart, a SIGKILL of the
 worker, a recycle, and a SIGKILL of the host process (alone, or with its process group).
-The keeper that does it (corral/worker/keeper.py) is gone too."""
+The keeper that does it (corral/worker/keeper.py) is gone too. The keeper starts as a fork
+of the worker's interpreter and execs a bare one after SLIM_AFTER_S: the main endings are
+tested in both stages."""
 
 import json
 import os
@@ -18,17 +20,23 @@ import corral
 from conftest import fixture_ref, wait_until
 
 PARENT = fixture_ref("children:Parent")
+STAGES = ["forked", "exec'd"]
 KINDS = {"same group", "plain fork", "double fork", "daemon", "new session",
          "new session's child"}
 
 HOST = textwrap.dedent("""
-    import json, sys
+    import json, sys, time
     import corral, psutil
 
     w = corral.Worker(sys.argv[1]).start()
     pids = w.call("spawn")
     pids["worker"] = w.pid
-    pids["keeper"] = psutil.Process(w.pid).ppid()
+    pids["keeper"] = keeper = psutil.Process(w.pid).ppid()
+    if sys.argv[2] == "exec'd":
+        deadline = time.monotonic() + 10
+        while "keeper.py" not in " ".join(psutil.Process(keeper).cmdline()):
+            assert time.monotonic() < deadline, "the keeper did not exec"
+            time.sleep(0.01)
     print(json.dumps(pids), flush=True)
     sys.stdin.readline()  # the test kills us
 """)
@@ -52,13 +60,19 @@ def wait_all_gone(pids: dict[str, int], after: str) -> None:
         raise AssertionError(f"left after {after}: {left(pids)}") from None
 
 
-def spawn(w: corral.Worker) -> dict[str, int]:
-    """Every kind of child, and the worker's keeper, all running."""
+def execd(keeper: int) -> bool:
+    return "keeper.py" in " ".join(psutil.Process(keeper).cmdline())
+
+
+def spawn(w: corral.Worker, stage: str = "forked") -> dict[str, int]:
+    """Every kind of child, and the worker's keeper, all running; the keeper in ``stage``."""
     pids = w.call("spawn")
     assert set(pids) == KINDS
     keeper = psutil.Process(w.pid).ppid()
     assert keeper != os.getpid(), "the worker does not run under a keeper"
     pids["keeper"] = keeper
+    if stage == "exec'd":
+        wait_until(lambda: execd(keeper), what="the keeper to exec")
     assert left(pids) == pids
     # Each one where the kind says: not the worker's children any more, not in its group.
     worker_group = os.getpgid(w.pid)
@@ -70,20 +84,22 @@ def spawn(w: corral.Worker) -> dict[str, int]:
     return pids
 
 
-def test_nothing_is_left_once_stop_returns():
+@pytest.mark.parametrize("stage", STAGES)
+def test_nothing_is_left_once_stop_returns(stage):
     w = corral.Worker(PARENT, restart=False).start()
     try:
-        pids = spawn(w)
+        pids = spawn(w, stage)
     finally:
         w.stop()
     assert left(pids) == {}  # stop() returns once the keeper has reaped them all
 
 
-@pytest.mark.parametrize("how", ["os._exit", "SIGKILL"])
-def test_nothing_is_left_after_the_worker_dies_and_is_restarted(how):
+@pytest.mark.parametrize("how, stage", [("os._exit", "forked"), ("SIGKILL", "forked"),
+                                        ("SIGKILL", "exec'd")])
+def test_nothing_is_left_after_the_worker_dies_and_is_restarted(how, stage):
     with corral.Worker(PARENT, restart=corral.Restart(backoff=0.0)) as w:
         first = w.pid
-        pids = spawn(w)
+        pids = spawn(w, stage)
         if how == "os._exit":
             with pytest.raises(corral.WorkerCrashed):
                 w.call("exit_now", 3)
@@ -122,11 +138,13 @@ def test_nothing_is_left_after_stop_has_to_sigkill_the_worker(tmp_path):
         fut.result(5)
 
 
-@pytest.mark.parametrize("how", ["the host alone", "the host's process group"])
-def test_nothing_is_left_after_the_host_is_sigkilled(tmp_path, how):
+@pytest.mark.parametrize("how, stage", [("the host alone", "forked"),
+                                        ("the host alone", "exec'd"),
+                                        ("the host's process group", "forked")])
+def test_nothing_is_left_after_the_host_is_sigkilled(tmp_path, how, stage):
     script = tmp_path / "host.py"
     script.write_text(HOST)
-    host = subprocess.Popen([sys.executable, str(script), PARENT], stdin=subprocess.PIPE,
+    host = subprocess.Popen([sys.executable, str(script), PARENT, stage], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
@@ -147,13 +165,36 @@ def test_nothing_is_left_after_the_host_is_sigkilled(tmp_path, how):
         host.stdout.close()
 
 
-def test_the_keeper_holds_nothing_but_its_socket():
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_keeper_holds_nothing_but_its_socket(stage):
+    def holds() -> list[str]:
+        found = []
+        for n in os.listdir(f"/proc/{keeper.pid}/fd"):
+            try:
+                found.append(os.readlink(f"/proc/{keeper.pid}/fd/{n}").split(":")[0])
+            except FileNotFoundError:
+                pass  # (a file the interpreter read as it started)
+        return sorted(found)
+
+    # stdin, stdout (/dev/null), stderr (the host's pipe), its socket to the host, and the
+    # self-pipe its signal handlers wake it through.
+    expected = ["/dev/null", "/dev/null", "pipe", "pipe", "pipe", "socket"]
     with corral.Worker(PARENT) as w:
         keeper = psutil.Process(psutil.Process(w.pid).ppid())
-        fds = sorted(os.readlink(f"/proc/{keeper.pid}/fd/{n}")
-                     for n in os.listdir(f"/proc/{keeper.pid}/fd"))
-        # stdin, stdout (/dev/null), stderr (the host's pipe), its socket to the host, and
-        # the self-pipe its signal handlers wake it through.
-        assert [f.split(":")[0] for f in fds] == ["/dev/null", "/dev/null", "pipe", "pipe",
-                                                  "pipe", "socket"]
+        if stage == "exec'd":  # (and done starting over: the fds come as it does)
+            wait_until(lambda: execd(keeper.pid) and holds() == expected,
+                       what="the keeper to exec")
+        assert holds() == expected
         assert keeper.children() == [psutil.Process(w.pid)]
+
+
+def test_a_sigkilled_keeper_takes_its_worker_along():
+    # The limit of the design: what the worker detached survives a SIGKILL of the keeper
+    # itself; the worker does not (PR_SET_PDEATHSIG), and is restarted as after a crash.
+    with corral.Worker(PARENT, restart=corral.Restart(backoff=0.0)) as w:
+        first = w.pid
+        os.kill(psutil.Process(first).ppid(), signal.SIGKILL)
+        wait_until(lambda: gone(first), what="the worker to end with its keeper")
+        wait_until(lambda: w.state == "ready" and w.pid != first, what="the restart")
+        assert w.call("pid") == w.pid
+        assert w.crashes[-1].signal_name == "SIGKILL"

@@ -12,10 +12,12 @@ descendant it has, reaps them, and exits with the worker's own exit status, so t
 host's ``Popen.wait()`` says how the worker ended and returns only once nothing is left.
 
 The keeper forwards SIGTERM to the worker (``Popen.terminate()``), ignores SIGINT and reaps
-orphans as they end (no zombies pile up). Right after the fork it execs a bare interpreter on
-this file (``python -I -S keeper.py``: the stdlib only), so that it holds a few MiB of its
-own instead of the copy-on-write originals of every page the worker goes on to write; the
-subreaper mark, PR_SET_PDEATHSIG and the blocked signals (with any pending) carry across.
+orphans as they end (no zombies pile up). Forked from the worker's interpreter, it costs no
+start of its own, but it keeps the copy-on-write original of every page the worker goes on
+to write; so once the worker has run SLIM_AFTER_S, it execs a bare interpreter on this file
+(``python -I -S keeper.py``: the stdlib only) and holds a few MiB of its own from then on.
+The subreaper mark, PR_SET_PDEATHSIG, its socket, its children and the blocked signals (with
+any pending) carry across the exec.
 
 Limits: a process started *outside* the tree on the model's behalf (``systemd-run``, ``at``,
 a D-Bus activated service, a container daemon) is not a descendant; a descendant running as
@@ -37,7 +39,12 @@ import sys
 import time
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
+
+#: How long after the fork the keeper execs a bare interpreter (after the worker's start,
+#: which it would otherwise slow down, for most targets).
+SLIM_AFTER_S = 1.0
 
 #: How long the keeper keeps trying to end descendants that refuse to die (another user's
 #: processes; a process in uninterruptible sleep) before it exits and leaves them.
@@ -53,7 +60,7 @@ def _prctl(option: int, arg: object) -> bool:
 
     if isinstance(arg, int):
         arg = ctypes.c_ulong(arg)
-    zero = ctypes.c_ulong(0)
+    zero = ctypes.c_ulong(0)  # (a bare int would go as a C int)
     try:
         return ctypes.CDLL(None).prctl(option, arg, zero, zero, zero) == 0
     except (OSError, AttributeError):
@@ -93,13 +100,11 @@ def split(keeper_fd: int, host_pid: int, worker_fds: tuple[int, ...]) -> int:
     try:
         for fd in worker_fds:
             os.close(fd)
-        if os.path.exists(__file__):
-            try:
-                os.execv(sys.executable, [sys.executable, "-I", "-S", __file__,
-                                          str(keeper_fd), str(host_pid), str(worker_pid)])
-            except OSError:
-                pass  # keep in this process, as it is
-        _keep(keeper_fd, host_pid, worker_pid)
+        import ctypes
+
+        # Its name in ps/top until the exec gives it a command line of its own.
+        _prctl(PR_SET_NAME, ctypes.create_string_buffer(b"corral-keeper"))
+        _keep(keeper_fd, host_pid, worker_pid, slim=True)
     finally:
         os._exit(70)  # (only if _keep itself failed: it exits with the worker's status)
 
@@ -112,7 +117,8 @@ def _report(keeper_fd: int) -> None:
 
 
 class _Keeper:
-    def __init__(self, host_fd: int, host_pid: int, worker_pid: int):
+    def __init__(self, host_fd: int, host_pid: int, worker_pid: int, slim: bool):
+        self.slim_at = time.monotonic() + SLIM_AFTER_S if slim else None
         self.host_fd = host_fd
         self.host_pid = host_pid
         self.worker_pid = worker_pid
@@ -177,9 +183,35 @@ class _Keeper:
                 except ProcessLookupError:
                     pass
             self.pending.discard(signal.SIGCHLD)
-            ready = self._wait([self.host_fd, self.wake_r], None)
+            timeout = None if self.slim_at is None else max(0.0, self.slim_at - time.monotonic())
+            ready = self._wait([self.host_fd, self.wake_r], timeout)
             if self.host_fd in ready and self.host_gone():
                 return
+            if not ready and self.slim_at is not None:
+                self.slim()
+
+    def slim(self) -> None:
+        """Exec a bare interpreter to go on as the keeper there; on failure, go on here."""
+        self.slim_at = None
+        if not os.path.exists(__file__):
+            return
+        # Blocked across the exec: what arrives meanwhile waits for the new image's handlers.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        try:  # a signal caught but not handled yet would be lost: then later
+            tripped = os.read(self.wake_r, 64)
+        except BlockingIOError:
+            tripped = b""
+        self.reap()
+        if tripped or self.status is not None or self.pending - {signal.SIGCHLD}:
+            self.slim_at = time.monotonic() + 0.1
+        else:
+            try:
+                os.execv(sys.executable, [sys.executable, "-I", "-S", __file__,
+                                          str(self.host_fd), str(self.host_pid),
+                                          str(self.worker_pid)])
+            except OSError:
+                pass  # go on in this process
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
 
     def end_all(self) -> None:
         """SIGKILL every descendant, again as orphans come back to us, until none is left
@@ -221,9 +253,9 @@ class _Keeper:
         os._exit(os.waitstatus_to_exitcode(status))
 
 
-def _keep(host_fd: int, host_pid: int, worker_pid: int) -> None:
+def _keep(host_fd: int, host_pid: int, worker_pid: int, slim: bool = False) -> None:
     gc.disable()  # nothing here makes cycles (and, not exec'd, it would copy every page)
-    keeper = _Keeper(host_fd, host_pid, worker_pid)
+    keeper = _Keeper(host_fd, host_pid, worker_pid, slim)
     keeper.watch()
     keeper.end_all()
     keeper.exit_like_the_worker()
