@@ -276,8 +276,8 @@ class WorkerProcess:
         return self.popen.wait()
 
     def kill(self) -> None:
-        """SIGKILL the worker and whatever it started in its process group (a subprocess
-        the model code launched must not outlive it), then reap it."""
+        """SIGKILL the worker and whatever it started (a subprocess the model code launched
+        must not outlive it; see kill_group), then reap it."""
         if os.getpid() != self.host_pid:
             return
         self.kill_group()

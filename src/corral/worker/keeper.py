@@ -195,7 +195,8 @@ class _Keeper:
         self.slim_at = None
         if not os.path.exists(__file__):
             return
-        # Blocked across the exec: what arrives meanwhile waits for the new image's handlers.
+        # Blocked across the exec: what arrives meanwhile waits for the new image's handlers
+        # (SIGINT stays ignored: an ignored signal stays so across exec).
         signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
         try:  # a signal caught but not handled yet would be lost: then later
             tripped = os.read(self.wake_r, 64)
