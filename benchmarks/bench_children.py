@@ -13,7 +13,8 @@ False``: the worker is the host's child, as before the keeper), in the same run:
 * no-op call latency p50: one Worker of each kind, called alternately (a-b, then b-a);
 * memory: the keeper's own RSS and its private part (Private_Clean + Private_Dirty of
   /proc/PID/smaps_rollup: what it adds to the machine; the rest is shared with other
-  processes), next to the idle worker's.
+  processes), next to the idle worker's: once it has exec'd its bare interpreter (after
+  SLIM_AFTER_S), and in its first second, while it is a fork of the worker.
 
 Writes ``children.json`` and ``children.md`` to ``benchmarks/results/``
 (``--smoke``: ``benchmarks/results/smoke/``; or ``--out DIR``).
@@ -35,6 +36,7 @@ import _common as c  # noqa: E402
 
 import corral  # noqa: E402
 from corral.host import process  # noqa: E402
+from corral.worker import keeper as keeper_module  # noqa: E402
 
 TARGETS_FILE = os.path.join(HERE, "targets.py")
 NOOP_REF = f"{TARGETS_FILE}:Noop"
@@ -133,18 +135,39 @@ def private_bytes(pid: int) -> int:
     return total
 
 
-def memory() -> dict[str, Any]:
+def execd(pid: int) -> bool:
+    """The keeper has exec'd and is done starting over: it holds its 6 descriptors again
+    (stdio, its socket, its self-pipe), the last of them opened as it starts watching."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        if b"keeper.py" not in f.read():
+            return False
+    return len(os.listdir(f"/proc/{pid}/fd")) == 6
+
+
+def memory(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The keeper just after the start (a fork of the worker), then once it has exec'd its
+    bare interpreter and the worker has answered ``lat_calls`` calls."""
     with corral.Worker(NOOP_REF) as w:
         w.call("noop")
         keeper = w._proc.keeper_pid
-        out = {
+        out: dict[str, Any] = {"forked_keeper_private_mib": private_bytes(keeper) / MIB,
+                               "forked_keeper_rss_mib": c.proc_memory(keeper)["VmRSS"] / MIB}
+        deadline = time.monotonic() + 10 * keeper_module.SLIM_AFTER_S
+        while not execd(keeper):  # (no event to wait on: another process's state)
+            if time.monotonic() > deadline:
+                raise RuntimeError("the keeper did not exec")
+            time.sleep(0.01)
+        for _ in range(cfg["lat_calls"]):
+            w.call("noop")
+        out.update({
             "keeper_rss_mib": c.proc_memory(keeper)["VmRSS"] / MIB,
             "keeper_private_mib": private_bytes(keeper) / MIB,
             "worker_rss_mib": c.proc_memory(w.pid)["VmRSS"] / MIB,
             "worker_private_mib": private_bytes(w.pid) / MIB,
-        }
+        })
     log(f"  keeper: RSS {out['keeper_rss_mib']:.1f} MiB, private "
-        f"{out['keeper_private_mib']:.1f} MiB")
+        f"{out['keeper_private_mib']:.1f} MiB (forked: {out['forked_keeper_rss_mib']:.1f}, "
+        f"{out['forked_keeper_private_mib']:.1f})")
     return out
 
 
@@ -169,6 +192,9 @@ def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
             f"<= {TARGET_PRIVATE_MIB:g} MiB", mem["keeper_private_mib"] <= TARGET_PRIVATE_MIB),
         row("keeper RSS", "MiB", mem["keeper_rss_mib"], "idle worker", mem["worker_rss_mib"],
             c.ratio(mem["keeper_rss_mib"], mem["worker_rss_mib"])),
+        row(f"keeper private memory in its first {keeper_module.SLIM_AFTER_S:g} s (a fork)",
+            "MiB", mem["forked_keeper_private_mib"], "idle worker", mem["worker_private_mib"],
+            c.ratio(mem["forked_keeper_private_mib"], mem["worker_private_mib"])),
     ]
 
 
@@ -208,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     log("no-op latency")
     results["latency"] = latency(cfg)
     log("memory")
-    results["memory"] = memory()
+    results["memory"] = memory(cfg)
     results["leftover_children"] = c.leftover_children(log)
     meta["wall_s"] = time.perf_counter() - t_start
     results["rows"] = table_rows(results)
