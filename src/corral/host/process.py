@@ -187,8 +187,8 @@ class WorkerProcess:
                 self.pid = worker_pid
         #: The keeper's pid, when the worker runs under one.
         self.keeper_pid = self.popen.pid if self.keeper is not None else None
-        try:  # (Linux >= 5.3) readable once the process has exited
-            self._pidfd: int | None = os.pidfd_open(self.pid)
+        try:  # (Linux >= 5.3) readable once the process (the keeper: last) has exited
+            self._pidfd: int | None = os.pidfd_open(self.popen.pid)
         except (AttributeError, OSError):
             self._pidfd = None
         _live.add(self)

@@ -279,7 +279,8 @@ def _setup_sink() -> Any:
 
 
 _USAGE = ("usage: python -m corral.worker --control-fd N --data-fd N --fds-fd N --parent-pid N "
-          "[--max-frame N] [--die-with-parent] [--keeper-fd N]  (started by corral's host, not by hand)")
+          "[--max-frame N] [--die-with-parent] [--keeper-fd N]  (started by corral's host, "
+          "not by hand)")
 
 
 def _parse(argv: list[str]) -> dict[str, Any]:
