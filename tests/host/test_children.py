@@ -198,3 +198,20 @@ def test_a_sigkilled_keeper_takes_its_worker_along():
         wait_until(lambda: w.state == "ready" and w.pid != first, what="the restart")
         assert w.call("pid") == w.pid
         assert w.crashes[-1].signal_name == "SIGKILL"
+
+
+def test_without_a_keeper_what_shares_the_workers_group_still_dies(monkeypatch):
+    # Elsewhere than Linux (and for the benchmark's baseline) there is no keeper: the worker
+    # is the host's child, and only its process group is killed with it.
+    from corral.host import process
+
+    monkeypatch.setattr(process, "KEEPER", False)
+    w = corral.Worker(PARENT, restart=False).start()
+    try:
+        assert psutil.Process(w.pid).ppid() == os.getpid()
+        pids = w.call("spawn")
+    finally:
+        w.stop()
+    assert gone(pids["same group"]) and gone(pids["plain fork"])
+    for pid in left(pids).values():  # the rest escaped, as they would have before
+        psutil.Process(pid).kill()
