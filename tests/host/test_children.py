@@ -215,3 +215,31 @@ def test_without_a_keeper_what_shares_the_workers_group_still_dies(monkeypatch):
     assert gone(pids["same group"]) and gone(pids["plain fork"])
     for pid in left(pids).values():  # the rest escaped, as they would have before
         psutil.Process(pid).kill()
+
+
+def test_a_host_with_more_than_1024_descriptors_gets_a_keeper_too():
+    # The keeper's socket keeps its number from the host: select() could not wait on it.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1100
+    if hard != resource.RLIM_INFINITY and hard < want + 64:
+        pytest.skip(f"the hard limit on open files ({hard}) is below {want + 64}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want + 64), hard))
+    held = []
+    try:
+        null = os.open(os.devnull, os.O_RDONLY)
+        held.append(null)
+        while held[-1] < want:
+            held.append(os.dup(null))
+        w = corral.Worker(PARENT, restart=False).start()
+        try:
+            assert w._proc.keeper.fileno() > 1023
+            pids = spawn(w)
+        finally:
+            w.stop()
+        assert left(pids) == {}
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

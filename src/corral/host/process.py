@@ -179,7 +179,12 @@ class WorkerProcess:
         #: The worker's pid (under its keeper, or the started process itself).
         self.pid = self.popen.pid
         if self.keeper is not None:
-            worker_pid = self._await_worker_pid(self.keeper)
+            try:
+                worker_pid = self._await_worker_pid(self.keeper)
+            except BaseException:  # (a KeyboardInterrupt): the end of its sockets ends it
+                for s in (control_host, data_host, fds_host, keeper_host):
+                    s.close()
+                raise
             if worker_pid is None:  # no keeper: the process is the worker (or broke)
                 self.keeper.close()
                 self.keeper = None
@@ -202,12 +207,15 @@ class WorkerProcess:
         Hello came first (a worker that does not know keepers), it ended, it said nothing
         for KEEPER_TIMEOUT (the Hello's own timeout then applies), or it wrote garbage."""
         deadline = time.monotonic() + KEEPER_TIMEOUT
+        poller = select.poll()  # (not select(): a busy host's descriptors may pass 1023)
+        poller.register(keeper, select.POLLIN)
+        poller.register(self.control, select.POLLIN)
         said = b""
         while not said.endswith(b"\n"):
-            left = deadline - time.monotonic()
+            left = max(0.0, deadline - time.monotonic())
             try:
-                ready = select.select([keeper, self.control], [], [], max(0.0, left))[0]
-                if keeper not in ready:
+                ready = {fd for fd, _ in poller.poll(left * 1000)}
+                if keeper.fileno() not in ready:
                     return None  # a Hello without a pid first, or silence
                 chunk = keeper.recv(32)
             except OSError:

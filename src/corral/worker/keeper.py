@@ -137,7 +137,11 @@ class _Keeper:
         self.pending.add(signum)
 
     def _wait(self, fds: list[int], timeout: float | None) -> list[int]:
-        ready = select.select(fds, [], [], timeout)[0]
+        # poll, not select: the socket keeps the number it had in the host, maybe > 1023.
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        ready = [fd for fd, _ in poller.poll(None if timeout is None else timeout * 1000)]
         if self.wake_r in ready:
             try:
                 while os.read(self.wake_r, 64):
