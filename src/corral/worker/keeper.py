@@ -151,16 +151,28 @@ class _Keeper:
         return ready
 
     def reap(self) -> bool:
-        """Reap every child that ended; False once there is no child left at all."""
+        """Reap every child that ended; False once there is no child left at all. The
+        worker's process group is killed as the worker is found dead, before it is reaped:
+        while it is a zombie its pid, the group's id, cannot be anyone else's."""
         while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+            try:  # (look first, reap after)
+                ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return False
-            if pid == 0:
+            if ended is None:
                 return True
+            if ended.si_pid == self.worker_pid:
+                self.kill_group()
+            pid, status = os.waitpid(ended.si_pid, 0)  # (it has ended: at once)
             if pid == self.worker_pid:
                 self.status = status
+
+    def kill_group(self) -> None:
+        """SIGKILL the worker's process group (not after the worker is reaped)."""
+        try:
+            os.killpg(self.worker_pid, signal.SIGKILL)
+        except OSError:
+            pass
 
     def host_gone(self) -> bool:
         try:
@@ -223,6 +235,8 @@ class _Keeper:
         (or only ones that refuse to die, for GIVE_UP_S)."""
         me = os.getpid()
         deadline = time.monotonic() + GIVE_UP_S
+        if self.status is None:  # the worker's group (what it did not detach; no /proc)
+            self.kill_group()
         while self.reap():
             for pid in descendants(me):
                 try:
