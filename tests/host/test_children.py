@@ -95,7 +95,7 @@ def test_nothing_is_left_once_stop_returns(stage):
 
 
 @pytest.mark.parametrize("how, stage", [("os._exit", "forked"), ("SIGKILL", "forked"),
-                                        ("SIGKILL", "exec'd")])
+                                        ("SIGKILL", "exec'd"), ("killpg(0)", "forked")])
 def test_nothing_is_left_after_the_worker_dies_and_is_restarted(how, stage):
     with corral.Worker(PARENT, restart=corral.Restart(backoff=0.0)) as w:
         first = w.pid
@@ -103,6 +103,9 @@ def test_nothing_is_left_after_the_worker_dies_and_is_restarted(how, stage):
         if how == "os._exit":
             with pytest.raises(corral.WorkerCrashed):
                 w.call("exit_now", 3)
+        elif how == "killpg(0)":  # the model kills its own group: the keeper is not in it
+            with pytest.raises(corral.WorkerCrashed):
+                w.call("kill_my_group")
         else:
             os.kill(w.pid, signal.SIGKILL)
         wait_all_gone(pids, f"the worker's {how}")
