@@ -3,7 +3,10 @@
 Threads: the main thread reads the data socket and runs sync calls inline when there is one
 slot; ``corral-control`` reads the control socket (reload, ping, cancel, shutdown; its end of stream
 means the host is gone, and the worker exits at once); ``corral-capture`` forwards fd-level
-output. The worker also asks the kernel to kill it when its parent dies (Linux).
+output. The worker also asks the kernel to kill it when its parent dies (Linux). On Linux the
+process the host starts first splits in two (keeper.py): the parent stays as the keeper,
+which ends whatever the worker started when the worker or the host ends; the child is the
+worker, and its parent (the one it dies with) is the keeper.
 """
 
 from __future__ import annotations
@@ -271,18 +274,21 @@ def _setup_sink() -> Any:
 
 
 _USAGE = ("usage: python -m corral.worker --control-fd N --data-fd N --fds-fd N --parent-pid N "
-          "[--max-frame N] [--die-with-parent]  (started by corral's host, not by hand)")
+          "[--max-frame N] [--die-with-parent] [--keeper-fd N]  (started by corral's host, "
+          "not by hand)")
 
 
 def _parse(argv: list[str]) -> dict[str, Any]:
     # Not argparse: it costs milliseconds of import on every worker start.
-    opts: dict[str, Any] = {"max-frame": DEFAULT_MAX_FRAME, "die-with-parent": False}
+    opts: dict[str, Any] = {"max-frame": DEFAULT_MAX_FRAME, "die-with-parent": False,
+                            "keeper-fd": None}
     it = iter(argv)
     for arg in it:
         name = arg[2:] if arg.startswith("--") else None
         if name == "die-with-parent":
             opts[name] = True
-        elif name in ("control-fd", "data-fd", "fds-fd", "parent-pid", "max-frame"):
+        elif name in ("control-fd", "data-fd", "fds-fd", "parent-pid", "max-frame",
+                      "keeper-fd"):
             try:
                 opts[name] = int(next(it))
             except (StopIteration, ValueError):
@@ -297,5 +303,11 @@ def _parse(argv: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     opts = _parse(sys.argv[1:] if argv is None else argv)
-    _die_with_parent(opts["parent-pid"], opts["die-with-parent"])
+    parent = opts["parent-pid"]
+    if opts["keeper-fd"] is not None:  # from here on, this is the worker; its parent keeps
+        from .keeper import split
+
+        parent = split(opts["keeper-fd"], parent,
+                       (opts["control-fd"], opts["data-fd"], opts["fds-fd"]))
+    _die_with_parent(parent, opts["die-with-parent"])
     WorkerProcess(opts["control-fd"], opts["data-fd"], opts["fds-fd"], opts["max-frame"]).run()
