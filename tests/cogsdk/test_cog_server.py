@@ -168,13 +168,14 @@ def test_trainings_are_404_for_a_model_without_train(served):
 
 
 def test_a_training_with_a_webhook_and_respond_async(cog_env):
-    from server.conftest import run_server
+    from server.conftest import LOCAL_HOOKS, run_server
     from server.test_streaming_and_ops import Receiver
 
     receiver = Receiver()
     w = corral.Worker(ref("train:train"), python=cog_env.python, env=cog_env.worker_env)
-    with run_server(receiver.app) as hooks, serving(w, train_mode=True) as srv, \
-            srv.client() as c:
+    # (the receiver is on loopback, which webhooks refuse unless allowed)
+    with run_server(receiver.app) as hooks, \
+            serving(w, train_mode=True, **LOCAL_HOOKS) as srv, srv.client() as c:
         r = c.put("/trainings/w1", headers={"Prefer": "respond-async"},
                   json={"input": {"n": 2}, "webhook": hooks.url + "/hook",
                         "webhook_events_filter": ["completed"]})
