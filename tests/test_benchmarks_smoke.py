@@ -287,3 +287,23 @@ def test_cog_side_by_side_smoke(tmp_path):
     rows = json.loads((tmp_path / "cog_side_by_side.json").read_text())["rows"]
     assert rows and all(r["corral"].startswith(("200", "422")) for r in rows)
     assert "| predictor | request | coglet | corral | same? |" in proc.stdout
+
+
+@pytest.mark.timeout(90)
+def test_bench_children_smoke(tmp_path):
+    """bench_children.py --smoke: cold start, stop and no-op latency with and without the
+    keeper, and the keeper's memory."""
+    data = run_bench(tmp_path, "children", "# corral keeper benchmark", 80)
+    assert data["meta"]["mode"] == "smoke"
+    for key in ("keeper_ms", "bare_ms", "keeper_stop_ms", "bare_stop_ms", "ratio",
+                "stop_ratio"):
+        _positive(data["cold_start"][key], ("cold_start", key))
+    for key in ("keeper_p50_us", "bare_p50_us", "ratio"):
+        _positive(data["latency"][key], ("latency", key))
+    for key in ("keeper_rss_mib", "keeper_private_mib", "worker_rss_mib",
+                "worker_private_mib", "forked_keeper_rss_mib", "forked_keeper_private_mib"):
+        _positive(data["memory"][key], ("memory", key))
+    for row in data["rows"]:
+        assert row["corral"] > 0 and row["baseline"] > 0, row
+    assert len(data["targets"]["met"]) == 3
+    assert data["leftover_children"] == []

@@ -173,9 +173,9 @@ def test_a_training_with_a_webhook_and_respond_async(cog_env):
 
     receiver = Receiver()
     w = corral.Worker(ref("train:train"), python=cog_env.python, env=cog_env.worker_env)
-    # (the receiver is on loopback, which webhooks refuse unless allowed)
     with run_server(receiver.app) as hooks, \
-            serving(w, train_mode=True, **LOCAL_HOOKS) as srv, srv.client() as c:
+            serving(w, train_mode=True, **LOCAL_HOOKS) as srv, \
+            srv.client() as c:
         r = c.put("/trainings/w1", headers={"Prefer": "respond-async"},
                   json={"input": {"n": 2}, "webhook": hooks.url + "/hook",
                         "webhook_events_filter": ["completed"]})

@@ -3,6 +3,7 @@ Input(...) read as Cog reads it, Cog's types in and out, run()/predict(), curren
 cancellation. (The HTTP side is in test_cog_server.py.)"""
 
 import os
+import pathlib
 
 import pytest
 
@@ -93,13 +94,13 @@ def test_path_and_file_inputs_and_outputs(cog_worker, tmp_path):
     out = call(w, image=str(src), blob=str(blob), more=[str(src), str(blob)])
     assert out["text"] == "Path:3|blob:xyz|more:.bin,.txt"
     assert type(out["image"]).__name__ == "PosixPath"  # a plain path: the server sends it
-    assert open(out["image"], "rb").read() == b"cba" and out["extra"] is None
+    assert pathlib.Path(out["image"]).read_bytes() == b"cba" and out["extra"] is None
     schema = w.describe()["predict"]
     assert schema.input["properties"]["image"]["format"] == "uri"
     assert schema.input["properties"]["more"]["items"]["format"] == "uri"
     many = cog_worker("files:many")
     outs = call(many, paths=[str(src), str(blob)])
-    assert [open(p, "rb").read() for p in outs] == [b"cba", b"zyx"]
+    assert [pathlib.Path(p).read_bytes() for p in outs] == [b"cba", b"zyx"]
 
 
 def test_secret_is_a_string_in_and_a_secret_in_the_code(cog_worker):

@@ -2,9 +2,10 @@
 
 The host ends by ``sys.exit`` (no cleanup of its own: atexit stops the worker), by
 ``os._exit`` and by SIGKILL, while its worker is in a call: spinning in pure Python on its
-main thread, or asleep in ``time.sleep``. Two mechanisms end an orphaned worker, both at
-once: PR_SET_PDEATHSIG (asked for when the worker is started from the host's main thread)
-and the end of its control socket (the only one when it is started from another thread).
+main thread, or asleep in ``time.sleep``. Several mechanisms end an orphaned worker at
+once: its keeper (corral/worker/keeper.py) SIGKILLs it when the keeper's own
+PR_SET_PDEATHSIG fires or its socket to the host ends; the worker's PR_SET_PDEATHSIG fires
+when the keeper ends; and the worker exits at the end of its control socket.
 Each case measures from the moment the host's exit status is known to the moment the
 worker is gone, and checks that nothing is left behind.
 """
@@ -66,13 +67,15 @@ def gone(pid: int) -> bool:
 
 
 def workers_of(host_pid: int) -> list[int]:
-    """Live worker processes started by ``host_pid`` (its pid is on their command line)."""
+    """Live worker processes started by ``host_pid`` (its pid is on their command line; the
+    worker's keeper, forked from it, has the same until it execs, but its own name)."""
     found = []
-    for p in psutil.process_iter(["cmdline", "status"]):
+    for p in psutil.process_iter(["cmdline", "status", "name"]):
         cmd = p.info["cmdline"] or []
         if "corral.worker" in cmd and "--parent-pid" in cmd \
                 and cmd[cmd.index("--parent-pid") + 1] == str(host_pid) \
-                and p.info["status"] != psutil.STATUS_ZOMBIE:
+                and p.info["status"] != psutil.STATUS_ZOMBIE \
+                and p.info["name"] != "corral-keeper":
             found.append(p.pid)
     return found
 

@@ -273,6 +273,11 @@ def test_webhook_and_filter_of_the_wrong_type_are_422_naming_the_field():
 
 # -- cleanup after every outcome ----------------------------------------------------------
 
+def _held_path_written(side):
+    with open(side) as f:
+        return f.read().endswith("\n")
+
+
 def _held_path(side):
     with open(side) as f:
         return f.read().splitlines()[-1]
@@ -288,7 +293,9 @@ def test_the_inputs_are_removed_when_a_prediction_ends(tmp_path, fifo, outcome):
                    files={"doc": ("in.txt", b"payload")}, headers={"Prefer": "respond-async"})
         assert r.status_code == 202, r.text
         pid = r.json()["id"]
-        wait_until(lambda: os.path.exists(side), 30, "the predictor to start")
+        # (the file exists before its line is written and flushed)
+        wait_until(lambda: os.path.exists(side) and _held_path_written(side), 30,
+                   "the predictor to start")
         path = _held_path(side)
         if outcome == "canceled":
             assert os.path.exists(path)  # there while it runs

@@ -7,8 +7,7 @@ import pytest
 
 from conftest import wait_until
 
-from .conftest import (LOCAL_HOOKS, SSE, open_gate, run_server, serving, sse_events, until,
-                       worker)
+from .conftest import LOCAL_HOOKS, SSE, open_gate, run_server, serving, sse_events, until, worker
 
 
 def test_sse_sends_the_first_output_before_the_prediction_ends(fifo):

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
 from starlette.applications import Starlette
@@ -23,13 +23,13 @@ from starlette.routing import Route
 from ..exceptions import ArgumentError, InvalidState, MethodNotFound, QueueFull, SetupError
 from .access import PREDICTION_ID
 from .auth import BearerAuth, check_binding, drop_token_from_env
+from .cogwire import masked, secret_fields, sse_listener  # Cog's wire details
 from .connections import ConnectionLimits, server_config
 from .drain import MESSAGE as DRAINING, Drain, draining_server
-from .files import (DEFAULT_INLINE_MAX, FileInputError, Files, Workspace, file_fields,
-                    shown_inputs)
+from .files import DEFAULT_INLINE_MAX, FileInputError, Files, Workspace, file_fields, shown_inputs
+from .instrument import Instrument
 from .jsonbody import NonFiniteNumber, strict_json
 from .limits import DEFAULT_MAX_BODY, BodyLimit
-from .instrument import Instrument
 from .metrics import CONTENT_TYPE, Metrics
 from .origin import OriginGuard, OriginPolicy
 from .playground import PATHS as PLAYGROUND_PATHS, Playground, wants_page
@@ -37,14 +37,14 @@ from .predictions import EVENTS, MAX_ID_LENGTH, Prediction, Predictions, now_iso
 from .retention import DEFAULT_MAX_RECORDS, DEFAULT_SECONDS, Retention
 from .schema import openapi
 from .sse import EventStream
+from .trainings import Trainings, check_context
 from .webhook_urls import WebhookPolicy, WebhookRefused, networks_from_env, parse_networks
 from .webhooks import DEFAULT_THROTTLE, WebhookSender
-from .cogwire import masked, secret_fields, sse_listener  # Cog's wire details
-from .trainings import Trainings, check_context
+
+if TYPE_CHECKING:
+    from ..host.caller import Runner
 
 log = logging.getLogger("corral.server")
-
-#: The longest prediction id taken (from the body or the path); longer is 422.
 
 
 class Setup:
@@ -61,7 +61,7 @@ class Setup:
                 "logs": self.logs, "status": self.status}
 
 
-def create_app(runner: Any, *, token: str | None = None, host: str | None = "127.0.0.1",
+def create_app(runner: Runner, *, token: str | None = None, host: str | None = "127.0.0.1",
                insecure: bool = False, retry_after: int = 1,
                cancel_on_disconnect: bool = True, webhook_retries: int = 5,
                webhook_backoff: float = 0.1, stop_grace: float = 10.0,
@@ -78,7 +78,8 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                webhook_throttle: float = DEFAULT_THROTTLE,
                max_log_bytes: int | None = None, playground: bool = True,
                train_mode: bool = False) -> Starlette:
-    """The ASGI app serving ``runner`` (a ``corral.Worker`` or ``corral.Pool``).
+    """The ASGI app serving ``runner`` (any ``Runner``: a ``corral.Worker``, a ``corral.Pool``,
+    a remote or Ray worker).
 
     ``token``: the bearer token every route but ``public_paths`` needs; required when
     ``host`` is beyond loopback, unless ``insecure=True`` (else ValueError). A full queue
@@ -350,15 +351,15 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     async def openapi_json(request: Request) -> Response:
         info = schemas = None
         with contextlib.suppress(Exception):
-            info = service._methods().get(service.method)
+            info = runner.methods.get(service.method)
         with contextlib.suppress(Exception):  # not ready yet: an open Input for now
             schemas = await method_schemas()
         train = None
         with contextlib.suppress(Exception):
             method = trainings.method()
             if method is not None:
-                train = (service._methods().get(method), await trainings.schema())
-        return JSONResponse(openapi(info, schemas, title=getattr(runner, "target_name", "corral"),
+                train = (runner.methods.get(method), await trainings.schema())
+        return JSONResponse(openapi(info, schemas, title=runner.target_name,
                                     train=train))
 
     async def shutdown(request: Request) -> Response:
@@ -481,7 +482,7 @@ def _answer(pred: Prediction) -> Response:
     return _FastJSON(pred.to_json())
 
 
-async def _start(runner: Any, setup: Setup) -> None:
+async def _start(runner: Runner, setup: Setup) -> None:
     setup.status = "starting"
     setup.started_at = now_iso()
     try:
@@ -499,7 +500,7 @@ async def _start(runner: Any, setup: Setup) -> None:
     setup.completed_at = now_iso()
 
 
-def _health_status(runner: Any, setup: Setup) -> str:
+def _health_status(runner: Runner, setup: Setup) -> str:
     if setup.status in (None, "starting"):
         return "STARTING"
     if setup.status == "failed":
@@ -509,16 +510,13 @@ def _health_status(runner: Any, setup: Setup) -> str:
         return "STARTING"
     if state != "ready":
         return "DEFUNCT"
-    stats = runner.stats()
-    workers = getattr(stats, "workers", None)
-    busy = stats.busy if workers is None else sum(w.busy for w in workers)
-    slots = runner.slots
-    if workers is not None and not any(w.state == "ready" for w in runner.workers):
+    usage = runner.usage()
+    if usage.ready == 0:  # (a Pool whose workers are all restarting or failed)
         return "DEFUNCT"
-    return "BUSY" if busy >= slots else "READY"
+    return "BUSY" if usage.busy >= usage.slots else "READY"
 
 
-def serve(runner: Any, *, host: str = "127.0.0.1", port: int = 5000,
+def serve(runner: Runner, *, host: str = "127.0.0.1", port: int = 5000,
           token: str | None = None, insecure: bool = False,
           limits: ConnectionLimits | None = None, **app_kwargs: Any) -> None:
     """Serve ``runner`` with uvicorn until SIGTERM/SIGINT or POST /shutdown, both of which

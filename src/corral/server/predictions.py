@@ -34,12 +34,15 @@ import datetime
 import os
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from ..exceptions import Cancelled, QueueFull
 from .._jsonable import jsonable
+from ..exceptions import Cancelled, QueueFull
 from ..host.logbuffer import LogBuffer
 from .retention import Retention
+
+if TYPE_CHECKING:
+    from ..host.caller import Runner
 
 TERMINAL = ("succeeded", "failed", "canceled")
 # Ids of predictions and trainings, from clients: bounded so a record cannot hold megabytes.
@@ -215,7 +218,7 @@ def _handoff(loop: asyncio.AbstractEventLoop, handle: Callable[[Any], None]
 class Predictions:
     """Every prediction of one app, and how they run on ``runner``'s ``predict``."""
 
-    def __init__(self, runner: Any, method: str = "predict",
+    def __init__(self, runner: Runner, method: str = "predict",
                  retention: Retention | None = None, files: Any = None,
                  max_log_bytes: int | None = None):
         self.runner = runner
@@ -230,15 +233,9 @@ class Predictions:
         self._random = ""  # hex of random bytes for ids, used up to _random_at
         self._random_at = 0
 
-    def _methods(self) -> dict[str, Any]:
-        methods = getattr(self.runner, "methods", None)
-        if methods is None:  # a Pool: its workers' methods
-            methods = self.runner.workers[0].methods
-        return methods
-
     @property
     def streams(self) -> bool:
-        info = self._methods().get(self.method)
+        info = self.runner.methods.get(self.method)
         return bool(info is not None and info.streams)
 
     def _new_id(self) -> str:
@@ -285,7 +282,7 @@ class Predictions:
                                       context=context).submit(self.method, **args)
             pred.handle = fut
             coro = self._follow_future(pred, fut)
-            sent = getattr(fut, "sent", True)  # False: queued in a Pool
+            sent = not fut.queued  # queued: waiting in a Pool's queue
         self.records[pred.id] = pred
         pred.workspace = workspace
 
@@ -309,12 +306,13 @@ class Predictions:
         return pred
 
     def _check_room(self) -> None:
-        max_queue = getattr(self.runner, "max_queue", None)
-        if max_queue is None:
+        capacity = self.runner.capacity
+        if capacity is None:  # it never refuses a call (a Worker)
             return
-        if self.runner.load >= self.runner.slots + max_queue:
-            raise QueueFull(f"the pool is full: {self.runner.load} calls in flight or queued "
-                            f"(slots={self.runner.slots}, max_queue={max_queue})")
+        load = self.runner.load
+        if load >= capacity:
+            raise QueueFull(f"the pool is full: {load} calls in flight or queued "
+                            f"(capacity {capacity}: slots={self.runner.slots} and its queue)")
 
     async def _follow_future(self, pred: Prediction, fut: Any) -> None:
         try:
@@ -330,7 +328,7 @@ class Predictions:
                 except Exception as exc:  # noqa: BLE001 - an output file that cannot be sent
                     pred.finish("failed", error=exc)
                     return
-            pred.finish("succeeded", value, run_time=getattr(fut, "run_time", None))
+            pred.finish("succeeded", value, run_time=fut.run_time)
 
     async def _follow_stream(self, pred: Prediction, stream: Any) -> None:
         try:

@@ -12,7 +12,7 @@ without a train method answers 404 here.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,12 +23,16 @@ from .cogwire import masked, secret_fields
 from .files import FileInputError, file_fields
 from .jsonbody import NonFiniteNumber, strict_json
 from .predictions import EVENTS, MAX_ID_LENGTH, Predictions
+from .webhook_urls import WebhookRefused
+
+if TYPE_CHECKING:
+    from ..host.caller import Runner
 
 
 class Trainings:
     """The /trainings routes of one app."""
 
-    def __init__(self, runner: Any, files: Any, webhooks: Any, retention: Any,
+    def __init__(self, runner: Runner, files: Any, webhooks: Any, retention: Any,
                  not_ready: Any, train_mode: bool = False, retry_after: int = 1,
                  max_log_bytes: int | None = None):
         self.runner = runner
@@ -36,6 +40,7 @@ class Trainings:
         self.service = Predictions(runner, method="train", retention=retention, files=files,
                                    max_log_bytes=max_log_bytes)
         self.service.on_create.append(webhooks.attach)
+        self.webhooks = webhooks
         self.not_ready = not_ready
         self.train_mode = train_mode
         self.retry_after = retry_after
@@ -45,7 +50,7 @@ class Trainings:
     def method(self) -> str | None:
         """``train``, or ``predict`` in train mode for a function target; None: no training."""
         try:
-            methods = self.service._methods()
+            methods = self.runner.methods
         except Exception:  # noqa: BLE001 - not started yet
             return None
         if "train" in methods:
@@ -116,6 +121,12 @@ class Trainings:
             return _invalid(problems)
         tid = tid or body.get("id")
         existing = self.service.get(tid) if tid else None
+        if body.get("webhook") is not None and existing is None:
+            try:  # the prediction routes' check: public addresses only (webhook_urls.py)
+                await self.webhooks.policy.resolve(body["webhook"])
+            except WebhookRefused as exc:
+                return _invalid([{"loc": ["body", "webhook"], "type": "value_error",
+                                  "msg": str(exc)}])
         if existing is not None:  # idempotent: the same training, never run twice
             return JSONResponse(existing.to_json(), status_code=202)
         inp = body.get("input") or {}

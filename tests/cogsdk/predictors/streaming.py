@@ -1,7 +1,7 @@
 """Streaming outputs: ConcatenateIterator, Iterator and an async iterator."""
 
 import tempfile
-from typing import AsyncIterator, Iterator
+from typing import Iterator
 
 from cog import AsyncConcatenateIterator, BasePredictor, ConcatenateIterator, Input, Path
 
