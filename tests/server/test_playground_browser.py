@@ -14,6 +14,7 @@ import shutil
 
 import pytest
 
+from cogsdk.conftest import COG_VERSION, ref as cog_ref
 from conftest import FIXTURES, HERE, fixture_ref, wait_until
 from fixtures.playground_models import png
 
@@ -119,6 +120,30 @@ def servers():
             runner = corral.Worker(fixture_ref(f"playground_models:{name}"),
                                    config=config or None)
             return stack.enter_context(serving(runner))
+
+        yield start
+
+
+@pytest.fixture(scope="module")
+def cog_env():
+    """The real Cog SDK's environment (as tests/cogsdk's: built once, cached)."""
+    pytest.importorskip("uv")
+    from corral.plugins.envs import EnvironmentCache
+
+    return EnvironmentCache().ensure([f"cog=={COG_VERSION}"])
+
+
+@pytest.fixture
+def cog_servers(cog_env):
+    """``cog_servers("inputs:Predictor", ...)`` serves those tests/cogsdk/predictors/ on
+    the real Cog SDK, all started at once; before ``tabs``, as ``servers``."""
+    import corral
+
+    with contextlib.ExitStack() as stack:
+        def start(*names):
+            return [stack.enter_context(serving(corral.Worker(
+                cog_ref(name), python=cog_env.python, env=cog_env.worker_env)))
+                for name in names]
 
         yield start
 
@@ -487,3 +512,81 @@ def test_with_a_token_the_page_asks_once_and_keeps_it_in_session_storage(token_s
     # the 401s that made the page ask are the only errors either page logged
     for t in (tab, other):
         t.errors[:] = [e for e in t.errors if "401" not in e]
+
+
+def test_a_cog_predictor_is_driven_by_cogs_schema_and_events(cog_servers, tabs):
+    """Predictors written against Cog's SDK: the form from the schema as ``cog build``
+    writes it (x-order, choices as enum components, x-cog-secret, nullable), Cog's own
+    validation messages, and coglet's SSE events (a failure in a ``completed`` event)."""
+    inputs, secret, tokens, failing = cog_servers(
+        "inputs:Predictor", "secret:Predictor", "streaming:Predictor", "streaming:Failing")
+
+    tab = tabs()
+    page = tab.page
+    load(tab, inputs.url + "/")
+    fields = page.locator("[data-field]").evaluate_all("l => l.map(n => n.dataset.field)")
+    assert fields == ["prompt", "steps", "scale", "mode", "tag", "legacy", "seed"]
+    assert page.locator("#in-mode option").all_inner_texts() == ["(default)", "fast", "slow"]
+    assert "An enumeration" not in page.locator("[data-field=mode]").inner_text()
+    assert "deprecated" in page.locator("[data-field=legacy]").inner_text()
+    assert page.locator("#method").inner_text() == "returns one output"
+    # every message is the server's, under Cog's rules ("Field required"; a whole number
+    # for a float input stays an int)
+    page.fill("#in-steps", "99")
+    page.fill("#in-scale", "30")
+    page.fill("#in-tag", "A1")
+    page.click("#run")
+    expected = server_problems(inputs.url, {"steps": 99, "scale": 30, "tag": "A1"})
+    assert expected["scale"] == "Expected `int` <= 20" and expected["seed"] == "Field required"
+    assert {name: field_error(tab, name) for name in expected} == expected
+    assert page.locator("#history-rows tr").count() == 0
+    tab.shot("cog-inputs-validation")
+    page.click("#reset")
+    page.fill("#in-prompt", "cat")
+    page.fill("#in-seed", "3")
+    page.select_option("#in-mode", label="slow")
+    page.click("#run")
+    wait_status(tab, "succeeded")
+    assert page.locator("#output").inner_text() == "cat|4|7.5|slow|ab|False|3"
+
+    tab = tabs()  # a Secret: a password field, masked in the history as in the record
+    page = tab.page
+    load(tab, secret.url + "/")
+    assert page.locator("#in-token").get_attribute("type") == "password"
+    assert page.locator("#in-spare").get_attribute("type") == "password"
+    page.fill("#in-token", "abc")
+    page.click("#run")
+    wait_status(tab, "succeeded")
+    assert page.locator("#output").inner_text() == "Secret:3:cba:True"
+    assert page.locator("#logs").inner_text().strip() == "token is **********"
+    row = page.locator("#history-rows tr").first
+    assert "token=**********" in row.inner_text()
+    assert "abc" not in page.evaluate(
+        "() => sessionStorage.getItem('corral.playground.history')")
+    page.click("#reset")
+    row.get_by_text("Reuse inputs").click()  # the mask is not an input to send again
+    assert page.input_value("#in-token") == ""
+    tab.shot("cog-secret")
+
+    tab = tabs()  # a ConcatenateIterator: one text, its log lines as they come
+    page = tab.page
+    load(tab, tokens.url + "/")
+    assert page.locator("#method").inner_text() == "streams its output"
+    page.fill("#in-n", "3")
+    page.click("#run")
+    wait_status(tab, "succeeded")
+    assert page.locator("#output pre").count() == 1
+    assert page.locator("#output").inner_text().strip() == "tok0 tok1 tok2"
+    assert page.locator("#logs").inner_text().strip() == "token 0\ntoken 1\ntoken 2"
+    tab.shot("cog-stream")
+
+    tab = tabs()  # a stream that fails: what it sent, and the remote message
+    page = tab.page
+    load(tab, failing.url + "/")
+    page.fill("#in-at", "2")
+    page.click("#run")
+    wait_status(tab, "failed")
+    assert page.locator("#output").inner_text() == "01"
+    assert page.locator("#error").inner_text() == "broke at 2"
+    assert page.locator("#history-rows tr").first.get_attribute("data-status") == "failed"
+    tab.shot("cog-stream-failed")

@@ -254,6 +254,10 @@ class CogInputs:
             _fold_null(prop)
             prop.update(f.schema)
         body["title"] = "Input"
+        # Cog's rules check these inputs (the missing message, ints kept in float inputs,
+        # null refused): the playground's own check of a form follows them. Cog's
+        # clients ignore x- keys they do not know.
+        body["x-corral-cog"] = True
         if not body.get("required"):
             body.pop("required", None)
 

@@ -9,6 +9,7 @@
   const HISTORY_KEY = "corral.playground.history";
   const HISTORY_MAX = 50;
   const KEEP_CHARS = 4000; // longer strings are cut in the stored history
+  const MASK = "**********"; // a secret input, as the server's record shows it
   const $ = (id) => document.getElementById(id);
 
   const state = {
@@ -18,6 +19,7 @@
     open: false, // the schema does not list the inputs: one JSON editor for all
     output: {}, // the Output schema
     streams: false,
+    cog: false, // the inputs follow Cog's rules (the schema's x-corral-cog)
     loaded: false,
     health: null,
     run: null, // the prediction in progress
@@ -156,12 +158,18 @@
 
   // -- schema -> form ----------------------------------------------------------------------
 
-  function deref(schema) {
-    let s = schema;
-    for (let i = 0; s && s.$ref && i < 20; i++) {
-      s = state.components[s.$ref.split("/").pop()] || {};
+  // A schema with its $ref and allOf folded in: the components first, the schema's own
+  // keys over them (Cog writes a choice as {"allOf": [{"$ref": enum}], "default", ...}).
+  function deref(schema, depth = 0) {
+    if (!schema || typeof schema !== "object") return {};
+    if ((!schema.$ref && !Array.isArray(schema.allOf)) || depth > 20) return schema;
+    const { $ref, allOf, ...own } = schema;
+    const parts = [];
+    if (typeof $ref === "string") {
+      parts.push(deref(state.components[$ref.split("/").pop()], depth + 1));
     }
-    return s === undefined ? {} : s;
+    for (const sub of allOf || []) parts.push(deref(sub, depth + 1));
+    return Object.assign({}, ...parts, own);
   }
 
   function isNull(s) {
@@ -171,37 +179,47 @@
   // One field's kind, and the schema of its value (Optional's null left out).
   function fieldOf(name, prop, required) {
     let schema = deref(prop);
-    let nullable = false;
+    // Optional: anyOf [T, null] (corral's own targets), or T with nullable (Cog's; it
+    // refuses an explicit null, so the form leaves such an input out instead)
+    let nullable = schema.nullable === true;
     if (schema.anyOf && schema.anyOf.some(isNull)) {
       const rest = schema.anyOf.filter((s) => !isNull(s));
       nullable = true;
       if (rest.length === 1) schema = Object.assign({}, deref(rest[0]));
     }
-    const description = prop.description || schema.description || "";
+    // (an enum component's description is Cog's boilerplate, not the input's)
+    const own = schema.description !== "An enumeration." ? schema.description : "";
     const field = {
-      name, required, nullable, description, schema, prop,
+      name, required, nullable, description: prop.description || own || "", schema, prop,
       hasDefault: "default" in prop, default: prop.default,
-      title: prop.title || schema.title || "",
+      title: prop.title || schema.title || "", deprecated: schema.deprecated === true,
     };
     const type = schema.type;
-    if (type === "string" && schema.format === "uri") field.kind = "file";
+    if (schema["x-cog-secret"]) field.kind = "secret";
+    else if (type === "string" && schema.format === "uri") field.kind = "file";
     else if (type === "array" && deref(schema.items || {}).format === "uri") field.kind = "files";
     else if (Array.isArray(schema.enum)) field.kind = "select";
     else if (type === "boolean") field.kind = "bool";
     else if (type === "integer" || type === "number") field.kind = "number";
     else if (type === "string") field.kind = "string";
-    else if (type === "array" || type === "object" || schema.anyOf) field.kind = "json";
+    else if (schema.anyOf && schema.anyOf.some((b) => deref(b).type === "string")) {
+      field.kind = "any"; // str | float: JSON, or plain text
+    } else if (type === "array" || type === "object" || schema.anyOf) field.kind = "json";
     else field.kind = "any";
     return field;
   }
 
   const TYPE_LABEL = {
     file: "file", files: "files", bool: "boolean", select: "choice", json: "JSON", any: "any",
+    secret: "secret",
   };
 
   function typeLabel(field) {
     if (field.kind === "number") return field.schema.type === "integer" ? "integer" : "number";
     if (field.kind === "string") return "string";
+    if (field.kind === "any" && field.schema.anyOf) {
+      return field.schema.anyOf.filter((b) => !isNull(b)).map(typeName).join(" | ");
+    }
     if (field.kind === "json") return field.schema.type === "object" ? "JSON object"
       : field.schema.type === "array" ? "JSON array" : "JSON";
     return TYPE_LABEL[field.kind];
@@ -250,8 +268,12 @@
     switch (field.kind) {
       case "file":
       case "files":
-        return el("input", Object.assign({ type: "file", multiple: field.kind === "files" },
-          common));
+        return el("input", Object.assign({ type: "file", multiple: field.kind === "files",
+          accept: typeof s["x-cog-accept"] === "string" ? s["x-cog-accept"] : undefined },
+        common));
+      case "secret": // never prefilled, never remembered by the browser
+        return el("input", Object.assign({ type: "password", autocomplete: "off",
+          spellcheck: "false" }, common));
       case "select": {
         const select = el("select", common);
         if (!field.required || field.nullable) {
@@ -315,6 +337,8 @@
     const dflt = defaultText(field);
     if (dflt !== null) hints.push(`Default: ${dflt}`);
     hints.push(...constraintText(field));
+    if (field.deprecated) hints.push("deprecated");
+    if (field.kind === "secret") hints.push("masked in the record and in this page's history");
     return el("div", { class: "field", "data-field": field.name, "data-kind": field.kind },
       label,
       field.description ? el("p", { class: "field-desc", text: field.description }) : null,
@@ -341,15 +365,22 @@
     const input = deref(schemas.Input || {});
     const output = deref(schemas.Output || {});
     state.output = output;
-    state.streams = output["x-cog-array-type"] === "iterator";
+    const post = ((doc.paths || {})["/predictions"] || {}).post || {};
+    state.streams = output["x-cog-array-type"] === "iterator" || post["x-cog-streaming"] === true;
+    // a target written the Cog way: its inputs are checked by Cog's rules (docs/cog.md)
+    state.cog = input["x-corral-cog"] === true;
     const title = (doc.info && doc.info.title) || "corral";
     $("model-title").textContent = title;
     $("model-version").textContent = doc.info && doc.info.version ? "v" + doc.info.version : "";
     document.title = `${title} · corral playground`;
     const props = input.properties || {};
     const required = new Set(input.required || []);
-    state.fields = Object.entries(props).map(([name, prop]) =>
-      fieldOf(name, prop, required.has(name)));
+    // in x-order (Cog's order of the parameters); a property without one after the rest
+    const order = (prop) => (typeof prop["x-order"] === "number" ? prop["x-order"] : Infinity);
+    state.fields = Object.entries(props)
+      .map(([name, prop], i) => [name, prop, i])
+      .sort((a, b) => order(a[1]) - order(b[1]) || a[2] - b[2])
+      .map(([name, prop]) => fieldOf(name, prop, required.has(name)));
     state.open = state.fields.length === 0 && input.additionalProperties !== false;
     const box = $("fields");
     box.replaceChildren();
@@ -406,8 +437,8 @@
 
   function typeName(schema) {
     const s = deref(schema);
-    if (s.anyOf) return s.anyOf.map(typeName).join(" | ");
-    if (s.type) return TYPE_NAMES[s.type] || s.type;
+    if (s.anyOf) return s.anyOf.map(typeName).join(" | ") + (s.nullable ? " | null" : "");
+    if (s.type) return (TYPE_NAMES[s.type] || s.type) + (s.nullable ? " | null" : "");
     if (Array.isArray(s.enum)) return typeof s.enum[0] === "number" ? "int" : "str";
     return "any";
   }
@@ -423,6 +454,7 @@
 
   function fits(v, schema) {
     const s = deref(schema);
+    if (v === null && s.nullable) return true;
     if (s.anyOf) return s.anyOf.some((b) => fits(v, b));
     switch (s.type) {
       case "integer": return typeof v === "number" && Number.isInteger(v);
@@ -461,7 +493,8 @@
     }
     const bad = (msg) => ({ loc, msg });
     if (s.type === "integer" || s.type === "number") {
-      const int = s.type === "integer";
+      // (Cog's rules keep a whole number given for a float an int, and say so)
+      const int = s.type === "integer" || (state.cog && Number.isInteger(v));
       const T = int ? "`int`" : "`float`";
       const f = int ? String : pyFloat;
       if (s.minimum !== undefined && v < s.minimum) return bad(`Expected ${T} >= ${f(s.minimum)}`);
@@ -540,7 +573,7 @@
     const problems = [];
     const missing = (field) => {
       if (field.required) problems.push({ name: field.name, loc: [field.name],
-        msg: "required input is missing" });
+        msg: state.cog ? "Field required" : "required input is missing" });
     };
     for (const field of state.fields) {
       const node = $("in-" + field.name);
@@ -562,7 +595,7 @@
         }
         if (node.value.trim() === "") { missing(field); continue; }
         value = Number(node.value);
-      } else if (field.kind === "string") {
+      } else if (field.kind === "string" || field.kind === "secret") {
         if (node.value === "") { missing(field); continue; }
         value = node.value;
       } else { // json, any
@@ -579,6 +612,7 @@
           }
         }
       }
+      if (value === null && field.schema.nullable) { missing(field); continue; }
       if (field.name === "__input") {
         if (value === null || typeof value !== "object" || Array.isArray(value)) {
           problems.push({ name: field.name, loc: [], msg: "input must be an object" });
@@ -891,6 +925,9 @@
     }
     const id = randomHex(16);
     const shown = Object.assign({}, values);
+    for (const field of state.fields) {
+      if (field.kind === "secret" && field.name in shown) shown[field.name] = MASK;
+    }
     for (const [name, list] of Object.entries(files)) {
       shown[name] = list.length === 1 ? list[0].name : list.map((f) => f.name);
     }
@@ -920,10 +957,7 @@
             : "The server refused some inputs (see the form).";
         }
       } else if ((res.headers.get("content-type") || "").startsWith("text/event-stream")) {
-        setStatus("processing", "running…");
-        entry.status = "processing";
-        renderHistory();
-        final = await follow(res, run, view);
+        final = await follow(res, run, view); // "starting" until its start event
       } else {
         final = await res.json(); // an earlier prediction of this id, already finished
       }
@@ -950,7 +984,7 @@
     return { body: JSON.stringify({ input: values }), type: "application/json" };
   }
 
-  // Read the SSE stream of a run; the last record (completed or error), or null.
+  // Read the SSE stream of a run (coglet's events); its completed record, or null.
   async function follow(res, run, view) {
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
@@ -977,27 +1011,34 @@
     }
   }
 
+  function processing(run) {
+    if (run.entry.status !== "starting") return;
+    run.entry.status = "processing";
+    if (!run.cancelled) setStatus("processing", "running…");
+    renderHistory();
+  }
+
+  // One event: start {id, status}; output {chunk, index}; log {source, data} (a line);
+  // progress {step, total, phase}; metric {name, value, mode} (the record has them all
+  // at the end); completed: the record, also when it failed or was canceled.
   function onEvent(name, payload, run, view) {
     if (run.first === undefined && (name === "output" || name === "completed")) {
       run.first = performance.now() - run.t0;
     }
+    if (name === "completed") return payload;
+    processing(run); // (the start event comes first; any other says it started too)
     switch (name) {
       case "output":
-        run.chunks.push(payload);
-        view.add(payload);
+        run.chunks.push(payload.chunk);
+        view.add(payload.chunk);
         return null;
-      case "logs":
-        appendLog(payload);
+      case "log":
+        appendLog(String(payload.data) + "\n");
         return null;
       case "progress":
         setProgress(payload);
         return null;
-      case "metric":
-        return null;
-      case "completed":
-      case "error":
-        return payload;
-      default:
+      default: // start, metric
         return null;
     }
   }
@@ -1129,7 +1170,7 @@
       else if (field.kind === "json") node.value = JSON.stringify(value, null, 2);
       else if (field.kind === "any") node.value = typeof value === "string" ? value
         : JSON.stringify(value);
-      else if (field.kind !== "file" && field.kind !== "files") node.value = String(value);
+      else if (!["file", "files", "secret"].includes(field.kind)) node.value = String(value);
     }
     clearProblems();
   }
