@@ -33,6 +33,8 @@ if _TYPE_CHECKING:
     from .host.supervisor import Crash, Restart
     from .host.pool import AsyncPoolFuture, Pool, PoolFuture, PoolHealth, PoolStats
     from .host.worker import CallOptions, Health, Stats, Worker
+    from .remote.client import aconnect, connect
+    from .remote.worker import RemoteWorker
 
 _LAZY_NAMES = {
     "empty": "corral.protocol.shm",
@@ -53,6 +55,9 @@ _LAZY_NAMES = {
     "Restart": "corral.host.supervisor",
     "Crash": "corral.host.supervisor",
     "Cancelled": "corral.exceptions",
+    "connect": "corral.remote.client",
+    "aconnect": "corral.remote.client",
+    "RemoteWorker": "corral.remote.worker",
 }
 
 __all__ = [
