@@ -7,6 +7,7 @@
      ├── InstanceNotFound ........ no instance of yours has that id (also a KeyError)
      ├── LimitExceeded ........... a cap of the server: instances per client, connections
      ├── LaunchError ............. the server could not launch the instance (program, target, environment)
+ ├── StreamOverflow .......... a stream was cancelled: its client read it too slowly
      └── WorkerError
           └── ConnectionLost ..... the connection to the server ended while the call was in flight
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 from ..exceptions import CorralError, WorkerError
 
 __all__ = ["HandshakeError", "AuthenticationError", "UploadError", "InstanceNotFound",
-           "LimitExceeded", "LaunchError", "ConnectionLost"]
+           "LimitExceeded", "LaunchError", "StreamOverflow", "ConnectionLost"]
 
 
 class HandshakeError(CorralError):
@@ -48,6 +49,11 @@ class LimitExceeded(CorralError):
 class LaunchError(CorralError):
     """Raised when the server cannot launch an instance: unknown program, a target outside
     the bundle, an environment that fails to build."""
+
+
+class StreamOverflow(CorralError):
+    """Raised for a stream whose client granted no credit while more than the server's
+    ``stream_buffer`` bytes of chunks waited: the call was cancelled on the server."""
 
 
 class ConnectionLost(WorkerError):

@@ -50,7 +50,8 @@ class Link:
             self._ws = connect(self.url, additional_headers=headers, compression=None,
                                proxy=None, max_size=None, open_timeout=open_timeout,
                                ping_interval=ping_interval, ping_timeout=ping_interval,
-                               close_timeout=2.0)
+                               close_timeout=2.0).__enter__()  # (websockets >= 17.1 asks
+            # for a context manager; this object's lifetime is the Link's, closed by close())
         except InvalidStatus as exc:
             status = exc.response.status_code
             body = bytes(exc.response.body or b"").decode("utf-8", "replace").strip()

@@ -14,8 +14,9 @@
 Backpressure. Everything for the client goes through one out queue, drained by one
 writer task that awaits the socket (uvicorn pauses it while the kernel buffer is full).
 Streams send a chunk only against a credit the client granted; chunks beyond it wait in
-the call's own buffer, and a call whose buffer passes ``stream_buffer`` chunks is
-cancelled (its client is not reading). A client whose out queue passes ``send_buffer``
+the call's own buffer, and a call whose buffer passes ``stream_buffer`` bytes is
+cancelled with StreamOverflow (its client is not reading, or reads more slowly than the
+worker produces: the local protocol has no way to pause a generator in its worker). A client whose out queue passes ``send_buffer``
 bytes, or that takes no frame for ``send_timeout`` seconds, is disconnected. So a client
 that stops reading costs the server a bounded amount of memory.
 """
@@ -32,12 +33,12 @@ from typing import Any
 import msgspec
 
 from .._version import __version__
-from ..exceptions import Cancelled, CorralError, InvalidState, ProtocolError
+from ..exceptions import InvalidState, ProtocolError
 from ..protocol import messages as m
 from ..server import access
 from . import protocol as p
 from .codec import ValueCodec, error_to_wire
-from .errors import InstanceNotFound, UploadError
+from .errors import StreamOverflow, UploadError
 from .state import HostState
 
 log = logging.getLogger("corral.host")
@@ -48,11 +49,6 @@ _CLOSE_POLICY = 1008
 _CLOSE_TOO_BIG = 1009
 _CLOSE_PROTOCOL = 1002
 _CLOSE_AWAY = 1001
-
-
-class StreamOverflow(CorralError):
-    """A stream's client granted no credit while its buffer filled: the call was
-    cancelled (the client is not reading)."""
 
 
 class _Closing(Exception):
@@ -87,11 +83,12 @@ class _Flight:
 
 
 class _StreamState:
-    __slots__ = ("credit", "pending", "final")
+    __slots__ = ("credit", "pending", "pending_bytes", "final")
 
     def __init__(self, credit: int):
         self.credit = credit
         self.pending: collections.deque = collections.deque()
+        self.pending_bytes = 0
         self.final: Any = None  # the Done/Failed frame, held until the chunks are out
 
 
@@ -395,14 +392,17 @@ class Session:
                         self._push(*item)
                     else:
                         st.pending.append(item)
-                        if len(st.pending) > self.limits.stream_buffer:
+                        # (what a held chunk costs beyond its bytes: its Python objects)
+                        st.pending_bytes += len(raw) + sum(len(b) for b in blobs) + 256
+                        if st.pending_bytes > self.limits.stream_buffer:
                             stream.cancel()
                             st.pending.clear()
                             self._end_stream(cid, flight, p.Failed(cid, error_to_wire(
                                 StreamOverflow(
-                                    f"call {cid} ({stream.method}) was cancelled: its client "
-                                    f"granted no credit while {self.limits.stream_buffer} "
-                                    "chunks waited"))), ())
+                                    f"call {cid} ({stream.method}) was cancelled: its "
+                                    f"client granted no credit while more than "
+                                    f"{self.limits.stream_buffer} bytes of chunks waited "
+                                    "(it reads more slowly than the stream produces)"))), ())
                             return
                 elif kind is m.Done:
                     try:
@@ -437,7 +437,9 @@ class Session:
         st.credit = min(st.credit + max(0, msg.n), 1 << 30)
         while st.credit > 0 and st.pending:
             st.credit -= 1
-            self._push(*st.pending.popleft())
+            item = st.pending.popleft()
+            st.pending_bytes -= len(item[0].value) + sum(len(b) for b in item[1]) + 256
+            self._push(*item)
         if not st.pending and st.final is not None:
             final, st.final = st.final, None
             self.flights.pop(msg.id, None)

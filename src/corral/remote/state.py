@@ -40,7 +40,7 @@ class HostLimits:
     idle_timeout: float = 300.0  # a connection with nothing in flight and no frame
     send_timeout: float = 30.0  # a client that takes no frame for this long is dropped
     send_buffer: int = 64 * MiB  # bytes queued for one client before it counts as slow
-    stream_buffer: int = 256  # chunks held for one stream whose client granted no credit
+    stream_buffer: int = 64 * MiB  # bytes held for one stream beyond its client's credit
     linger: float = 3600.0  # a detached instance with no client attached (0: forever)
     handshake_timeout: float = 10.0
 
