@@ -50,7 +50,10 @@ def _hostname(hostport: str) -> str:
 def host_origin_problem(scope: dict, bound: str | None, allowed_hosts: Iterable[str] = (),
                         allowed_origins: Iterable[str] = ()) -> str | None:
     """Why the request's Host or Origin is refused, or None."""
-    raw_host = (header(scope, b"host") or b"").decode("latin-1")
+    hosts = [v for k, v in scope.get("headers", ()) if k == b"host"]
+    if len(hosts) > 1:
+        return "the request has more than one Host header"
+    raw_host = (hosts[0] if hosts else b"").decode("latin-1")
     host = _hostname(raw_host)
     allowed = {h.lower() for h in allowed_hosts}
     if is_loopback(bound) and host not in allowed and not is_loopback(host or None):
