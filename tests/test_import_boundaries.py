@@ -5,7 +5,8 @@ import sys
 
 import corral
 
-HOST_ONLY = ("corral.host", "cloudpickle", "numpy", "asyncio", "concurrent.futures")
+HOST_ONLY = ("corral.host", "corral.remote", "cloudpickle", "numpy", "asyncio",
+             "concurrent.futures", "websockets")
 
 
 def _modules_after(code: str) -> set:
@@ -30,7 +31,7 @@ def test_host_names_load_lazily():
 
 def test_all_lists_exactly_the_public_names():
     public = {n for n in dir(corral) if not n.startswith("_")} - {
-        "exceptions", "protocol", "worker", "host", "types", "server", "plugins"}
+        "exceptions", "protocol", "worker", "host", "types", "server", "plugins", "remote"}
     public |= set(corral._LAZY_NAMES)
     assert set(corral.__all__) - {"__version__"} == public
     for name in corral.__all__:

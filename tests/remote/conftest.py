@@ -15,8 +15,11 @@ TOKEN = "remote-test-token-0123456789"
 class Host:
     """A real ``corral host`` in a subprocess on 127.0.0.1 (port 0), its stderr collected."""
 
-    def __init__(self, store: str, *args: str, token: str | None = TOKEN, host: str = "127.0.0.1"):
+    def __init__(self, store: str, *args: str, token: str | None = TOKEN, host: str = "127.0.0.1",
+                 home: str | None = None):
         env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+        if home is not None:  # where environments are built (CORRAL_HOME/envs)
+            env["CORRAL_HOME"] = home
         env.pop("CORRAL_TOKEN", None)
         if token is not None:
             env["CORRAL_TOKEN"] = token
@@ -66,7 +69,8 @@ class Host:
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    h = Host(str(tmp_path_factory.mktemp("store")), "--max-instances", "4")
+    h = Host(str(tmp_path_factory.mktemp("store")), "--max-instances", "4",
+             home=str(tmp_path_factory.mktemp("home")))
     yield h
     h.stop()
 

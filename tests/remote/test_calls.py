@@ -2,6 +2,7 @@
 crashes, async twins; over a real ``corral host`` on 127.0.0.1."""
 
 import asyncio
+import sys
 import time
 
 import numpy as np
@@ -150,3 +151,26 @@ def test_pool_instance(session, program):
         futs = [w.submit("nap", 0.2) for _ in range(4)]
         assert [f.result(30) for f in futs] == [0.2] * 4
         assert len(w.stats().workers) == 2
+
+
+def test_a_bundle_with_a_manifest_runs_in_its_own_environment(session, tmp_path):
+    (tmp_path / "corral.toml").write_text(
+        'name = "plug"\ntarget = "plug.py:Plug"\nrequirements = ["msgspec"]\n'
+        'env = { PLUG_FLAG = "on" }\n')
+    (tmp_path / "plug.py").write_text(
+        "import os, sys\n\nclass Plug:\n    def where(self):\n"
+        "        return sys.prefix, os.environ.get('PLUG_FLAG')\n")
+    prog = session.upload(tmp_path)
+    with session.launch(prog) as w:  # the target comes from corral.toml
+        prefix, flag = w.call("where")
+    assert flag == "on"
+    assert "envs" in prefix and prefix != sys.prefix  # built by the plugin machinery
+
+
+def test_a_target_outside_the_program_is_refused(session, program):
+    from corral.remote.errors import LaunchError
+
+    with pytest.raises(LaunchError, match="inside the program"):
+        session.launch(program, target="../../etc/passwd.py:X")
+    with pytest.raises(LaunchError, match="no program"):
+        session.launch("0" * 64, target="m.py:M")
