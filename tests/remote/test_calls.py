@@ -2,6 +2,7 @@
 crashes, async twins; over a real ``corral host`` on 127.0.0.1."""
 
 import asyncio
+import os
 import sys
 import time
 
@@ -174,3 +175,16 @@ def test_a_target_outside_the_program_is_refused(session, program):
         session.launch(program, target="../../etc/passwd.py:X")
     with pytest.raises(LaunchError, match="no program"):
         session.launch("0" * 64, target="m.py:M")
+
+
+def test_files_cross_with_their_bytes(host, program, tmp_path):
+    src = tmp_path / "in.bin"
+    src.write_bytes(b"hello file" * 1000)
+    with host.connect() as s:
+        model = s.launch(program, target="remote_model.py:Model")
+        back = model.call("echo", corral.File(str(src), "in.bin", "application/octet-stream"))
+        assert isinstance(back, corral.File) and back.path != str(src)
+        assert back.read_bytes() == src.read_bytes()
+        assert back.name == "in.bin" and back.content_type == "application/octet-stream"
+        assert model.call("echo", [corral.File(str(src))])[0].size == src.stat().st_size
+    assert not os.path.exists(back.path)  # a session's received files end with it

@@ -30,13 +30,22 @@ _encode = msgspec.msgpack.Encoder().encode
 
 
 class BlobExporter:
-    """The codec's out-of-band hook: each big value becomes blob number ``len(blobs)``."""
+    """The codec's out-of-band hook: each big value becomes blob number ``len(blobs)``;
+    a ``corral.File`` sends its bytes (read now) as a blob, whatever their size."""
 
     __slots__ = ("threshold", "blobs")
 
     def __init__(self, threshold: int = BLOB_THRESHOLD):
         self.threshold = threshold
         self.blobs: list[Any] = []
+
+    def export_file(self, f: Any) -> list[Any]:
+        try:
+            data = f.read_bytes()
+        except OSError as exc:
+            raise TypeError(f"cannot send {f!r}: {exc.strerror}") from None
+        self.blobs.append(data)
+        return [len(self.blobs) - 1, f.name, f.content_type]
 
     def export_bytes(self, data: Any) -> tuple[int, int, int]:
         self.blobs.append(data)
@@ -51,12 +60,29 @@ class BlobExporter:
 
 
 class BlobImporter:
-    """The codec's receiving hook: values built on the blobs of the message at hand."""
+    """The codec's receiving hook: values built on the blobs of the message at hand; a
+    file's bytes are written to a new file in ``files.folder()``."""
 
-    __slots__ = ("blobs",)
+    __slots__ = ("blobs", "files")
 
-    def __init__(self) -> None:
+    def __init__(self, files: "FileFolder | None" = None) -> None:
         self.blobs: list[Any] = []
+        self.files = files
+
+    def import_file(self, index: int, name: Any, content_type: Any) -> Any:
+        from ..types import File
+
+        if self.files is None:
+            raise ValueError("a file arrived where files are not accepted")
+        if not 0 <= index < len(self.blobs):
+            raise ValueError(f"a file refers to blob {index}, but the message has "
+                             f"{len(self.blobs)}")
+        if not isinstance(name, str) or not isinstance(content_type, (str, type(None))):
+            raise ValueError("a file's name must be a str")
+        path = self.files.new(name)
+        with open(path, "wb") as out:
+            out.write(self.blobs[index])
+        return File(path, name, content_type)
 
     def _blob(self, index: int, nbytes: int) -> Any:
         if not 0 <= index < len(self.blobs):
@@ -86,13 +112,46 @@ class BlobImporter:
         return flat.reshape(shape[::-1]).T if order == "F" else flat.reshape(shape)
 
 
+class FileFolder:
+    """Where the files that arrive on one connection are written: a temporary folder,
+    made on first use and removed (with them) by ``close()``."""
+
+    def __init__(self, parent: str | None = None, prefix: str = "corral-remote-files-"):
+        self.parent = parent
+        self.prefix = prefix
+        self.path: str | None = None
+        self._count = 0
+
+    def new(self, name: str) -> str:
+        import os
+        import tempfile
+
+        if self.path is None:
+            self.path = tempfile.mkdtemp(prefix=self.prefix, dir=self.parent)
+        self._count += 1
+        # The client's name is kept only as a suffix: never a path of its choosing.
+        safe = "".join(ch for ch in os.path.basename(name) if ch.isalnum() or ch in "._-")
+        folder = os.path.join(self.path, str(self._count))
+        os.mkdir(folder)
+        return os.path.join(folder, safe[-100:] or "file")
+
+    def close(self) -> None:
+        import shutil
+
+        path, self.path = self.path, None
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 class ValueCodec:
     """Encode values to (Raw, blobs) and decode them back, for one connection (one reader:
-    the importer holds the blobs of the message being decoded)."""
+    the importer holds the blobs of the message being decoded). Files that arrive go to
+    ``files`` (a FileFolder; ``close()`` removes them)."""
 
-    def __init__(self, threshold: int = BLOB_THRESHOLD):
+    def __init__(self, threshold: int = BLOB_THRESHOLD, files: FileFolder | None = None):
         self.threshold = threshold
-        self._importer = BlobImporter()
+        self.files = files if files is not None else FileFolder()
+        self._importer = BlobImporter(self.files)
         self._decode = msgspec.msgpack.Decoder(
             ext_hook=make_ext_hook(False, importer=self._importer)).decode
 

@@ -272,7 +272,8 @@ class Link:
                 fut.set_exception(lost)
 
     def close(self) -> None:
-        """Close the connection (idempotent); calls in flight fail with ConnectionLost."""
+        """Close the connection (idempotent); calls in flight fail with ConnectionLost, and
+        the files received in this session are removed."""
         self.closed = True
         try:
             self._ws.close()
@@ -280,6 +281,7 @@ class Link:
             pass
         if threading.current_thread() is not self._reader:
             self._reader.join(5.0)
+        self.codec.files.close()  # the files that arrived in this session
 
 
 def _native_url(url: str) -> str:

@@ -37,7 +37,7 @@ from ..exceptions import InvalidState, ProtocolError
 from ..protocol import messages as m
 from ..server import access
 from . import protocol as p
-from .codec import ValueCodec, error_to_wire
+from .codec import FileFolder, ValueCodec, error_to_wire
 from .errors import StreamOverflow, UploadError
 from .state import HostState
 
@@ -101,7 +101,7 @@ class Session:
         self.scope = scope
         self._send = send
         self.loop = asyncio.get_running_loop()
-        self.codec = ValueCodec()
+        self.codec = ValueCodec(files=FileFolder(str(state.store.uploads), "files-"))
         self.owner = ""
         self.id = f"s{next(_session_ids)}"
         self.instances: set = set()
@@ -571,6 +571,7 @@ class Session:
         if self.closed:
             for task in list(self._tasks):
                 task.cancel()
+            self.codec.files.close()
 
 
 def _renumber(event: Any, cid: int) -> Any:
