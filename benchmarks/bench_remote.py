@@ -121,7 +121,8 @@ def noop_frame_size() -> int:
     return len(msgspec.msgpack.encode(p.Call(1, "x" * 16, "noop", msgspec.Raw(b"\x93\x90\x80\xc0"))))
 
 
-def latency(remote: Any, local: Any, echo_ws: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+def latency(session: Any, remote: Any, local: Any, echo_ws: Any, cfg: dict[str, Any]
+            ) -> dict[str, Any]:
     frame = b"\x00" * noop_frame_size()
 
     def echo_call() -> None:
@@ -129,14 +130,14 @@ def latency(remote: Any, local: Any, echo_ws: Any, cfg: dict[str, Any]) -> dict[
         echo_ws.recv()
 
     calls = {"remote": lambda: remote.call("noop"), "local": lambda: local.call("noop"),
-             "echo": echo_call}
+             "echo": echo_call, "ping": session.ping}
     for fn in calls.values():
         for _ in range(cfg["lat_warm"]):
             fn()
     names = list(calls)
     rounds: dict[str, list[float]] = {n: [] for n in names}
     for r in range(cfg["lat_rounds"]):
-        for name in names[r % 3:] + names[:r % 3]:
+        for name in names[r % len(names):] + names[:r % len(names)]:
             fn = calls[name]
             lat = []
             for _ in range(cfg["lat_n"]):
@@ -150,7 +151,8 @@ def latency(remote: Any, local: Any, echo_ws: Any, cfg: dict[str, Any]) -> dict[
 
     return {"p50_us_rounds": rounds, "p50_us": {n: c.median(v) for n, v in rounds.items()},
             "ratio_remote_vs_echo": ratio("remote", "echo"),
-            "ratio_remote_vs_local": ratio("remote", "local"), "frame_bytes": len(frame)}
+            "ratio_remote_vs_local": ratio("remote", "local"),
+            "ratio_ping_vs_echo": ratio("ping", "echo"), "frame_bytes": len(frame)}
 
 
 def big_array(remote: Any, echo_ws: Any, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +214,10 @@ def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
          "corral": p50["remote"], "baseline_name": "echo", "baseline": p50["echo"],
          "ratio": lat["ratio_remote_vs_echo"], "target": f"<= {TARGET_NOOP}x",
          "met": lat["ratio_remote_vs_echo"] <= TARGET_NOOP},
+        {"metric": "session ping p50 (no worker: the transport and dispatch alone)",
+         "unit": "us", "corral": p50["ping"], "baseline_name": "echo",
+         "baseline": p50["echo"], "ratio": lat["ratio_ping_vs_echo"], "target": "-",
+         "met": None},
         {"metric": "no-op call p50, remote vs local Worker", "unit": "us",
          "corral": p50["remote"], "baseline_name": "local Worker", "baseline": p50["local"],
          "ratio": lat["ratio_remote_vs_local"], "target": "-", "met": None},
@@ -261,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                 prog = s.upload(TARGETS_FILE)
                 remote = s.launch(prog, target="targets.py:NoopEcho")
                 log("no-op latency: remote, local Worker, bare echo (alternating rounds)")
-                res["latency"] = latency(remote, local, echo_ws, cfg)
+                res["latency"] = latency(s, remote, local, echo_ws, cfg)
                 log("big array both ways")
                 res["big_array"] = big_array(remote, echo_ws, cfg)
                 log("bundle upload")

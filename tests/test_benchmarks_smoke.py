@@ -264,7 +264,7 @@ def test_bench_remote_smoke(tmp_path):
     data = run_bench(tmp_path, "remote", "# corral remote benchmark", 170)
     assert data["meta"]["mode"] == "smoke"
     raw = data["raw"]
-    for name in ("remote", "local", "echo"):
+    for name in ("remote", "local", "echo", "ping"):
         _positive(raw["latency"]["p50_us"][name], name)
     for key in ("corral_ms", "raw_ms", "ratio"):
         _positive(raw["big_array"][key], ("big_array", key))

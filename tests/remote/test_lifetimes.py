@@ -81,7 +81,8 @@ def test_two_clients_cannot_see_each_other(host, program):
         with pytest.raises(InstanceNotFound):
             fake.call("pid")
         with pytest.raises(InstanceNotFound):
-            fake.stop()
+            fake.health()
+        fake.stop()  # nothing of this client's to stop: nothing happens
         assert wa.call("add", 1, 1) == 2  # untouched
 
 
@@ -142,3 +143,32 @@ def test_programs_survive_a_restart(tmp_path):
                 assert w.call("add", 1, 2) == 3
     finally:
         h.stop()
+
+
+def test_sigterm_drains_calls_in_flight_then_stops_every_instance(tmp_path):
+    from corral.remote.errors import HandshakeError
+
+    h = Host(str(tmp_path / "store"))
+    try:
+        s = h.connect()
+        w = s.launch(s.upload(MODEL), target="remote_model.py:Model")
+        pid = w.pid
+        fut = w.submit("nap", 1.0)
+        wait_until(lambda: w.stats().busy == 1, 30, "the call to run")
+        h.proc.send_signal(signal.SIGTERM)
+
+        def refused():
+            try:
+                h.connect().close()
+            except HandshakeError as exc:
+                return "503" in str(exc)
+            return False
+
+        wait_until(refused, 10, "new sessions to be refused while draining")
+        assert fut.result(30) == 1.0  # the call in flight finished
+        assert h.proc.wait(30) in (0, -signal.SIGTERM)
+        wait_until(lambda: _gone(pid), 10, "the instance to stop")
+        s.close()
+    finally:
+        h.stop()
+    assert "the server is shutting down" in h.log or '"status":503' in h.log

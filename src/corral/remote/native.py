@@ -194,10 +194,15 @@ class Session:
         if n < 0 or n > self.limits.max_blobs:
             raise _Closing(_CLOSE_PROTOCOL, f"a message announces {n} blobs")
         blobs = []
+        total = 0
         for _ in range(n):
             blob = await self._bytes(receive)
             if blob is None:
                 return None
+            total += len(blob)
+            if total > self.limits.max_frame:  # one message's values, all blobs together
+                raise _Closing(_CLOSE_TOO_BIG, f"a message's blobs exceed "
+                                               f"{self.limits.max_frame} bytes in all")
             blobs.append(blob)
         return frame, blobs
 

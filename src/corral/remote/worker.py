@@ -18,6 +18,7 @@ from ..exceptions import InvalidState, MethodNotFound
 from ..host.calls import EventCallback
 from ..host.worker import CallOptions, _check_positive, _future
 from . import protocol as p
+from .errors import InstanceNotFound
 
 
 class RemoteWorker(CallOptions):
@@ -169,7 +170,10 @@ class RemoteWorker(CallOptions):
             return
         self._state = "stopped"
         if self._link._error is None:
-            self._link.request(lambda seq: p.Stop(seq, self.id, grace))
+            try:
+                self._link.request(lambda seq: p.Stop(seq, self.id, grace))
+            except InstanceNotFound:  # ended there already (stopped elsewhere, lingered)
+                pass
 
     def __enter__(self) -> "RemoteWorker":
         return self
