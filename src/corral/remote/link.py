@@ -2,8 +2,8 @@
 over it. All the wire logic of the client is here; Session and RemoteWorker only build
 requests and calls.
 
-A reader thread takes the server's frames, rebuilds values on their blobs and hands each
-call's messages to its sink (host/calls.py: the same futures and streams a local Worker
+The websockets library's receiving thread hands each message to ``_on_message``, which
+rebuilds values on their blobs and hands each call's messages to its sink (host/calls.py: the same futures and streams a local Worker
 gives) through the sink's ``_event``/``_chunk``/``_done``/``_failed``. Requests (upload,
 launch...) wait on a ``concurrent.futures.Future`` by sequence number. Sends are
 serialized by one lock (a message and its blobs go out together). When the connection
@@ -33,6 +33,45 @@ _encode = msgspec.msgpack.Encoder().encode
 STREAM_CREDIT = 64
 
 
+def _connection_class() -> Any:
+    """websockets' sync ClientConnection, delivering each message to ``on_message`` in its
+    own receiving thread once set (one thread hop less per reply than reading with
+    ``recv()`` from a thread of ours), and calling ``on_end`` when it stops receiving."""
+    from websockets.frames import Opcode
+    from websockets.sync.client import ClientConnection
+
+    class Connection(ClientConnection):
+        on_message: Any = None
+        on_end: Any = None
+        _parts: list | None = None
+
+        def process_event(self, event: Any) -> None:
+            handler = self.on_message
+            if handler is None or self.response is None \
+                    or event.opcode not in (Opcode.BINARY, Opcode.CONT, Opcode.TEXT):
+                super().process_event(event)
+                return
+            if event.opcode is not Opcode.CONT:
+                self._parts = []
+            if self._parts is None:
+                return  # a continuation without a start: nothing to join it to
+            self._parts.append(event.data)
+            if not event.fin:
+                return
+            parts, self._parts = self._parts, None
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            handler(bytes(data) if event.opcode is Opcode.TEXT else data)
+
+        def recv_events(self) -> None:
+            try:
+                super().recv_events()
+            finally:
+                if self.on_end is not None:
+                    self.on_end()
+
+    return Connection
+
+
 class Link:
     """One connection. ``url`` is ``ws://host:port`` (the native path is added when the
     URL has none) or a full ``ws://.../v1/corral``."""
@@ -50,7 +89,8 @@ class Link:
             self._ws = connect(self.url, additional_headers=headers, compression=None,
                                proxy=None, max_size=None, open_timeout=open_timeout,
                                ping_interval=ping_interval, ping_timeout=ping_interval,
-                               close_timeout=2.0).__enter__()  # (websockets >= 17.1 asks
+                               close_timeout=2.0, create_connection=_connection_class(),
+                               ).__enter__()  # (websockets >= 17.1 asks
             # for a context manager; this object's lifetime is the Link's, closed by close())
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -93,9 +133,11 @@ class Link:
             raise HandshakeError(problem)
         self.session_id = welcome.session
         self.limits = welcome.limits
-        self._reader = threading.Thread(target=self._read, name="corral-remote-reader",
-                                        daemon=True)
-        self._reader.start()
+        self._pending: Any = None  # a message waiting for its blobs
+        self._blobs: list = []
+        self._ended = threading.Event()
+        self._ws.on_end = self._on_end
+        self._ws.on_message = self._on_message
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -182,18 +224,38 @@ class Link:
 
     # -- receiving --------------------------------------------------------------------------
 
-    def _read(self) -> None:
-        ws = self._ws
-        error: BaseException | None = None
+    def _on_message(self, data: Any) -> None:
+        """Each WebSocket message, in the receiving thread: a message frame, or one of the
+        blobs the last one announced."""
         try:
-            while True:
-                msg = self._decode(ws.recv())
-                n = getattr(msg, "blobs", 0)
-                blobs = [ws.recv() for _ in range(n)] if n else []
-                self._route(msg, blobs)
-        except Exception as exc:  # noqa: BLE001 - any end of the reader ends the link
-            error = exc
-        self._broken(error)
+            pending = self._pending
+            if pending is not None:
+                self._blobs.append(data)
+                if len(self._blobs) < pending.blobs:
+                    return
+                blobs, self._blobs, self._pending = self._blobs, [], None
+                self._route(pending, blobs)
+                return
+            msg = self._decode(data)
+            if getattr(msg, "blobs", 0):
+                self._pending = msg
+                return
+            self._route(msg, [])
+        except Exception as exc:  # noqa: BLE001 - a server that breaks the protocol
+            log.error("corral.remote: undecodable message from %s: %s", self.url, exc)
+            self._broken(ProtocolError(f"{self.url} sent an undecodable message: {exc}"))
+            try:
+                self._ws.close(1002)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _on_end(self) -> None:
+        try:
+            exc = self._ws.protocol.close_exc
+        except Exception:  # noqa: BLE001 - no close frame at all
+            exc = None
+        self._broken(exc)
+        self._ended.set()
 
     def _route(self, msg: Any, blobs: list) -> None:
         kind = type(msg)
@@ -262,7 +324,7 @@ class Link:
         else:
             lost = self._lost(error)
         with self._lock:
-            self._error = lost
+            self._error = self._error or lost
             calls, self._calls = self._calls, {}
             requests, self._requests = self._requests, {}
         for sink in calls.values():
@@ -279,8 +341,7 @@ class Link:
             self._ws.close()
         except Exception:  # noqa: BLE001
             pass
-        if threading.current_thread() is not self._reader:
-            self._reader.join(5.0)
+        self._ended.wait(5.0)
         self.codec.files.close()  # the files that arrived in this session
 
 
