@@ -71,6 +71,21 @@ class _Totals:
         self.queued, self.busy, self.restarts = queued, busy, restarts
 
 
+class _HostCollector:
+    """Sessions and instances of the host, read at scrape time."""
+
+    def __init__(self, state: HostState):
+        self.state = state
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield GaugeMetricFamily("corral_host_sessions", "Open sessions",
+                                value=self.state.connections)
+        yield GaugeMetricFamily("corral_host_instances", "Live instances",
+                                value=len(self.state.instances))
+
+
 class _Flights:
     """Every session's calls in flight, as server/drain.py's ``service.records``."""
 
@@ -98,6 +113,7 @@ def create_host_app(state: HostState, *, extra_routes: Sequence[BaseRoute] = (),
     flights = _Flights()
     drain = Drain(flights, drain_grace)
     metrics = Metrics(_AllInstances(state))
+    metrics.registry.register(_HostCollector(state))
     endpoint = NativeEndpoint(state, flights.sessions)
 
     async def health(request: Request) -> Response:
