@@ -69,7 +69,7 @@ class Host:
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    h = Host(str(tmp_path_factory.mktemp("store")), "--max-instances", "4",
+    h = Host(str(tmp_path_factory.mktemp("store")), "--max-instances", "4", "--tag", "test-box",
              home=str(tmp_path_factory.mktemp("home")))
     yield h
     h.stop()

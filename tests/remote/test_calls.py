@@ -188,3 +188,11 @@ def test_files_cross_with_their_bytes(host, program, tmp_path):
         assert back.name == "in.bin" and back.content_type == "application/octet-stream"
         assert model.call("echo", [corral.File(str(src))])[0].size == src.stat().st_size
     assert not os.path.exists(back.path)  # a session's received files end with it
+
+
+def test_capabilities_describe_the_machine_and_its_load(session, model):
+    caps = session.capabilities()
+    assert caps["cpu_cores"] >= 1 and caps["memory_total"] > caps["memory_available"] > 0
+    assert caps["tags"] == ["test-box"] and isinstance(caps["gpus"], list)
+    assert sys.version.split()[0] in caps["python_versions"]
+    assert caps["load"]["instances"] >= 1 and caps["load"]["sessions"] >= 1
