@@ -196,3 +196,18 @@ def test_capabilities_describe_the_machine_and_its_load(session, model):
     assert caps["tags"] == ["test-box"] and isinstance(caps["gpus"], list)
     assert sys.version.split()[0] in caps["python_versions"]
     assert caps["load"]["instances"] >= 1 and caps["load"]["sessions"] >= 1
+
+
+def test_the_http_server_serves_a_remote_worker_unchanged(session, tmp_path):
+    from starlette.testclient import TestClient
+
+    from corral.server.app import create_app
+
+    (tmp_path / "m.py").write_text(
+        "class M:\n    def predict(self, x: int) -> int:\n        return x * 2\n")
+    with session.launch(session.upload(tmp_path), target="m.py:M") as w:
+        with TestClient(create_app(w)) as c:
+            assert c.get("/health-check").json()["status"] == "READY"
+            r = c.post("/predictions", json={"input": {"x": "21"}})  # converted there
+            assert r.status_code == 200 and r.json()["output"] == 42
+            assert c.post("/predictions", json={"input": {"x": "no"}}).status_code == 422
