@@ -221,6 +221,27 @@ def test_bench_server_smoke(tmp_path):
     assert data["leftover_children"] == []
 
 
+@pytest.mark.timeout(120)
+def test_bench_logs_smoke(tmp_path):
+    """bench_logs.py --smoke: 2,000 printed lines through a bare Worker, corral serve and
+    corral serve with a logs webhook, one round each."""
+    pytest.importorskip("uvicorn")
+    data = run_bench(tmp_path, "logs", "# corral logs benchmark", 110)
+    assert data["meta"]["mode"] == "smoke" and data["config"]["lines"] == 2000
+    for name in ("bare_worker", "serve_sync", "serve_webhook"):
+        part = data[name]
+        _positive(part["seconds"], (name, "seconds"))
+        _positive(part["peak"], (name, "peak"))
+        assert len(part["rounds"]) == 1
+    assert data["bare_worker"]["lines_kept"] == 2000  # (under the cap: nothing dropped)
+    assert data["serve_sync"]["health_checks"] >= 1
+    assert data["serve_webhook"]["webhook_posts"] >= 2  # start and completed at least
+    assert data["serve_webhook"]["logs_chars"] == data["serve_sync"]["logs_chars"] > 0
+    for row in data["rows"]:
+        assert row["corral"] > 0 and row["baseline"] > 0, row
+    assert data["leftover_children"] == []
+
+
 @pytest.mark.timeout(90)
 def test_bench_plugins_smoke(tmp_path):
     """bench_plugins.py --quick: load to ready and per-call overhead through the plugin

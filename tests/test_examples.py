@@ -26,3 +26,13 @@ def test_echo_example():
     assert "> hello" in out
     assert "(1, {2, 3}, b'bytes')" in out
     assert "Done" in out
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    commands = readme.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    assert len(commands) == 2 and commands[1].endswith(".venv/bin/python -m pytest -q")
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        ci = [line for line in f.read().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == commands[1]

@@ -407,14 +407,51 @@ def schema(target: str, method: str | None) -> None:
               show_default=True,
               help="How file outputs come back: data: URLs (Cog's way; files over 8 MiB "
                    "still come as links), or links to GET /files/{id} (kept 10 minutes).")
+@click.option("--public-url", default=None, metavar="URL",
+              help="Base of /files links (default: the bound address).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Another Host header name to accept (repeatable; '*': any). Default: "
+                   "the bound address, and localhost when bound to loopback.")
+@click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
+              help="Another browser Origin to accept, e.g. https://app.example "
+                   "(repeatable; '*': any). Default: the server's own only.")
+@click.option("--allow-shutdown", is_flag=True,
+              help="Let POST /shutdown stop a server without a token (off by default).")
+@click.option("--webhook-allow", "webhook_allow", multiple=True, metavar="CIDR",
+              envvar="CORRAL_WEBHOOK_ALLOW",
+              help="A network webhooks may reach besides public addresses, e.g. "
+                   "127.0.0.1/32 (repeatable; default: $CORRAL_WEBHOOK_ALLOW).")
+@click.option("--webhook-throttle", type=click.FloatRange(min=0), default=0.5,
+              show_default=True, help="Seconds between two output/logs webhook sends.")
+@click.option("--max-log-bytes", type=click.IntRange(min=0), default=None,
+              help="Log bytes kept per prediction, the oldest dropped first "
+                   "[default: $CORRAL_MAX_LOG_BYTES or 1 MiB].")
+@click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Seconds a request's headers may take to arrive.")
+@click.option("--body-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Seconds a request's body may pause between pieces.")
+@click.option("--keep-alive-timeout", type=click.FloatRange(min=0, min_open=True),
+              default=5.0, show_default=True,
+              help="Seconds an idle keep-alive connection stays open.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=1000,
+              show_default=True, help="Open connections at most; beyond, 503 and closed.")
+@click.option("--no-playground", is_flag=True,
+              help="Do not serve the browser playground at / and /playground.")
 def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue: int,
-          token_file: str | None, insecure: bool, file_outputs: str) -> None:
+          token_file: str | None, insecure: bool, file_outputs: str, public_url: str | None,
+          allowed_hosts: tuple[str, ...], allowed_origins: tuple[str, ...],
+          allow_shutdown: bool, webhook_allow: tuple[str, ...], webhook_throttle: float,
+          max_log_bytes: int | None, header_timeout: float, body_timeout: float,
+          keep_alive_timeout: float, max_connections: int,
+          no_playground: bool) -> None:
     """Serve TARGET over HTTP with Cog's prediction API until SIGTERM/SIGINT.
 
     Routes: POST /predictions, PUT /predictions/{id}, GET /health-check,
-    GET /openapi.json, POST /shutdown, GET /metrics, GET /files/{id}. Predictions call
-    the target's predict(); file inputs come as data: URLs or multipart uploads. With a
-    token every route but /health-check needs "Authorization: Bearer TOKEN".
+    GET /openapi.json, POST /shutdown, GET /metrics, GET /files/{id}, and a browser
+    playground at / and /playground (a form built from the schema; --no-playground turns
+    it off). Predictions call the target's predict(); file inputs come as data: URLs or
+    multipart uploads. With a token every route but /health-check and the playground's
+    static files needs "Authorization: Bearer TOKEN".
 
     \b
     Examples:
@@ -422,6 +459,11 @@ def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue
       corral serve model.py:Model --workers 2 --port 8000
       CORRAL_TOKEN=secret corral serve model.py:Model --host 0.0.0.0
       corral serve model.py:Model --host 0.0.0.0 --token-file /run/secrets/token
+      corral serve model.py:Model --webhook-allow 10.0.0.0/8 --allowed-origin https://app.example
+
+    Protections (docs/security.md): Host and Origin headers are checked, webhooks reach
+    public addresses only, slow clients are timed out, each prediction keeps at most
+    --max-log-bytes of logs.
     """
     token: str | None
     if token_file is not None:
@@ -442,6 +484,13 @@ def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue
     except ValueError as exc:
         raise Failure(f"{exc} (--token-file, CORRAL_TOKEN or --insecure)", EXIT_USAGE) \
             from None
+    from .server.connections import ConnectionLimits
+    from .server.webhook_urls import parse_networks
+
+    try:
+        parse_networks(webhook_allow)
+    except ValueError as exc:
+        raise Failure(f"--webhook-allow: {exc}", EXIT_USAGE) from None
     from . import Pool
 
     # SIGTERM ends uvicorn's loop, whose shutdown stops the workers; make sure it does not
@@ -450,7 +499,13 @@ def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue
     runner = Pool(target, workers=workers, slots=slots, max_queue=max_queue)
     try:
         run_server(runner, host=host, port=port, token=token, insecure=insecure,
-                   file_outputs=file_outputs)
+                   file_outputs=file_outputs, public_url=public_url,
+                   allowed_hosts=allowed_hosts or None, allowed_origins=allowed_origins,
+                   allow_shutdown=allow_shutdown, webhook_allow=webhook_allow,
+                   webhook_throttle=webhook_throttle, max_log_bytes=max_log_bytes,
+                   limits=ConnectionLimits(header_timeout, body_timeout, keep_alive_timeout,
+                                           max_connections),
+                   playground=not no_playground)
     except KeyboardInterrupt:
         pass
     finally:

@@ -18,19 +18,26 @@ pytest.importorskip("starlette")
 class Running:
     def __init__(self, server, thread, app):
         self.server, self.thread, self.app = server, thread, app
-        port = server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        address, port = server.servers[0].sockets[0].getsockname()[:2]
+        self.port = port
+        self.url = f"http://{address}:{port}" if ":" not in address else \
+            f"http://[{address}]:{port}"
 
     def client(self, **kw):
         return httpx.Client(base_url=self.url, timeout=30, **kw)
 
 
 @contextlib.contextmanager
-def run_server(app):
+def run_server(app, host="127.0.0.1", config=None):
+    """Serve ``app`` with uvicorn on ``host`` (a free port) in a thread; ``config``: a
+    function of (app, host, port) giving the uvicorn.Config to use instead."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="on"))
+    if config is not None:
+        cfg = config(app, host, 0)
+    else:
+        cfg = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(cfg)
     app.state.set_shutdown(lambda: setattr(server, "should_exit", True))
     thread = threading.Thread(target=server.run, daemon=True, name="test-uvicorn")
     thread.start()
@@ -45,12 +52,13 @@ def run_server(app):
 
 
 @contextlib.contextmanager
-def serving(runner, wait_ready=True, **app_kwargs):
-    """Serve ``runner`` (started by the app); wait until /health-check leaves STARTING."""
+def serving(runner, wait_ready=True, config=None, **app_kwargs):
+    """Serve ``runner`` (started by the app); wait until /health-check leaves STARTING.
+    ``config``: as run_server's."""
     from corral.server import create_app
 
     app = create_app(runner, **app_kwargs)
-    with run_server(app) as running:
+    with run_server(app, config=config) as running:
         if wait_ready:
             with running.client() as c:
                 wait_until(lambda: c.get("/health-check").json()["status"] != "STARTING",
@@ -91,6 +99,8 @@ def started(side):
 
 
 SSE = {"Accept": "text/event-stream"}
+#: Webhook receivers in the tests run on 127.0.0.1, which servers refuse unless allowed.
+LOCAL_HOOKS = {"webhook_allow": ("127.0.0.0/8",)}
 
 
 def until(events, name):
@@ -112,3 +122,39 @@ def sse_events(lines):
             event = line[7:]
         elif line.startswith("data: "):
             yield event, json.loads(line[6:])
+
+
+@contextlib.contextmanager
+def corral_serve(*args, timeout=60):
+    """``python -m corral serve ARGS --port P`` in a subprocess (P a free port); yields its
+    base URL once /health-check says READY, and stops it with SIGTERM on the way out."""
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import HERE
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(os.path.dirname(HERE), "src"), HERE])
+    env.pop("CORRAL_TOKEN", None)
+    proc = subprocess.Popen([sys.executable, "-m", "corral", "serve", *args, "--port",
+                             str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready():
+        assert proc.poll() is None, f"corral serve exited with {proc.returncode}"
+        try:
+            return httpx.get(f"{base}/health-check", timeout=2).json()["status"] == "READY"
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(ready, timeout, "corral serve to get ready")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(60)

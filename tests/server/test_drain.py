@@ -23,7 +23,7 @@ def _post_in_thread(client, answers, **kw):
 def test_post_shutdown_drains_in_flight_predictions_and_refuses_new_ones(tmp_path, fifo):
     side = str(tmp_path / "side")
     runner = worker("Gated")
-    with serving(runner, drain_grace=30) as srv, srv.client() as c, srv.client() as c2:
+    with serving(runner, drain_grace=30, allow_shutdown=True) as srv, srv.client() as c, srv.client() as c2:
         answers = []
         t = _post_in_thread(c2, answers, json={"id": "inflight",
                                                "input": {"side": side, "fifo": fifo}})
@@ -72,7 +72,7 @@ def test_the_lifespan_shutdown_waits_for_async_predictions(tmp_path, fifo):
 def test_predictions_still_running_after_the_grace_are_canceled(tmp_path, fifo):
     side = str(tmp_path / "side")
     runner = worker("Gated")
-    with serving(runner, drain_grace=0.5) as srv, srv.client() as c:
+    with serving(runner, drain_grace=0.5, allow_shutdown=True) as srv, srv.client() as c:
         r = c.post("/predictions", json={"id": "slow", "input": {"side": side, "fifo": fifo}},
                    headers={"Prefer": "respond-async"})
         assert r.status_code == 202

@@ -202,7 +202,7 @@ def test_a_64_mb_upload_streams_to_disk_without_growing_the_server(tmp_path):
 
 def _multipart_head(url, boundary=b"XyZ", chunked=True, length=None):
     te = b"Transfer-Encoding: chunked\r\n" if chunked else b"Content-Length: %d\r\n" % length
-    return (b"POST /predictions HTTP/1.1\r\nHost: x\r\n"
+    return (b"POST /predictions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: multipart/form-data; boundary=" + boundary + b"\r\n" + te + b"\r\n")
 
 

@@ -206,7 +206,7 @@ def test_sync_predictions_beyond_the_slots_wait_in_the_queue(tmp_path, fifo):
 def test_post_shutdown_stops_the_server():
     from corral.server import create_app
 
-    app = create_app(worker("Typed"))
+    app = create_app(worker("Typed"), allow_shutdown=True)
     with run_server(app) as srv, srv.client() as c:
         wait_until(lambda: c.get("/health-check").json()["status"] == "READY", 60, "ready")
         assert c.post("/shutdown").status_code == 200

@@ -3,7 +3,7 @@ sends it to a worker; then "processing", with its start webhook at that moment."
 
 from conftest import wait_until
 
-from .conftest import open_gate, pool, run_server, serving, started
+from .conftest import LOCAL_HOOKS, open_gate, pool, run_server, serving, started
 from .test_streaming_and_ops import Receiver
 
 
@@ -12,7 +12,7 @@ def test_a_queued_prediction_is_starting_until_a_worker_takes_it(tmp_path, fifo)
     receiver = Receiver()
     runner = pool("Gated", workers=1, slots=1, prefetch=0, max_queue=10)
     inp = {"side": side, "fifo": fifo}
-    with run_server(receiver.app) as hooks, serving(runner, webhook_backoff=0.01) as srv, \
+    with run_server(receiver.app) as hooks, serving(runner, webhook_backoff=0.01, **LOCAL_HOOKS) as srv, \
             srv.client() as c:
         async_ = {"Prefer": "respond-async"}
         assert c.post("/predictions", json={"id": "a", "input": inp},

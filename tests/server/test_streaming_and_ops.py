@@ -7,7 +7,8 @@ import pytest
 
 from conftest import wait_until
 
-from .conftest import SSE, open_gate, run_server, serving, sse_events, until, worker
+from .conftest import (LOCAL_HOOKS, SSE, open_gate, run_server, serving, sse_events, until,
+                       worker)
 
 
 def test_sse_sends_the_first_output_before_the_prediction_ends(fifo):
@@ -94,7 +95,8 @@ class Receiver:
 
 def test_webhooks_follow_an_async_prediction_and_are_retried():
     receiver = Receiver(fail_first=1)
-    with run_server(receiver.app) as hooks, serving(worker("Gen"), webhook_backoff=0.01) \
+    with run_server(receiver.app) as hooks, serving(worker("Gen"), webhook_backoff=0.01,
+                                               webhook_throttle=0, **LOCAL_HOOKS) \
             as srv, srv.client() as c:
         r = c.post("/predictions", headers={"Prefer": "respond-async"},
                    json={"input": {"n": 2}, "webhook": hooks.url + "/hook"})
@@ -112,7 +114,7 @@ def test_webhooks_follow_an_async_prediction_and_are_retried():
 
 def test_webhook_events_filter_keeps_only_the_namedsse_events():
     receiver = Receiver()
-    with run_server(receiver.app) as hooks, serving(worker("Gen")) as srv, \
+    with run_server(receiver.app) as hooks, serving(worker("Gen"), **LOCAL_HOOKS) as srv, \
             srv.client() as c:
         c.post("/predictions", headers={"Prefer": "respond-async"},
                json={"id": "f1", "input": {"n": 3}, "webhook": hooks.url + "/hook",

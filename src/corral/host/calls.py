@@ -16,6 +16,7 @@ import threading
 from typing import Any, Callable
 
 from ..protocol import messages as m
+from .logbuffer import EventLog
 
 log = logging.getLogger("corral")
 
@@ -30,7 +31,7 @@ class CallRecord:
 
     id: int
     method: str
-    events: list
+    events: EventLog
     metrics: dict[str, Any]
     run_time: float | None
 
@@ -42,7 +43,7 @@ class CallRecord:
         self._size = 0  # bytes of its frame, counted in the connection's window
         self._owner: Any = None  # who can cancel it now: its Connection, or the deferral queue
         self._timer: Any = None  # its deadline (host/timers.py), if it has a timeout
-        self.events = []
+        self.events = EventLog()  # (logbuffer.py: Log text capped, oldest dropped first)
         self.metrics = {}
         self.run_time = None
         self._on_event = on_event

@@ -101,7 +101,7 @@ class Plugin:
         if isinstance(reqs, str):
             from .envs import read_requirements
 
-            return list(read_requirements(reqs))
+            return list(read_requirements(reqs, root=self.folder))
         if self.folder is None or not reqs:
             return list(reqs)
         from .requirements import normalize_requirements

@@ -167,20 +167,50 @@ def parse_manifest(data: Any, folder: str, source: str,
         problems.append({"loc": [*prefix, "target"],
                          "msg": f"{target!r} must look like 'file.py:Class' (relative to the "
                                 "plugin folder) or 'package.module:Class'"})
+    elif isinstance(target, str) and _is_file_target(target) \
+            and not inside(folder, target.rpartition(":")[0]):
+        problems.append({"loc": [*prefix, "target"],
+                         "msg": f"the target file {target.rpartition(':')[0]!r} is outside "
+                                "the plugin folder"})
     reqs = data.get("requirements")
     if isinstance(reqs, str):
         path = os.path.normpath(os.path.join(folder, reqs))
-        if not os.path.isfile(path):
+        # Resolved (symlinks too) and kept inside the folder: a manifest must not make the
+        # host read, and then quote in an error, a file of its choosing.
+        if not inside(folder, reqs):
+            problems.append({"loc": [*prefix, "requirements"],
+                             "msg": f"requirements file {reqs!r} is outside the plugin "
+                                    "folder"})
+        elif not os.path.isfile(path):
             problems.append({"loc": [*prefix, "requirements"],
                              "msg": f"requirements file {reqs!r} not found in {folder}"})
         data["requirements"] = path
-    for key in data.get("env", {}) if isinstance(data.get("env"), dict) else ():
+    env = data.get("env") if isinstance(data.get("env"), dict) else {}
+    for key, value in env.items():
         if not key or "=" in key or "\0" in key:
             problems.append({"loc": [*prefix, "env", key],
                              "msg": "not a valid environment variable name"})
+        elif isinstance(value, str) and "\0" in value:  # execve() would fail on it later
+            problems.append({"loc": [*prefix, "env", key],
+                             "msg": "an environment variable's value cannot hold a NUL "
+                                    "character"})
     if problems:
         raise ManifestError(source, problems)
     return msgspec.convert(data, Manifest)
+
+
+def inside(folder: str, path: str) -> bool:
+    """Whether ``path`` (relative to ``folder``, or absolute) resolves, symlinks followed,
+    to ``folder`` itself or somewhere under it."""
+    root = os.path.realpath(folder)
+    real = os.path.realpath(os.path.join(folder, path))
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _is_file_target(target: str) -> bool:
+    """A ``file.py:Class`` target (a path), rather than ``package.module:Class``."""
+    module = target.rpartition(":")[0]
+    return module.endswith(".py") or "/" in module or os.sep in module
 
 
 def _valid_target(target: str) -> bool:

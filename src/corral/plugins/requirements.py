@@ -35,15 +35,27 @@ _COMMENT = re.compile(r"(^|\s+)#.*$")
 # per-requirement options (``pkg==1 --hash=sha256:...``) follow the requirement itself
 _PER_REQUIREMENT_OPTION = re.compile(r"\s+--?[A-Za-z]")
 _ARCHIVE_SUFFIXES = (".whl", ".tar.gz", ".tgz", ".zip", ".tar.bz2", ".tar.xz")
+# what str.splitlines() splits on: any of them would end a line in a requirements file
+_LINE_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
-def read_requirements(path: str | os.PathLike) -> list[str]:
+def read_requirements(path: str | os.PathLike,
+                      root: str | os.PathLike | None = None) -> list[str]:
     """The normalized lines of a requirements file: comments, blank lines and line
     continuations handled as pip does, ``-r`` includes expanded (relative to the including
     file), ``-c`` constraint files kept as ``--constraint /abs/path`` options, relative
     paths made absolute against the file's folder. Raises RequirementsError naming the file
-    and line of anything malformed, a missing include or a circular one."""
-    return _read_file(Path(os.path.abspath(path)), (), None)
+    and line of anything malformed, a missing include or a circular one.
+
+    With ``root`` (a plugin's folder), the file, every ``-r`` include and every ``-c``
+    constraint file must resolve (symlinks followed) inside it; one outside is refused
+    before it is read, so no error ever quotes a line of a file outside ``root``."""
+    real_root = Path(os.path.realpath(root)) if root is not None else None
+    target = Path(os.path.abspath(path))
+    if real_root is not None and not _within(target, real_root):
+        raise RequirementsError(str(target), "the requirements file is outside the plugin "
+                                f"folder {root}")
+    return _read_file(target, (), None, real_root)
 
 
 def normalize_requirements(requirements: Sequence[str],
@@ -60,6 +72,10 @@ def normalize_requirements(requirements: Sequence[str],
         if not isinstance(item, str):
             raise TypeError(f"requirements[{index}] must be a str, not "
                             f"{type(item).__name__}: {item!r}")
+        if _LINE_BREAK.search(item):  # one item is one line: a second one could be an option
+            raise RequirementsError(INLINE, f"requirements[{index}] holds a line break: "
+                                    f"{item!r} (give one requirement per list item)",
+                                    index + 1)
         text = _COMMENT.sub("", item).strip()
         if not text:
             continue
@@ -90,8 +106,13 @@ def constraint_files(lines: Sequence[str]) -> list[str]:
 # -- internals ------------------------------------------------------------------------------
 
 
+def _within(path: Path, root: Path) -> bool:
+    real = Path(os.path.realpath(path))
+    return real == root or root in real.parents
+
+
 def _read_file(path: Path, stack: tuple[Path, ...],
-               included_from: tuple[str, int] | None) -> list[str]:
+               included_from: tuple[str, int] | None, root: Path | None = None) -> list[str]:
     if path in stack:
         chain = " -> ".join(str(p) for p in (*stack, path))
         raise RequirementsError(str(stack[-1]), f"circular -r include: {chain}",
@@ -107,7 +128,8 @@ def _read_file(path: Path, stack: tuple[Path, ...],
                                 f"{exc.strerror or exc}") from exc
     out: list[str] = []
     for lineno, line in _logical_lines(text):
-        out.extend(_normalize_line(line, str(path), lineno, path.parent, (*stack, path)))
+        out.extend(_normalize_line(line, str(path), lineno, path.parent, (*stack, path),
+                                   root))
     return out
 
 
@@ -134,17 +156,21 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
 
 
 def _normalize_line(text: str, source: str, lineno: int, base: Path,
-                    stack: tuple[Path, ...]) -> list[str]:
+                    stack: tuple[Path, ...], root: Path | None = None) -> list[str]:
     if text.startswith("-"):
         name, value = _parse_option(text, source, lineno)
         if value is None:
             return [name]
         if name in _PATH_VALUED:
             value = _resolve_path(value, base)
+        if root is not None and name in ("--requirement", "--constraint") \
+                and "://" not in value and not _within(Path(value), root):
+            raise RequirementsError(source, f"{name} names a file outside the plugin folder "
+                                    f"{root}", lineno)
         if name == "--requirement":
             if "://" in value:
                 raise RequirementsError(source, f"-r needs a local file, not {value!r}", lineno)
-            return _read_file(Path(value), stack, (source, lineno))
+            return _read_file(Path(value), stack, (source, lineno), root)
         return [f"{name} {value}"]
     if _looks_like_path_or_url(text):
         return [_resolve_path(text, base)]

@@ -22,19 +22,28 @@ from starlette.routing import Route
 
 from ..exceptions import ArgumentError, InvalidState, MethodNotFound, QueueFull, SetupError
 from .access import PREDICTION_ID
-from .auth import BearerAuth, check_binding
+from .auth import BearerAuth, check_binding, drop_token_from_env
+from .connections import ConnectionLimits, server_config
 from .drain import MESSAGE as DRAINING, Drain, draining_server
-from .files import DEFAULT_INLINE_MAX, FileInputError, Files, Workspace, file_fields
+from .files import (DEFAULT_INLINE_MAX, FileInputError, Files, Workspace, file_fields,
+                    shown_inputs)
+from .jsonbody import NonFiniteNumber, strict_json
 from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .instrument import Instrument
 from .metrics import CONTENT_TYPE, Metrics
+from .origin import OriginGuard, OriginPolicy
+from .playground import PATHS as PLAYGROUND_PATHS, Playground, wants_page
 from .predictions import EVENTS, Prediction, Predictions, now_iso
 from .retention import DEFAULT_MAX_RECORDS, DEFAULT_SECONDS, Retention
 from .schema import openapi
 from .sse import EventStream
-from .webhooks import WebhookSender
+from .webhook_urls import WebhookPolicy, WebhookRefused, networks_from_env, parse_networks
+from .webhooks import DEFAULT_THROTTLE, WebhookSender
 
 log = logging.getLogger("corral.server")
+
+#: The longest prediction id taken (from the body or the path); longer is 422.
+MAX_ID_LENGTH = 256
 
 
 class Setup:
@@ -60,7 +69,13 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                max_body_bytes: int = DEFAULT_MAX_BODY, retention: float = DEFAULT_SECONDS,
                max_records: int = DEFAULT_MAX_RECORDS, file_outputs: str = "data",
                file_inline_max: int = DEFAULT_INLINE_MAX,
-               file_retention: float = DEFAULT_SECONDS) -> Starlette:
+               file_retention: float = DEFAULT_SECONDS,
+               allowed_hosts: tuple[str, ...] | None = None,
+               allowed_origins: tuple[str, ...] = (), allow_shutdown: bool = False,
+               public_url: str | None = None,
+               webhook_allow: tuple[str, ...] | None = None,
+               webhook_throttle: float = DEFAULT_THROTTLE,
+               max_log_bytes: int | None = None, playground: bool = True) -> Starlette:
     """The ASGI app serving ``runner`` (a ``corral.Worker`` or ``corral.Pool``).
 
     ``token``: the bearer token every route but ``public_paths`` needs; required when
@@ -72,12 +87,34 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     ``retention`` seconds, and at most ``max_records`` of them. File outputs come back as
     data: URLs (``file_outputs="data"``) up to ``file_inline_max`` bytes, else (or with
     ``file_outputs="url"``) as /files/{id} links kept ``file_retention`` seconds; see
-    files.py."""
+    files.py. Links start with ``public_url`` when given, else with the address the server
+    is bound to (never with the request's Host header).
+
+    Browsers (origin.py): the Host header must name this server (``allowed_hosts`` adds
+    names), a request with a foreign ``Origin`` is 403 (``allowed_origins`` adds origins),
+    and a request that reached an address beyond loopback is refused without a token,
+    whatever ``host`` says. POST /shutdown works only with a token or ``allow_shutdown``.
+    Webhook URLs must resolve to public addresses only, unless their network is in
+    ``webhook_allow`` (CIDRs; default: the ``CORRAL_WEBHOOK_ALLOW`` environment variable);
+    output and logs updates are sent at most every ``webhook_throttle`` seconds
+    (webhooks.py). Each prediction keeps the newest ``max_log_bytes`` of its logs
+    (default ``CORRAL_MAX_LOG_BYTES`` or 1 MiB), a marker line in place of the rest.
+    ``playground``: serve the browser playground at ``GET /`` (to browsers) and
+    ``GET /playground``; its static files need no token (see playground/).
+    See docs/security.md."""
     check_binding(host, token, insecure)
+    if token is not None:  # workers inherit the environment: never hand them the token
+        drop_token_from_env(token)
+    policy = OriginPolicy(token=token is not None, insecure=insecure, bind_host=host,
+                          allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
     files = Files(mode=file_outputs, inline_max=file_inline_max, retention=file_retention)
-    service = Predictions(runner, retention=Retention(retention, max_records), files=files)
+    service = Predictions(runner, retention=Retention(retention, max_records), files=files,
+                          max_log_bytes=max_log_bytes)
     drain = Drain(service, drain_grace)
-    webhooks = WebhookSender(retries=webhook_retries, backoff=webhook_backoff)
+    allowed_nets = networks_from_env() if webhook_allow is None \
+        else parse_networks(webhook_allow)
+    webhooks = WebhookSender(retries=webhook_retries, backoff=webhook_backoff,
+                             policy=WebhookPolicy(allowed_nets), throttle=webhook_throttle)
     service.on_create.append(webhooks.attach)
     metrics = Metrics(runner)
     setup = Setup()
@@ -98,7 +135,23 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                                 headers={"Retry-After": str(retry_after)})
         return None
 
+    def link_base(scope: dict) -> str:
+        """Where /files links point: ``public_url``, else the bound address (a server on
+        every address, without ``public_url``, gives links relative to the server)."""
+        root = scope.get("root_path", "")
+        if public_url:
+            return public_url.rstrip("/") + root
+        server = scope.get("server")
+        if not server or server[0] in ("0.0.0.0", "::", ""):
+            return root
+        address = server[0] if ":" not in server[0] else f"[{server[0]}]"
+        port = f":{server[1]}" if server[1] is not None else ""
+        return f"{scope.get('scheme', 'http')}://{address}{port}{root}"
+
     async def predict(request: Request, pid: str | None = None) -> Response:
+        if pid is not None and len(pid) > MAX_ID_LENGTH:
+            return _invalid([{"loc": ["path", "prediction_id"], "type": "value_error",
+                              "msg": f"the id is longer than {MAX_ID_LENGTH} characters"}])
         if drain.draining and (pid is None or service.get(pid) is None):
             return JSONResponse({"detail": DRAINING}, status_code=503,
                                 headers={"Connection": "close"})
@@ -110,7 +163,10 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                                            "application/json or multipart/form-data"},
                                 status_code=415)
         try:
-            body = await request.json()
+            body = strict_json(await request.body())
+        except NonFiniteNumber as exc:
+            return _invalid([{"loc": ["body"], "msg": str(exc),
+                              "type": "value_error.jsondecode"}])
         except (ValueError, UnicodeDecodeError):
             return _invalid([{"loc": ["body"], "msg": "the body is not valid JSON",
                               "type": "value_error.jsondecode"}])
@@ -129,6 +185,9 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         if not isinstance(body.get("id"), (str, type(None))):
             return _invalid([{"loc": ["body", "id"], "msg": "the id must be a string",
                               "type": "type_error.str"}])
+        if len(body.get("id") or "") > MAX_ID_LENGTH:
+            return _invalid([{"loc": ["body", "id"], "type": "value_error",
+                              "msg": f"the id is longer than {MAX_ID_LENGTH} characters"}])
         if pid is not None and body.get("id") not in (None, pid):
             return _invalid([{"loc": ["body", "id"], "msg": "the id in the body differs from "
                               "the one in the path", "type": "value_error"}])
@@ -138,7 +197,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         """A multipart request: the form's parts are the inputs (uploads.py)."""
         from .uploads import FormError, read_form
 
-        ws = files.workspace(lambda: str(request.base_url))
+        ws = files.workspace(lambda: link_base(request.scope))
         try:
             form = await read_form(request, ws)
         except FormError as exc:
@@ -158,7 +217,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         """Validate the rest of the request and run the prediction; ``ws`` is owned here
         until a record takes it."""
         if ws is None:
-            ws = files.workspace(lambda: str(request.base_url))
+            ws = files.workspace(lambda: link_base(request.scope))
         try:
             return await run_in(request, body, inp, pid, args, ws)
         finally:
@@ -182,9 +241,15 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         wants_sse = "text/event-stream" in request.headers.get("accept", "")
 
         existing = service.get(pid) if pid else None
+        if webhook is not None and existing is None:
+            try:
+                await webhooks.policy.resolve(webhook)
+            except WebhookRefused as exc:
+                return _invalid([{"loc": ["body", "webhook"], "type": "value_error",
+                                  "msg": str(exc)}])
         if existing is not None:  # idempotent: the same prediction, never run twice
             if respond_async:
-                return JSONResponse(existing.to_json(), status_code=202)
+                return _FastJSON(existing.to_json(), status_code=202)
             await existing.done.wait()
             return _answer(existing)
         refused = not_ready()
@@ -205,6 +270,8 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
             except FileInputError as exc:
                 return _invalid([{"loc": ["body", "input", *exc.loc], "msg": exc.msg,
                                   "type": "value_error"}])
+            # The record shows a large data: URL as a placeholder, not its megabytes.
+            inp = shown_inputs(inp, args)
 
         queue: asyncio.Queue | None = asyncio.Queue() if wants_sse else None
         listeners = ()
@@ -238,7 +305,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                     service.cancel(pred)
             return EventStream(queue, disconnected)
         if respond_async:
-            return JSONResponse(pred.to_json(), status_code=202)
+            return _FastJSON(pred.to_json(), status_code=202)
         await pred.done.wait()
         return _answer(pred)
 
@@ -252,7 +319,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         pred = service.get(request.path_params["prediction_id"])
         if pred is None:
             return JSONResponse({"detail": "not found"}, status_code=404)
-        return JSONResponse(pred.to_json())
+        return _FastJSON(pred.to_json())
 
     async def cancel(request: Request) -> Response:
         pred = service.get(request.path_params["prediction_id"])
@@ -265,8 +332,13 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         return JSONResponse({"status": await asyncio.to_thread(_health_status, runner, setup),
                              "setup": setup.to_json()})
 
+    page = Playground() if playground else None
+
     async def root(request: Request) -> Response:
-        return JSONResponse({"openapi_url": "/openapi.json", "docs_url": None})
+        if page is not None and wants_page(request):
+            return await page.page(request)
+        return JSONResponse({"openapi_url": "/openapi.json", "docs_url": None},
+                            headers={"Vary": "Accept"} if page is not None else None)
 
     async def openapi_json(request: Request) -> Response:
         info = schemas = None
@@ -278,6 +350,11 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                                     title=getattr(runner, "target_name", "corral")))
 
     async def shutdown(request: Request) -> Response:
+        if token is None and not allow_shutdown:
+            # Without a token anyone who reaches the port could stop the server.
+            return JSONResponse({"detail": "POST /shutdown is off: give the server a token, "
+                                           "or allow it with allow_shutdown=True "
+                                           "(--allow-shutdown)"}, status_code=403)
         if state["shutdown"] is not None:  # else no server to stop: nothing to drain for
             drain.begin(state["shutdown"])
         return JSONResponse({})
@@ -329,12 +406,16 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
         Route("/shutdown", shutdown, methods=["POST"]),
         Route("/metrics", metrics_route, methods=["GET"]),
         Route("/files/{file_id}", get_file, methods=["GET"]),
+        *(page.routes() if page is not None else ()),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    # The last added is the outermost: metrics and access log, auth, body limit, routes.
+    # The last added is the outermost: metrics and access log, Host/Origin rules, auth,
+    # body limit, routes.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if token is not None:
-        app.add_middleware(BearerAuth, token=token, public=public_paths)
+        public = (*public_paths, *PLAYGROUND_PATHS) if page is not None else public_paths
+        app.add_middleware(BearerAuth, token=token, public=public)
+    app.add_middleware(OriginGuard, policy=policy)
     app.add_middleware(Instrument, metrics=metrics)
     app.state.predictions = service
     app.state.setup = setup
@@ -363,7 +444,9 @@ def _invalid(problems: list[dict[str, Any]]) -> Response:
 
 class _FastJSON(JSONResponse):
     """JSON encoded by msgspec: several times faster than json.dumps on big strings (a
-    data: URL output), same bytes for the rest."""
+    data: URL output), same bytes for the rest, and always valid JSON (a NaN or infinity
+    in an output is null; json.dumps would raise, or write NaN). Every answer that holds a
+    record uses it."""
 
     def render(self, content: Any) -> bytes:
         return _encode(content)
@@ -419,18 +502,18 @@ def _health_status(runner: Any, setup: Setup) -> str:
 
 
 def serve(runner: Any, *, host: str = "127.0.0.1", port: int = 5000,
-          token: str | None = None, insecure: bool = False, **app_kwargs: Any) -> None:
+          token: str | None = None, insecure: bool = False,
+          limits: ConnectionLimits | None = None, **app_kwargs: Any) -> None:
     """Serve ``runner`` with uvicorn until SIGTERM/SIGINT or POST /shutdown, both of which
     drain first (a second signal exits at once). ``token`` defaults to the CORRAL_TOKEN
-    environment variable. Requests are logged as JSON on ``corral.access`` (uvicorn's own
-    access log is off)."""
-    import uvicorn
-
+    environment variable (then removed from the environment, which workers inherit).
+    ``limits``: header/body/keep-alive timeouts and the connection cap (connections.py).
+    Requests are logged as JSON on ``corral.access`` (uvicorn's own access log is off)."""
     if token is None:
         token = os.environ.get("CORRAL_TOKEN") or None
     app = create_app(runner, token=token, host=host, insecure=insecure, **app_kwargs)
-    server = draining_server(uvicorn.Config(app, host=host, port=port, log_level="info",
-                                            access_log=False), app)
+    server = draining_server(server_config(app, host, port, limits, log_level="info",
+                                           access_log=False), app)
 
     def stop() -> None:
         server.should_exit = True

@@ -20,9 +20,11 @@ def is_loopback(host: str | None) -> bool:
     if host in LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        addr = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1 (a dual-stack socket)
+    return (mapped or addr).is_loopback
 
 
 def check_binding(host: str | None, token: str | None, insecure: bool) -> None:
@@ -31,6 +33,19 @@ def check_binding(host: str | None, token: str | None, insecure: bool) -> None:
         raise ValueError(
             f"refusing to serve on {host!r} without a token: pass token= (or "
             "CORRAL_TOKEN), or insecure=True to serve anyone who can reach the port")
+
+
+TOKEN_ENV = "CORRAL_TOKEN"
+
+
+def drop_token_from_env(token: str) -> None:
+    """Remove ``CORRAL_TOKEN`` from this process's environment when it holds ``token``:
+    worker processes inherit the environment, and the model code has no business with
+    the server's credential. (Workers started before this keep what they had.)"""
+    import os
+
+    if os.environ.get(TOKEN_ENV) == token:
+        del os.environ[TOKEN_ENV]
 
 
 class BearerAuth:

@@ -53,6 +53,8 @@ DEFAULT_INLINE_MAX = 8 * 1024 * 1024
 FILE_OUTPUT_MODES = ("data", "url")
 _CHUNK = 4 * 1024 * 1024  # base64 characters decoded per step (a multiple of 4)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 9110 tchar
+_MEDIA_TYPE = re.compile(f"{_TOKEN}/{_TOKEN}")
 
 
 class FileInputError(ValueError):
@@ -142,8 +144,10 @@ def decode_data_url(url: str, path: str) -> str:
         raise ValueError("a data: URL needs the form data:[<type>][;base64],<data>")
     params = head[5:].split(";")
     mime = params[0].strip() or "application/octet-stream"
-    if "/" not in mime:
-        raise ValueError(f"the data: URL's media type {mime!r} is not type/subtype")
+    if not _MEDIA_TYPE.fullmatch(mime):
+        # It becomes the File's content_type, and a header when served again: tokens only.
+        raise ValueError(f"the data: URL's media type {mime[:100]!r} is not type/subtype "
+                         "(each an RFC 9110 token)")
     start = len(head) + 1
     with open(path, "wb") as f:
         if "base64" in (p.strip().lower() for p in params[1:]):
@@ -322,8 +326,9 @@ class Files:
         if scheme != "data":
             raise FileInputError(loc, "a file input must be a data: URL or a multipart "
                                       "upload (a path on the server is never read)")
-        mime = value[5:value.find(",")].split(";")[0] or "application/octet-stream"
-        path = ws.new_file("input" + _extension(mime), "input")
+        mime = value[5:value.find(",")].split(";")[0].strip() or "application/octet-stream"
+        ext = _extension(mime) if _MEDIA_TYPE.fullmatch(mime) else ""
+        path = ws.new_file("input" + ext, "input")
         try:
             mime = await asyncio.to_thread(decode_data_url, value, path)
         except ValueError as exc:
@@ -376,6 +381,33 @@ class Files:
             # (its name only: the server's paths are not the client's business)
             raise OutputFileError(f"the output file {name!r} cannot be read: "
                                   f"{exc.strerror or 'error'}") from None
+
+
+#: data: URL inputs up to this many characters stay in the record as they were sent.
+SHOWN_DATA_URL_MAX = 1024
+
+
+def shown_inputs(inputs: Any, resolved: Any) -> Any:
+    """What a prediction record shows of ``inputs``: each data: URL longer than
+    ``SHOWN_DATA_URL_MAX`` replaced by a short placeholder naming the file it was saved
+    as and its size (``resolved`` holds the File there), so that the record never keeps
+    a large input's text alive."""
+    if isinstance(inputs, str):
+        if len(inputs) > SHOWN_DATA_URL_MAX and inputs.startswith("data:") \
+                and isinstance(resolved, File):
+            try:
+                size = os.stat(resolved).st_size
+            except OSError:
+                size = None
+            return f"data: URL ({len(inputs)} characters) saved as {resolved.name}" \
+                   f"{f' ({size} bytes)' if size is not None else ''}"
+        return inputs
+    if isinstance(inputs, dict) and isinstance(resolved, dict):
+        return {k: shown_inputs(v, resolved.get(k)) for k, v in inputs.items()}
+    if isinstance(inputs, list) and isinstance(resolved, list) \
+            and len(inputs) == len(resolved):
+        return [shown_inputs(v, r) for v, r in zip(inputs, resolved)]
+    return inputs
 
 
 def has_files(value: Any) -> bool:

@@ -32,11 +32,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import threading
 import time
 from typing import Any, Callable
 
 from ..exceptions import Cancelled, QueueFull
 from .._jsonable import jsonable
+from ..host.logbuffer import LogBuffer
 from .retention import Retention
 
 TERMINAL = ("succeeded", "failed", "canceled")
@@ -49,14 +51,15 @@ def now_iso() -> str:
 
 class Prediction:
     def __init__(self, pid: str, input: dict[str, Any], webhook: str | None = None,
-                 events_filter: list[str] | None = None):
+                 events_filter: list[str] | None = None, max_log_bytes: int | None = None):
         self.id = pid
         self.input = input
         self.webhook = webhook
         self.events_filter = set(events_filter) if events_filter is not None else set(EVENTS)
         self.status = "starting"
         self.output: Any = None
-        self.logs = ""
+        #: The log lines, the newest ``max_log_bytes`` kept (host/logbuffer.py).
+        self.log = LogBuffer(max_log_bytes)
         self.error: str | None = None
         self.error_type: type | None = None
         self.problems: list[dict[str, Any]] = []
@@ -74,6 +77,11 @@ class Prediction:
         self._t0 = time.monotonic()
 
     @property
+    def logs(self) -> str:
+        """The kept log text (a marker line first when older lines were dropped)."""
+        return self.log.text()
+
+    @property
     def finished(self) -> bool:
         return self.status in TERMINAL
 
@@ -86,7 +94,7 @@ class Prediction:
             "status": self.status,
             "input": self.input,
             "output": jsonable(self.output),
-            "logs": self.logs,
+            "logs": self.log.text(),
             "error": self.error,
             "metrics": metrics,
             "created_at": self.created_at,
@@ -114,8 +122,9 @@ class Prediction:
     def add_log(self, text: str) -> None:
         if not text.endswith("\n"):
             text += "\n"
-        self.logs += text
-        self.emit("logs", text)
+        self.log.append(text)
+        if self.listeners:
+            self.emit("logs", text)
 
     def add_chunk(self, value: Any) -> None:
         if self.output is None:
@@ -167,13 +176,42 @@ class Prediction:
                                  "mode": event.mode})
 
 
+def _handoff(loop: asyncio.AbstractEventLoop, handle: Callable[[Any], None]
+             ) -> Callable[[Any], None]:
+    """An on_event callback for the connection's reader thread that hands events to
+    ``handle`` on ``loop`` in batches: one wake-up of the loop per batch, not per line (a
+    model printing 100,000 lines would otherwise queue 100,000 callbacks). Order is kept,
+    and every event reaches the loop before the call's result does (the first event of a
+    batch schedules the drain, ahead of the result's own callback)."""
+    lock = threading.Lock()
+    pending: list[Any] = []
+
+    def drain() -> None:
+        with lock:
+            batch = pending[:]
+            pending.clear()
+        for event in batch:
+            handle(event)
+
+    def on_event(event: Any) -> None:
+        with lock:
+            pending.append(event)
+            first = len(pending) == 1
+        if first:
+            loop.call_soon_threadsafe(drain)
+
+    return on_event
+
+
 class Predictions:
     """Every prediction of one app, and how they run on ``runner``'s ``predict``."""
 
     def __init__(self, runner: Any, method: str = "predict",
-                 retention: Retention | None = None, files: Any = None):
+                 retention: Retention | None = None, files: Any = None,
+                 max_log_bytes: int | None = None):
         self.runner = runner
         self.method = method
+        self.max_log_bytes = max_log_bytes  # per prediction; None: CORRAL_MAX_LOG_BYTES or 1 MiB
         self.files = files  # files.Files: output conversion, or None
         self.records: dict[str, Prediction] = {}
         self.retention = retention if retention is not None else Retention()
@@ -217,7 +255,8 @@ class Predictions:
         when no room is left, and MethodNotFound/InvalidState as the runner does; no
         record is kept then (the caller still owns ``workspace``)."""
         self.retention.prune(self.records)
-        pred = Prediction(pid or self._new_id(), input, webhook, events_filter)
+        pred = Prediction(pid or self._new_id(), input, webhook, events_filter,
+                          self.max_log_bytes)
         pred.listeners.extend(listeners)
         if args is None:
             args = input
@@ -229,11 +268,8 @@ class Predictions:
             pred.handle = stream
             coro = self._follow_stream(pred, stream)
         else:
-            def on_event(event: Any) -> None:
-                loop.call_soon_threadsafe(pred.on_event, event)
-
-            fut = self.runner.options(on_event=on_event, convert=True).submit(self.method,
-                                                                               **args)
+            fut = self.runner.options(on_event=_handoff(loop, pred.on_event),
+                                      convert=True).submit(self.method, **args)
             pred.handle = fut
             coro = self._follow_future(pred, fut)
             sent = getattr(fut, "sent", True)  # False: queued in a Pool

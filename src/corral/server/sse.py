@@ -5,13 +5,16 @@ prediction when ``cancel_on_disconnect``)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, Callable
+
+import msgspec
+
+_encode = msgspec.json.Encoder().encode
 
 
 def format_event(event: str, data: Any) -> bytes:
-    text = json.dumps(data, separators=(",", ":"))
-    return f"event: {event}\ndata: {text}\n\n".encode()
+    # msgspec: a NaN or infinity is null, so every event's data is valid JSON
+    return b"event: " + event.encode() + b"\ndata: " + _encode(data) + b"\n\n"
 
 
 class EventStream:

@@ -20,7 +20,6 @@ here, and the caller removes the workspace.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -29,6 +28,7 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 
 from ..types import File
 from .files import Workspace
+from .jsonbody import strict_json
 
 FLUSH = 1024 * 1024  # bytes of one upload buffered before they are written
 MAX_FIELD_BYTES = 1024 * 1024
@@ -160,8 +160,8 @@ def _form(parts: list[_Part], charset: str) -> Form:
         if part.name == "input" and part.content_type.split(";")[0].strip() \
                 == "application/json":
             try:
-                extra = json.loads(text)
-            except ValueError:
+                extra = strict_json(text)
+            except (ValueError, RecursionError):  # (NaN and Infinity too)
                 raise FormError("the 'input' part is not valid JSON") from None
             if not isinstance(extra, dict):
                 raise FormError("the 'input' part must be a JSON object")
