@@ -569,10 +569,10 @@ class _Size(click.ParamType):
                    "stopped).")
 @click.option("--tag", "tags", multiple=True, metavar="T",
               help="A tag this machine advertises in capabilities() (repeatable).")
-@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
-              help="Another Host name a loopback-bound server answers (repeatable).")
-@click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
-              help="A browser Origin allowed to open sessions (repeatable).")
+@click.option("--allowed-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Another Host name the server answers (repeatable; '*': any).")
+@click.option("--allowed-origin", "allow_origins", multiple=True, metavar="ORIGIN",
+              help="A browser Origin allowed to open sessions (repeatable; '*': any).")
 def host(host: str, port: int, token_file: str | None, insecure: bool, store: str | None,
          max_upload: int, max_chunk: int, max_frame: int, max_instances: int,
          max_connections: int, idle_timeout: float, send_timeout: float, linger: float,

@@ -206,7 +206,7 @@ def test_the_http_server_serves_a_remote_worker_unchanged(session, tmp_path):
     (tmp_path / "m.py").write_text(
         "class M:\n    def predict(self, x: int) -> int:\n        return x * 2\n")
     with session.launch(session.upload(tmp_path), target="m.py:M") as w:
-        with TestClient(create_app(w)) as c:
+        with TestClient(create_app(w), base_url="http://127.0.0.1") as c:
             assert c.get("/health-check").json()["status"] == "READY"
             r = c.post("/predictions", json={"input": {"x": "21"}})  # converted there
             assert r.status_code == 200 and r.json()["output"] == 42

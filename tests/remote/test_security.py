@@ -18,8 +18,9 @@
 | instances per client cap                                       | test_instances_over_the_cap_are_refused |
 | idle clients are closed                                        | test_an_idle_session_is_closed |
 | slow clients cost bounded memory                               | test_backpressure.py::test_a_client_that_stops_reading_costs_bounded_memory |
-| Host header (DNS rebinding)                                    | test_a_foreign_host_header_is_refused |
-| Origin header (cross-site WebSocket)                           | test_a_foreign_origin_is_refused |
+| Host header (DNS rebinding), the HTTP server's OriginPolicy    | test_a_foreign_host_header_is_refused |
+| Origin header (cross-site WebSocket), the same policy          | test_a_foreign_origin_is_refused |
+| Host/Origin on the HTTP routes too                             | test_http_routes_refuse_a_foreign_host |
 | another client's instance answers as an unknown id             | test_lifetimes.py::test_two_clients_cannot_see_each_other |
 | pickle never crosses                                           | test_a_pickled_value_is_refused |
 | a protocol version mismatch fails fast, naming both            | test_a_version_mismatch_names_both_versions |
@@ -268,7 +269,7 @@ def test_a_foreign_host_header_is_refused(strict):
     port = strict.url.rsplit(":", 1)[1]
     assert _upgrade_status(strict, f"Host: evil.example:{port}\r\n") == 403  # rebinding
     assert _upgrade_status(strict, f"Host: localhost:{port}\r\nHost: evil.example\r\n") \
-        == 403
+        == 400
     assert _upgrade_status(strict, f"Host: 127.0.0.1:{port}\r\n") == 101
 
 
@@ -314,3 +315,8 @@ def test_metrics_need_the_token(strict):
     r = httpx.get(strict.http + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200 and "corral_busy_slots" in r.text
     assert "corral_host_sessions" in r.text and "corral_host_instances" in r.text
+
+
+def test_http_routes_refuse_a_foreign_host(strict):
+    r = httpx.get(strict.http + "/health", headers={"Host": "evil.example"})
+    assert r.status_code == 403

@@ -28,6 +28,7 @@ from ..server.auth import BearerAuth, check_binding
 from ..server.drain import Drain, draining_server
 from ..server.instrument import Instrument
 from ..server.metrics import CONTENT_TYPE, Metrics
+from ..server.origin import OriginGuard
 from .native import NativeEndpoint
 from .protocol import PATH
 from .state import HostLimits, HostState
@@ -146,6 +147,8 @@ def create_host_app(state: HostState, *, extra_routes: Sequence[BaseRoute] = (),
         # them with a proper HTTP refusal.
         app.add_middleware(_HttpOnly, inner=BearerAuth, token=state.token.decode(),
                            public=("/health",))
+    # (WebSocket upgrades: checked by the endpoint, which answers them with a real status)
+    app.add_middleware(_HttpOnly, inner=OriginGuard, policy=state.origin_policy)
     app.add_middleware(Instrument, metrics=metrics)
     app.state.host = state
     app.state.drain = drain
@@ -214,7 +217,7 @@ def serve_host(*, host: str = "127.0.0.1", port: int = 7070, token: str | None =
                                    max_chunk=limits.max_chunk),
                       limits=limits, token=token.encode() if token else None, bound=host,
                       tags=tuple(tags), allowed_hosts=tuple(allowed_hosts),
-                      allowed_origins=tuple(allowed_origins))
+                      allowed_origins=tuple(allowed_origins), insecure=insecure)
     app = create_host_app(state, extra_routes=extra_routes, drain_grace=drain_grace)
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
                             ws="websockets-sansio", ws_max_size=limits.max_frame,

@@ -68,6 +68,7 @@ class HostState:
     tags: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    insecure: bool = False
     env_root: str | None = None
     instances: InstanceRegistry = field(init=False)
     connections: int = 0
@@ -79,6 +80,12 @@ class HostState:
                                           linger=self.limits.linger)
         self._envs: Any = None
         self._envs_lock = threading.Lock()
+        from ..server.origin import OriginPolicy
+
+        #: The HTTP server's Host/Origin rules, for HTTP routes and WebSocket upgrades.
+        self.origin_policy = OriginPolicy(
+            token=self.token is not None, insecure=self.insecure, bind_host=self.bound,
+            allowed_hosts=self.allowed_hosts or None, allowed_origins=self.allowed_origins)
 
     def __repr__(self) -> str:  # never show the token
         return f"<HostState store={self.store.root} instances={len(self.instances)}>"
@@ -90,10 +97,9 @@ class HostState:
 
     def upgrade_problem(self, scope: dict) -> tuple[int, str] | None:
         """Why a WebSocket upgrade is refused (HTTP status, text), or None."""
-        problem = guard.host_origin_problem(scope, self.bound, self.allowed_hosts,
-                                            self.allowed_origins)
+        problem = guard.host_origin_problem(scope, self.origin_policy)
         if problem is not None:
-            return 403, problem
+            return problem
         if not self.authorize(scope):
             return 401, "missing or wrong bearer token"
         if self.draining:
