@@ -16,7 +16,7 @@ HTTP server's ``OriginPolicy`` (server/origin.py), so both servers apply one set
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Any, Iterable
 
 
 def header(scope: dict, name: bytes) -> bytes | None:
@@ -36,7 +36,7 @@ def token_ok(scope: dict, token: bytes | None) -> bool:
     return scheme.lower() == b"bearer" and ok
 
 
-def host_origin_problem(scope: dict, policy: Any) -> tuple[int, str] | None:
+def upgrade_refusal(scope: dict, policy: Any) -> tuple[int, str] | None:
     """Why the request's Host or Origin is refused (status, text), or None: the HTTP
     server's rules (server/origin.py ``OriginPolicy``), plus one Host header at most."""
     hosts = [v for k, v in scope.get("headers", ()) if k == b"host"]
@@ -44,3 +44,15 @@ def host_origin_problem(scope: dict, policy: Any) -> tuple[int, str] | None:
         return 400, "the request has more than one Host header"
     refusal = policy.check_scope(scope)
     return None if refusal is None else (refusal.status, refusal.detail)
+
+
+def host_origin_problem(scope: dict, bound: str | None, allowed_hosts: Iterable[str] = (),
+                        allowed_origins: Iterable[str] = ()) -> str | None:
+    """``upgrade_refusal``'s text alone, for a server bound to ``bound`` (the first form of
+    this check; ``HostState.origin_problem`` is the one to use)."""
+    from ..server.origin import OriginPolicy
+
+    policy = OriginPolicy(token=True, bind_host=bound, allowed_hosts=tuple(allowed_hosts) or
+                          None, allowed_origins=allowed_origins)
+    refusal = upgrade_refusal(scope, policy)
+    return None if refusal is None else refusal[1]

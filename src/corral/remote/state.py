@@ -57,7 +57,8 @@ class HostState:
       ``attach``/``detach`` per connection)
     - ``launch(owner, request)``: a started instance (blocking: call from a thread)
     - ``owner(principal, key)``: the owner id of a client key (a hash; keys are never kept)
-    - ``authorize(scope)`` / ``upgrade_problem(scope)``: the token, Host and Origin rules
+    - ``authorize(scope)`` / ``upgrade_problem(scope)``: the token, Host and Origin rules;
+      ``origin_problem(scope)``: Host and Origin alone
     - ``limits``: ``HostLimits``; ``tags``; ``capabilities()``
     """
 
@@ -97,7 +98,7 @@ class HostState:
 
     def upgrade_problem(self, scope: dict) -> tuple[int, str] | None:
         """Why a WebSocket upgrade is refused (HTTP status, text), or None."""
-        problem = guard.host_origin_problem(scope, self.origin_policy)
+        problem = self.origin_problem(scope)
         if problem is not None:
             return problem
         if not self.authorize(scope):
@@ -108,6 +109,11 @@ class HostState:
             return 503, (f"the server has {self.connections} sessions, the most it takes "
                          "(--max-connections)")
         return None
+
+    def origin_problem(self, scope: dict) -> tuple[int, str] | None:
+        """The Host/Origin rules alone (status, text), for a protocol with its own token
+        carrier (PIE's identity)."""
+        return guard.upgrade_refusal(scope, self.origin_policy)
 
     @staticmethod
     def owner(principal: str, key: str) -> str:
