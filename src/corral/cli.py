@@ -560,7 +560,7 @@ class _Size(click.ParamType):
               type=click.IntRange(min=1), help="Sessions at once.")
 @click.option("--idle-timeout", default=300.0, show_default=True,
               type=click.FloatRange(min=0, min_open=True),
-              help="Seconds a session with nothing in flight may send nothing.")
+              help="Seconds a session with no instance and nothing in flight may send nothing.")
 @click.option("--send-timeout", default=30.0, show_default=True,
               type=click.FloatRange(min=0, min_open=True),
               help="Seconds a client may take no frame before it is dropped as slow.")

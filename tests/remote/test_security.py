@@ -320,3 +320,14 @@ def test_metrics_need_the_token(strict):
 def test_http_routes_refuse_a_foreign_host(strict):
     r = httpx.get(strict.http + "/health", headers={"Host": "evil.example"})
     assert r.status_code == 403
+
+
+def test_a_session_holding_an_instance_is_not_idle(tight):
+    wait_until(lambda: httpx.get(tight.http + "/health").json()["sessions"] == 0, 10,
+               "no sessions")
+    with tight.connect() as holder:
+        w = holder.launch(holder.upload(MODEL), target="remote_model.py:Model")
+        idle = tight.connect()  # idles from now on, as does the holder
+        wait_until(lambda: idle._link._error is not None, 10, "the bare session to be closed")
+        idle.close()
+        assert w.call("add", 1, 2) == 3  # the holder idled as long, and is still served

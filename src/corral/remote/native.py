@@ -300,8 +300,10 @@ class Session:
             if since is not None and now - since > limits.send_timeout:
                 self._shut(_CLOSE_POLICY, f"slow client: it took no frame for "
                                           f"{limits.send_timeout:g} s")
-            elif not self.flights and not self._tasks and \
+            elif not self.flights and not self._tasks and not self.instances and \
                     now - self._last_seen > limits.idle_timeout:
+                # (a session holding instances is not idle: its model waits for it, and a
+                # dead peer is found by the WebSocket keepalive pings instead)
                 self._shut(_CLOSE_AWAY, f"idle for {limits.idle_timeout:g} s")
 
     # -- calls ------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ class HostLimits:
     max_blobs: int = 4096  # blobs of one message
     max_connections: int = 64
     max_instances: int = 16  # per client identity
-    idle_timeout: float = 300.0  # a connection with nothing in flight and no frame
+    idle_timeout: float = 300.0  # a session with no instance, nothing in flight, no frame
     send_timeout: float = 30.0  # a client that takes no frame for this long is dropped
     send_buffer: int = 64 * MiB  # bytes queued for one client before it counts as slow
     stream_buffer: int = 64 * MiB  # bytes held for one stream beyond its client's credit
