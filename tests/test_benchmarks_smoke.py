@@ -277,6 +277,18 @@ def test_bench_envs_quick(tmp_path):
     assert data["leftover_children"] == []
 
 
+def test_cog_side_by_side_smoke(tmp_path):
+    """The coglet comparison still runs (corral's side only: CI has no coglet)."""
+    pytest.importorskip("uv")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "cog_side_by_side.py"),
+                           "--smoke", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    rows = json.loads((tmp_path / "cog_side_by_side.json").read_text())["rows"]
+    assert rows and all(r["corral"].startswith(("200", "422")) for r in rows)
+    assert "| predictor | request | coglet | corral | same? |" in proc.stdout
+
+
 @pytest.mark.timeout(180)
 def test_bench_remote_smoke(tmp_path):
     """bench_remote.py --smoke: corral host + corral.connect against a bare websockets echo

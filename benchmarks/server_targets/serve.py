@@ -38,16 +38,19 @@ def bare(port: int) -> None:
 
 
 class Instant:
-    """A runner whose predictions are done when submitted (no worker, no thread hop)."""
+    """A runner whose predictions are done when submitted (no worker, no thread hop): what
+    the server reads of the Runner interface (corral.host.caller), and nothing more."""
 
     state = "ready"
     slots = 8
+    capacity = None  # never refuses
+    load = 0
+    target_name = "instant"
 
     def __init__(self) -> None:
         import types
 
         self.methods = {"predict": types.SimpleNamespace(streams=False)}
-        self._stats = types.SimpleNamespace(queued=0, busy=0, restarts=0)
 
     def start(self) -> "Instant":
         return self
@@ -58,18 +61,19 @@ class Instant:
     def describe(self) -> dict:
         return {}
 
-    def stats(self) -> object:
-        return self._stats
+    def usage(self) -> object:
+        from corral.host.caller import Usage
+
+        return Usage(busy=0, queued=0, slots=self.slots, restarts=0, ready=1)
 
     def options(self, **_: object) -> "Instant":
         return self
 
     def submit(self, method: str, **kwargs: object) -> object:
-        import concurrent.futures
+        from corral.host.calls import CallFuture
 
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-        fut.run_time = 0.0  # type: ignore[attr-defined]
-        fut.set_result(kwargs.get("text", ""))
+        fut = CallFuture(0, method, False)
+        fut._done(kwargs.get("text", ""), 0.0)  # done at once, run_time 0
         return fut
 
 

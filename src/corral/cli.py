@@ -191,8 +191,13 @@ class _Events:
 
     def step(self, step: float, total: float | None, phase: str | None) -> None:
         if self.progress is None:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                      MofNCompleteColumn(), TimeElapsedColumn(),
@@ -388,13 +393,14 @@ def schema(target: str, method: str | None) -> None:
 
 
 @cli.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("target", metavar="TARGET")
+@click.argument("target", metavar="TARGET", required=False)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind. Beyond loopback a token is required (or --insecure).")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535),
               help="Port to bind (0: any free port).")
-@click.option("--slots", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Predictions each worker runs at once.")
+@click.option("--slots", default=None, type=click.IntRange(min=1),
+              help="Predictions each worker runs at once [default: cog.yaml's "
+                   "concurrency.max, else @concurrent(max=N), else 1].")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes (sync predictors scale with these).")
 @click.option("--max-queue", default=1000, show_default=True, type=click.IntRange(min=0),
@@ -437,26 +443,43 @@ def schema(target: str, method: str | None) -> None:
               show_default=True, help="Open connections at most; beyond, 503 and closed.")
 @click.option("--no-playground", is_flag=True,
               help="Do not serve the browser playground at / and /playground.")
-def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue: int,
-          token_file: str | None, insecure: bool, file_outputs: str, public_url: str | None,
-          allowed_hosts: tuple[str, ...], allowed_origins: tuple[str, ...],
-          allow_shutdown: bool, webhook_allow: tuple[str, ...], webhook_throttle: float,
-          max_log_bytes: int | None, header_timeout: float, body_timeout: float,
-          keep_alive_timeout: float, max_connections: int,
-          no_playground: bool) -> None:
+@click.option("--train", "train", is_flag=True,
+              help="Serve cog.yaml's train target (or TARGET as a trainer) under /trainings.")
+@click.option("--requirements", "requirements", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="A requirements file: the worker runs in an environment "
+                                 "built from it (uv, cached), as a plugin's does.")
+@click.option("--python", "python", default=None, metavar="PATH",
+              help="The interpreter the worker runs on (it need not have corral).")
+def serve(target: str | None, host: str, port: int, slots: int | None, workers: int,
+          max_queue: int, token_file: str | None, insecure: bool, file_outputs: str,
+          public_url: str | None, allowed_hosts: tuple[str, ...],
+          allowed_origins: tuple[str, ...], allow_shutdown: bool,
+          webhook_allow: tuple[str, ...], webhook_throttle: float, max_log_bytes: int | None,
+          header_timeout: float, body_timeout: float, keep_alive_timeout: float,
+          max_connections: int, no_playground: bool, train: bool, requirements: str | None,
+          python: str | None) -> None:
     """Serve TARGET over HTTP with Cog's prediction API until SIGTERM/SIGINT.
 
+    TARGET is file.py:Name, or a Cog project: a cog.yaml or a folder holding one
+    (default: the current folder's). From cog.yaml: predict, train, concurrency.max,
+    build.python_version, build.python_packages, build.python_requirements and
+    environment; the requirements become an environment built once (uv, cached).
+
     Routes: POST /predictions, PUT /predictions/{id}, GET /health-check,
-    GET /openapi.json, POST /shutdown, GET /metrics, GET /files/{id}, and a browser
-    playground at / and /playground (a form built from the schema; --no-playground turns
-    it off). Predictions call the target's predict(); file inputs come as data: URLs or
-    multipart uploads. With a token every route but /health-check and the playground's
-    static files needs "Authorization: Bearer TOKEN".
+    GET /openapi.json, POST /shutdown, GET /metrics, GET /files/{id}, /trainings for a
+    target with train(), and a browser playground at / and /playground (a form built from
+    the schema; --no-playground turns it off). Predictions call the target's predict() (or
+    a Cog runner's run()); file inputs come as data: URLs or multipart uploads. With a
+    token every route but /health-check and the playground's static files needs
+    "Authorization: Bearer TOKEN".
 
     \b
     Examples:
       corral serve model.py:Model
-      corral serve model.py:Model --workers 2 --port 8000
+      corral serve                       # ./cog.yaml
+      corral serve path/to/cog.yaml --train
+      corral serve predict.py:Predictor --requirements requirements.txt
+      corral serve predict.py:Predictor --python /opt/venv/bin/python
       CORRAL_TOKEN=secret corral serve model.py:Model --host 0.0.0.0
       corral serve model.py:Model --host 0.0.0.0 --token-file /run/secrets/token
       corral serve model.py:Model --webhook-allow 10.0.0.0/8 --allowed-origin https://app.example
@@ -493,10 +516,12 @@ def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue
         raise Failure(f"--webhook-allow: {exc}", EXIT_USAGE) from None
     from . import Pool
 
+    plan = _serve_plan(target, train, requirements, python, slots)
     # SIGTERM ends uvicorn's loop, whose shutdown stops the workers; make sure it does not
     # kill us first when it is delivered before uvicorn installs its handler.
     signal.signal(signal.SIGTERM, _interrupt)
-    runner = Pool(target, workers=workers, slots=slots, max_queue=max_queue)
+    runner = Pool(plan["target"], workers=workers, slots=plan["slots"], max_queue=max_queue,
+                  python=plan["python"], env=plan["env"] or None, cwd=plan["cwd"])
     try:
         run_server(runner, host=host, port=port, token=token, insecure=insecure,
                    file_outputs=file_outputs, public_url=public_url,
@@ -505,11 +530,71 @@ def serve(target: str, host: str, port: int, slots: int, workers: int, max_queue
                    webhook_throttle=webhook_throttle, max_log_bytes=max_log_bytes,
                    limits=ConnectionLimits(header_timeout, body_timeout, keep_alive_timeout,
                                            max_connections),
-                   playground=not no_playground)
+                   playground=not no_playground, train_mode=train)
     except KeyboardInterrupt:
         pass
     finally:
         runner.stop()  # idempotent; the app has stopped it unless it never started
+
+
+def _serve_plan(target: str | None, train: bool, requirements: str | None,
+                python: str | None, slots: int | None) -> dict[str, Any]:
+    """What `corral serve` runs: the reference, its interpreter and environment variables,
+    its slots and folder, from TARGET, a cog.yaml and the options."""
+    from .cog.project import CogConfigError, CogProject, concurrent_max
+    from .plugins.errors import EnvironmentBuildError, RequirementsError
+    from .plugins.requirements import read_requirements
+
+    try:
+        project = CogProject.find(target or ".")
+    except CogConfigError as exc:
+        raise Failure(str(exc), EXIT_USAGE) from None
+    env: dict[str, str] = {}
+    cwd = None
+    reqs: list[str] = []
+    try:
+        if project is not None:
+            for line in project.unsupported:
+                click.echo(f"corral: cog.yaml: {line}", err=True)
+            ref = project.target(train)
+            reqs = project.requirements()
+            env.update(project.environment)
+            cwd = project.root
+            if python is None and project.python_version is not None:
+                python = project.python()
+                if python is None:
+                    click.echo(f"corral: cog.yaml asks for Python {project.python_version}, "
+                               f"which is not on PATH: using {sys.executable} (give "
+                               "--python PATH)", err=True)
+            if slots is None:
+                slots = project.concurrency
+        elif target is None:
+            raise Failure("no TARGET given and no cog.yaml here", EXIT_USAGE)
+        else:
+            ref = target
+        if requirements is not None:
+            reqs += read_requirements(requirements)
+    except (CogConfigError, RequirementsError) as exc:
+        raise Failure(str(exc), EXIT_USAGE) from None
+    if slots is None:
+        slots = concurrent_max(ref) or 1
+    try:
+        if reqs:
+            from .plugins.envs import EnvironmentCache
+
+            def progress(line: str) -> None:
+                click.echo(f"corral: {line}", err=True)
+
+            built = EnvironmentCache(python=python).ensure(reqs, progress=progress)
+            python = built.python
+            env = {**built.worker_env, **env}
+        elif python is not None:
+            from .plugins.overlay import runtime_overlay
+
+            env = {**runtime_overlay(python), **env}
+    except (EnvironmentBuildError, FileNotFoundError) as exc:
+        raise Failure(f"cannot prepare the worker's environment: {exc}") from None
+    return {"target": ref, "python": python, "env": env, "slots": slots, "cwd": cwd}
 
 
 def _read_token(token_file: str | None) -> str | None:

@@ -372,7 +372,7 @@ def test_stop_with_a_short_grace_fails_what_is_left(tmp_path):
     queued = [pool.submit("echo", i) for i in range(3)]
     pool.stop(grace=0.3)
     for fut in running:
-        with pytest.raises(corral.WorkerCrashed, match="stopped"):
+        with pytest.raises(corral.WorkerStopped, match="stopped"):  # not WorkerCrashed
             fut.result(timeout=0)
     for fut in queued:
         with pytest.raises(corral.InvalidState, match="pool was stopped"):

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 from conftest import HERE
-
 from plugins.manager_helpers import make_plugin
 
 SRC = os.path.join(os.path.dirname(HERE), "src")

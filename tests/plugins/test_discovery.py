@@ -8,7 +8,6 @@ import pytest
 
 from corral.plugins.discovery import ENTRY_POINT_GROUP, default_plugins_dir, discover
 from corral.plugins.manager import PluginManager
-
 from plugins.manager_helpers import make_plugin
 
 

@@ -18,9 +18,9 @@ import pytest
 
 import corral
 from conftest import fixture_ref, wait_until
+from corral.plugins import installers
 from corral.plugins.envs import Environment, EnvironmentCache, default_root
 from corral.plugins.errors import EnvironmentBuildError, EnvironmentInUse, RequirementsError
-from corral.plugins import installers
 
 INSTALLERS = ["uv", "pip"]
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(corral.__file__)))

@@ -11,7 +11,6 @@ package registries and the machine's local wheels, workers in them, one host.
 import os
 import re
 import subprocess
-import sys
 
 import numpy as np
 import pytest

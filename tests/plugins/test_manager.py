@@ -12,11 +12,16 @@ import psutil
 import pytest
 
 from conftest import HERE, wait_until
-from corral.plugins.errors import (ConfigError, EnvironmentBuildError, InsufficientResources,
-                                   PluginBusy, PluginNotFound, PluginNotLoaded)
+from corral.plugins.errors import (
+    ConfigError,
+    EnvironmentBuildError,
+    InsufficientResources,
+    PluginBusy,
+    PluginNotFound,
+    PluginNotLoaded,
+)
 from corral.plugins.manager import PluginManager
 from corral.plugins.resources import ResourceMonitor, Usage
-
 from plugins.manager_helpers import HostEnvironments, make_plugin
 
 MiB = 2**20

@@ -6,8 +6,7 @@ import pytest
 
 from corral.plugins.envs import read_requirements
 from corral.plugins.errors import RequirementsError
-from corral.plugins.requirements import (constraint_files, normalize_requirements,
-                                         requirement_names)
+from corral.plugins.requirements import constraint_files, normalize_requirements, requirement_names
 
 
 def test_read_handles_comments_blank_lines_continuations_and_includes(tmp_path):

@@ -7,8 +7,15 @@ import pytest
 
 from corral.plugins.errors import InsufficientResources
 from corral.plugins.manifest import Resources
-from corral.plugins.resources import (Gpu, Holding, ResourceMonitor, Usage, process_usage,
-                                      system_gpus, system_memory_available)
+from corral.plugins.resources import (
+    Gpu,
+    Holding,
+    ResourceMonitor,
+    Usage,
+    process_usage,
+    system_gpus,
+    system_memory_available,
+)
 
 MiB = 2**20
 

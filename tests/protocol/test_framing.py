@@ -14,11 +14,9 @@ from typing import Iterable
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from corral.protocol import framing
-from corral.protocol import messages as m
+from corral.protocol import framing, messages as m
 from corral.protocol.framing import DEFAULT_MAX_FRAME, HEADER, FrameError, FrameReader, FrameWriter
 from corral.protocol.values import make_decoder, make_encoder
 

@@ -25,12 +25,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from corral.exceptions import ProtocolError, RemoteError, WorkerCrashed, make_remote_error
-from corral.protocol import messages as m
-from corral.protocol import values as V
+from corral.protocol import messages as m, values as V
 from corral.protocol.framing import HEADER, FrameError, FrameReader
 from corral.protocol.values import make_decoder, make_encoder, to_wire
 
@@ -246,7 +244,8 @@ def test_malformed_ext_payloads_raise_value_error(code, payload):
 # ---- the same bytes through a real Connection ----------------------------------------------
 
 
-def run_connection(data: bytes, channel: str) -> object:
+def run_connection(data: bytes, channel: str,
+                   make_error=lambda sink, info: make_remote_error(info)) -> object:
     """Start a real host Connection, make call 1, have the 'worker' write ``data`` on
     ``channel`` and hang up; return the call's outcome (its value or its exception)."""
     from corral.host.calls import CallFuture
@@ -264,7 +263,7 @@ def run_connection(data: bytes, channel: str) -> object:
     conn = Connection(control, data_sock, fds, window=4, allow_pickle=False,
                       oob_threshold=64 * 1024, max_frame=MAX_FRAME,
                       on_worker_log=lambda stream, text: None, on_broken=on_broken,
-                      make_error=lambda sink, info: make_remote_error(info))
+                      make_error=make_error)
     try:
         conn.start(0)
         fut = CallFuture(1, "predict", False)
@@ -324,6 +323,24 @@ def test_connection_outcomes():
     assert isinstance(run_connection(failed, "data"), ValueError)
 
 
+def test_a_call_ends_even_when_building_its_error_raises():
+    def broken(sink, info):
+        raise RuntimeError("a bug in building the error")
+
+    failed = frame(_enc(m.Failed(1, m.ErrorInfo("builtins.MemoryError", "", "tb"))))
+    outcome = run_connection(failed, "data", make_error=broken)
+    assert isinstance(outcome, RemoteError) and outcome.type_name == "builtins.MemoryError"
+
+
+def test_a_value_of_an_unknown_type_fails_its_call_with_undecodable_value():
+    from corral.exceptions import UndecodableValue
+
+    obj = msgspec.msgpack.Ext(V.OBJECT, _enc(["dataclass", "no_such_module", "T", {"x": 1}]))
+    outcome = run_connection(frame(_enc(m.Done(1, [obj], 0.0))), "data")
+    assert isinstance(outcome, UndecodableValue), repr(outcome)
+    assert outcome.type_name == "no_such_module.T" and outcome.where == "the result[0]"
+
+
 # ---- atheris ---------------------------------------------------------------------------------
 
 
@@ -333,7 +350,7 @@ def fuzz_one_input(data: bytes) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Coverage-guided fuzzing with atheris (``pip install atheris``)."""
-    import atheris  # noqa: PLC0415 - optional
+    import atheris  # optional: only for coverage-guided fuzzing
 
     atheris.Setup(list(argv if argv is not None else sys.argv), fuzz_one_input)
     atheris.Fuzz()

@@ -20,12 +20,10 @@ from typing import Any, get_args
 import msgspec
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from corral.protocol import messages as m
-from corral.protocol import values as V
+from corral.protocol import messages as m, values as V
 from corral.protocol.values import (
     args_to_wire,
     encode_value,

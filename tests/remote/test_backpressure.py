@@ -3,8 +3,8 @@
 import msgspec
 import psutil
 
-from corral.remote import protocol as p
 from conftest import wait_until
+from corral.remote import protocol as p
 from remote.conftest import TOKEN
 from remote.raw import Raw
 

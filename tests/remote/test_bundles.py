@@ -69,7 +69,8 @@ def test_pack_is_deterministic_and_skips_caches(tmp_path):
     first = bundles.pack(tmp_path)
     os.utime(tmp_path / "model.py", (1, 1))
     assert bundles.pack(tmp_path) == first
-    names = tarfile.open(fileobj=io.BytesIO(first)).getnames()
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        names = tar.getnames()
     assert names == ["model.py", "pkg", "pkg/m.py"]
     (tmp_path / "link").symlink_to(tmp_path / "model.py")
     with pytest.raises(UploadError, match="symbolic link"):

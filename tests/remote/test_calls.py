@@ -11,9 +11,15 @@ import psutil
 import pytest
 
 import corral
-from corral.exceptions import (ArgumentError, CallTimeout, Cancelled, MethodNotFound,
-                               RemoteError, WorkerCrashed)
 from conftest import wait_until
+from corral.exceptions import (
+    ArgumentError,
+    CallTimeout,
+    Cancelled,
+    MethodNotFound,
+    RemoteError,
+    WorkerCrashed,
+)
 
 
 def test_call_returns_exact_values(model):
@@ -211,3 +217,11 @@ def test_the_http_server_serves_a_remote_worker_unchanged(session, tmp_path):
             r = c.post("/predictions", json={"input": {"x": "21"}})  # converted there
             assert r.status_code == 200 and r.json()["output"] == 42
             assert c.post("/predictions", json={"input": {"x": "no"}}).status_code == 422
+
+
+def test_a_remote_worker_is_a_runner(model):
+    from corral.host.caller import Runner
+
+    assert isinstance(model, Runner)
+    usage = model.usage()
+    assert usage.slots == 1 and usage.ready == 1 and model.capacity is None

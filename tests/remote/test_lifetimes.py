@@ -1,15 +1,14 @@
 """Who owns what, and when it ends: disconnects, detach/attach, two clients, a server
 killed mid-call."""
 
-import os
 import signal
 import time
 
 import psutil
 import pytest
 
-from corral.remote.errors import ConnectionLost, InstanceNotFound
 from conftest import wait_until
+from corral.remote.errors import ConnectionLost, InstanceNotFound
 from remote.conftest import MODEL, Host
 
 

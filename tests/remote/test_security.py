@@ -39,11 +39,16 @@ import msgspec
 import pytest
 
 import corral
+from conftest import wait_until
 from corral.protocol.values import PICKLE
 from corral.remote import protocol as p
-from corral.remote.errors import (AuthenticationError, ConnectionLost, HandshakeError,
-                                  LimitExceeded, UploadError)
-from conftest import wait_until
+from corral.remote.errors import (
+    AuthenticationError,
+    ConnectionLost,
+    HandshakeError,
+    LimitExceeded,
+    UploadError,
+)
 from remote.conftest import MODEL, ROOT, TOKEN, Host
 from remote.raw import Raw
 

@@ -94,9 +94,8 @@ def test_shutdown_is_off_without_a_token_unless_allowed():
 
 
 def test_file_links_come_from_the_bound_address_never_the_host_header(tmp_path):
-    from conftest import fixture_ref
-
     import corral
+    from conftest import fixture_ref
 
     def make():
         return corral.Worker(fixture_ref("file_targets:Make"))

@@ -389,7 +389,7 @@ def test_streamed_file_chunks_arrive_as_data_urls(tmp_path):
         with c.stream("POST", "/predictions", json={"input": {"n": 2, "where": str(tmp_path)}},
                       headers=SSE) as r:
             events = list(sse_events(r.iter_lines()))
-        outputs = [d for e, d in events if e == "output"]
+        outputs = [d["chunk"] for e, d in events if e == "output"]  # coglet's {"chunk", "index"}
         assert outputs == [data_url(b"chunk 0", "text/plain"), data_url(b"chunk 1", "text/plain")]
         assert events[-1][0] == "completed"
 
@@ -470,7 +470,7 @@ def test_a_file_rewritten_for_each_chunk_is_sent_anew_each_time(tmp_path, fifo):
                 "n": 3, "where": str(tmp_path), "gate": fifo}}) as r:
             for event, data in sse_events(r.iter_lines()):
                 if event == "output":
-                    seen.append(data)
+                    seen.append(data["chunk"])
                     if len(seen) < 3:
                         open_gate(fifo)
                 elif event == "completed":

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from conftest import fixture_ref
+
 from .conftest import corral_serve, run_server
 
 httpx = pytest.importorskip("httpx")

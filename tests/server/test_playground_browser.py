@@ -16,6 +16,7 @@ import pytest
 
 from conftest import FIXTURES, HERE, fixture_ref, wait_until
 from fixtures.playground_models import png
+
 from .conftest import corral_serve, open_gate, serving
 
 pytest.importorskip("playwright")

@@ -1,8 +1,9 @@
 """Finished prediction records are dropped after ``retention`` seconds or beyond
 ``max_records``; the clock is the test's own, the cleanup runs on create and finish."""
 
-from .conftest import serving, started, worker, open_gate
 from conftest import wait_until
+
+from .conftest import open_gate, serving, started, worker
 
 
 class Clock:

@@ -7,8 +7,7 @@ import pytest
 
 from conftest import wait_until
 
-from .conftest import (LOCAL_HOOKS, SSE, open_gate, run_server, serving, sse_events, until,
-                       worker)
+from .conftest import LOCAL_HOOKS, SSE, open_gate, run_server, serving, sse_events, until, worker
 
 
 def test_sse_sends_the_first_output_before_the_prediction_ends(fifo):
@@ -19,26 +18,28 @@ def test_sse_sends_the_first_output_before_the_prediction_ends(fifo):
             assert r.headers["content-type"].startswith("text/event-stream")
             events = sse_events(r.iter_lines())
             seen = until(events, "output")
-            assert seen[-1] == ("output", "tok0")
-            assert ("logs", "step 0\n") in seen
+            # coglet's events: output {"chunk", "index"}, log {"source", "data"}
+            assert seen[-1] == ("output", {"chunk": "tok0", "index": 0})
+            assert ("log", {"source": "stdout", "data": "step 0"}) in seen
+            assert seen[0] == ("start", {"id": "s1", "status": "processing"})
             # the predictor is still blocked on its gate: the prediction has not ended
             assert c.get("/predictions/s1").json()["status"] == "processing"
             open_gate(fifo)
             rest = list(events)
         outputs = [d for e, d in rest if e == "output"]
-        assert outputs == ["tok1", "tok2"]
+        assert outputs == [{"chunk": "tok1", "index": 1}, {"chunk": "tok2", "index": 2}]
         assert rest[-1][0] == "completed"
         assert rest[-1][1]["status"] == "succeeded"
         assert rest[-1][1]["output"] == ["tok0", "tok1", "tok2"]
 
 
-def test_an_error_mid_stream_is_a_terminal_error_event():
+def test_an_error_mid_stream_ends_with_a_failed_completed_event():
     with serving(worker("Gen")) as srv, srv.client() as c:
         with c.stream("POST", "/predictions", headers=SSE,
                       json={"input": {"n": 3, "fail_at": 1}}) as r:
             events = list(sse_events(r.iter_lines()))
-        assert ("output", "tok0") in events
-        assert events[-1][0] == "error"
+        assert ("output", {"chunk": "tok0", "index": 0}) in events
+        assert events[-1][0] == "completed"  # as coglet: the failed record
         assert events[-1][1]["status"] == "failed"
         assert "failed at 1" in events[-1][1]["error"]
 
@@ -187,5 +188,10 @@ def test_openapi_json_has_cogs_shape():
         # Input comes from predict()'s type hints, built in the worker.
         inputs = schemas["Input"]
         assert inputs["required"] == ["text"]
-        assert inputs["properties"]["n"] == {"type": "integer", "default": 1}
-        assert inputs["properties"]["raw"] == {"type": "boolean", "default": False}
+        # titled and ordered as Cog writes them
+        assert inputs["properties"]["n"] == {"type": "integer", "default": 1, "title": "N",
+                                             "x-order": 1}
+        assert inputs["properties"]["raw"] == {"type": "boolean", "default": False,
+                                               "title": "Raw", "x-order": 2}
+        assert doc["paths"]["/predictions"]["post"]["responses"]["422"]["content"][
+            "application/json"]["schema"] == {"$ref": "#/components/schemas/HTTPValidationError"}

@@ -1,14 +1,10 @@
 """Hypothesis generates nested values; each crosses a real worker and back exactly."""
 
-import datetime as dt
-import decimal
 import pathlib
-import uuid
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import corral

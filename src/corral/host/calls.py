@@ -26,6 +26,29 @@ _END = object()
 _RUNNING = "RUNNING"  # concurrent.futures' state name
 
 
+def settle(sink: Any, value: Any = None, run_time: float = 0.0,
+           error: BaseException | None = None) -> None:
+    """End ``sink`` with its result, or with ``error``: the one way a waiter ends (replies,
+    a broken or closed connection, cancels, deadlines, the restart queue), so that every
+    waiter ends, whatever else goes wrong. Never raises: a sink that cannot take its
+    result gets the error instead; one that cannot take either (its event loop is
+    closed: nobody waits any more) is logged. A sink that already ended stays as it is."""
+    if error is None:
+        try:
+            sink._done(value, run_time)
+            return
+        except concurrent.futures.InvalidStateError:
+            return  # it ended already (cancelled meanwhile)
+        except BaseException as exc:  # noqa: BLE001 - the caller still gets an outcome
+            error = exc
+    try:
+        sink._failed(error)
+    except concurrent.futures.InvalidStateError:
+        pass
+    except BaseException:  # noqa: BLE001
+        log.exception("corral: call %s could not be completed", getattr(sink, "id", "?"))
+
+
 class CallRecord:
     """The events of one call, as they arrive."""
 
@@ -34,6 +57,8 @@ class CallRecord:
     events: EventLog
     metrics: dict[str, Any]
     run_time: float | None
+    #: The runner it was sent to (set by its runner for futures and streams).
+    worker: Any = None
 
     def _init_record(self, call_id: int, method: str, on_event: EventCallback | None,
                      streams: bool = False) -> None:
@@ -55,6 +80,22 @@ class CallRecord:
         """True once the call went to the worker process (it may have run, or be running);
         False while it waits on the host."""
         return self._sent
+
+    @property
+    def queued(self) -> bool:
+        """True while the call waits in a Pool's own queue (never, for a Worker's call: a
+        Worker takes every call at once, into its window or its restart queue)."""
+        return False
+
+    @property
+    def attempts(self) -> int:
+        """How many times the call was handed to a worker (a Pool may retry it)."""
+        return 1
+
+    def add_sent_callback(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once the call has left its runner's own queue (a Pool's). For a
+        Worker's call that is at once, on this thread."""
+        fn()
 
     @property
     def logs(self) -> list[str]:

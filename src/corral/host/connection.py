@@ -23,7 +23,11 @@ come within ``cancel_grace`` seconds, ``on_overdue`` kills the worker.
 
 Everything the worker sends is untrusted: a frame that is oversize, truncated or does not
 decode, or a reply for a call that was never sent, makes the worker defunct (``on_broken``)
-and fails every call with the error; the reader thread never raises.
+and fails every call with the error; the reader thread never raises. A reply that decodes
+but holds a value the host cannot rebuild (a type it has not imported) fails only its call
+(``UndecodableValue``). Every waiter ends through ``calls.settle()``, which never raises,
+and a call's final reply ends its sink in one place (``_end``), so no caller is ever left
+waiting.
 """
 
 from __future__ import annotations
@@ -35,11 +39,12 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Callable
 
-from ..exceptions import ProtocolError, WorkerCrashed
+from ..exceptions import ProtocolError, RemoteError, UndecodableValue, WorkerCrashed
 from ..protocol import messages as m
-from ..protocol.framing import HEADER, FrameError, FrameReader, TruncatedFrame
-from ..protocol.shm import Link
-from ..protocol.values import make_decoder, make_encoder
+from ..protocol.endpoint import Endpoint
+from ..protocol.framing import FrameError, TruncatedFrame
+from ..protocol.values import args_to_wire, find_placeholder, make_decoder, make_encoder, to_wire
+from .calls import settle
 from .timers import timers
 
 log = logging.getLogger("corral")
@@ -61,6 +66,8 @@ class Connection:
         self._control = control
         self._data = data
         self._window = window
+        self._allow_pickle = allow_pickle
+        self._max_frame = max_frame
         self._on_worker_log = on_worker_log
         self._on_broken = on_broken
         self._make_error = make_error
@@ -73,21 +80,23 @@ class Connection:
         #: and calls never sent to it survive that); on_settled() says when they are done.
         self.cancels_pending = 0
         self._on_settled = on_settled
-        self._data_reader = FrameReader(data, max_frame)
-        self._control_reader = FrameReader(control, max_frame)
+        self._endpoint = ep = Endpoint(control, data, fds, max_frame)
+        self._data_reader, self._control_reader = ep.data_in, ep.control_in
+        self._data_out, self._control_out = ep.data_out, ep.control_out
         # Big values in calls go out through exporter; big values in replies come in
         # through importer (protocol/shm.py).
-        self.shm = Link(fds, oob_threshold)
+        self.shm = ep.link(oob_threshold)
         self.importer, self.exporter = self.shm.importer, self.shm.exporter
+        # Values the host cannot rebuild, left as placeholders by the last decode.
+        self._unrebuilt: list = []
         self._data_decode = make_decoder(m.WorkerData, allow_pickle, self.importer,
-                                         exporter=self.exporter).decode
+                                         exporter=self.exporter,
+                                         unknown=self._unrebuilt).decode
         self._control_decoder = make_decoder(m.WorkerControl, allow_pickle)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._idle_waiters = 0
         self.completed = 0
-        self._send_lock = threading.Lock()
-        self._control_send_lock = threading.Lock()
         self._pending: dict[int, Any] = {}
         self._waiting: deque[tuple[int, bytes]] = deque()
         self._in_flight = 0
@@ -114,9 +123,7 @@ class Connection:
         return None if frame is None else self._control_decoder.decode(frame)
 
     def send_control(self, msg: Any) -> None:
-        payload = self.encode(msg)
-        with self._control_send_lock:
-            self._control.sendall(HEADER.pack(len(payload)) + payload)
+        self._control_out.send(msg)
 
     def start(self, pid: int) -> None:
         for target, name in ((self._read_data, "data"), (self._read_control, "control")):
@@ -125,6 +132,25 @@ class Connection:
             self._threads.append(t)
 
     # -- calls ------------------------------------------------------------------------------
+
+    def encode_call(self, call_id: int, method: str, args: tuple, kwargs: dict,
+                    options: Any) -> bytes:
+        """The one way a Call is put on the wire: the arguments and ``options.context``
+        through the value codec (big values into shared memory), the leases this side
+        ended carried along, the frame's size checked (ValueError beyond max_frame)."""
+        allow_pickle = self._allow_pickle
+        if args or kwargs:
+            args, kwargs = args_to_wire(args, kwargs, allow_pickle, self.exporter)
+        else:
+            args = []
+        context = options.context
+        if context is not None:
+            context = to_wire(context, allow_pickle=allow_pickle, where="context")
+        payload = self.encode(m.Call(call_id, method, args, kwargs, context,
+                                     self.shm.take_release(), options.convert))
+        if len(payload) > self._max_frame:
+            raise too_large(len(payload), self._max_frame)
+        return payload
 
     def submit(self, call_id: int, payload: bytes, sink: Any) -> None:
         """Register ``sink`` for ``call_id`` and send the encoded Call (now or when the
@@ -232,17 +258,12 @@ class Connection:
             refused.append(broken)
         else:
             for _, _, sink in calls:
-                sink._failed(broken)
+                settle(sink, error=broken)
         return to_send
 
     def flush_releases(self) -> None:
         """Send the shared-memory news on its own (when no call is about to carry it)."""
-        release = self.shm.take_release()
-        if release is not None:
-            try:
-                self.send_control(release)
-            except OSError:
-                pass  # the worker is gone, and its segments with it
+        self._endpoint.flush_releases()
 
     def _fits(self, size: int) -> bool:
         if self._in_flight == 0:
@@ -253,20 +274,11 @@ class Connection:
         """Send calls with one system call."""
         if not payloads:
             return
-        if len(payloads) == 1:
-            self._send_call(payloads[0])
-            return
-        data = b"".join(b for p in payloads for b in (HEADER.pack(len(p)), p))
         try:
-            with self._send_lock:
-                self._data.sendall(data)
-        except OSError:
-            pass
-
-    def _send_call(self, payload: bytes) -> None:
-        try:
-            with self._send_lock:
-                self._data.sendall(HEADER.pack(len(payload)) + payload)
+            if len(payloads) == 1:
+                self._data_out.send_frame(payloads[0])
+            else:
+                self._data_out.send_frames(payloads)
         except OSError:
             pass  # the reader sees the worker's end and fails every pending call
 
@@ -326,6 +338,7 @@ class Connection:
                 self._fail_all(None)
                 return False
             msg = self._data_decode(frame)
+            unrebuilt = self._unrebuilt
             sink = self._pending.get(msg.id)
             if sink is None:
                 if msg.id > self._last_id or msg.id <= 0:
@@ -336,23 +349,62 @@ class Connection:
                 raise ProtocolError(f"worker sent {type(msg).__name__} for call {msg.id}, "
                                     "which was not sent to it yet")
             kind = type(msg)
-            if kind is m.Done:
-                if msg.release is not None:
-                    self.shm.apply(msg.release)
-                # The sink popped under the lock, not the one read above: a cancel() may
-                # have replaced it with a placeholder meanwhile.
-                self._finish(msg.id)._done(msg.value, msg.run_time)
+            if kind is m.Done and msg.release is not None:
+                self.shm.apply(msg.release)
+            if unrebuilt:
+                self._refuse_unrebuilt(msg, sink)
+            elif kind is m.Done:
+                self._end(msg.id, msg.value, msg.run_time)
             elif kind is m.Failed:
-                sink = self._finish(msg.id)
-                sink._failed(self._make_error(sink, msg.error))
-            elif kind is m.Chunk:
-                sink._chunk(msg.value)
+                self._end(msg.id, info=msg.error)
             else:
-                sink._event(msg)
+                try:
+                    if kind is m.Chunk:
+                        sink._chunk(msg.value)
+                    else:
+                        sink._event(msg)
+                except Exception as exc:  # noqa: BLE001 - the caller is gone (its loop closed)
+                    self.cancel(sink, exc)
             return True
         except Exception as exc:  # noqa: BLE001 - anything the worker sent may be garbage
             self._fail_all(_protocol_error(exc))
             return False
+
+    def _end(self, call_id: int, value: Any = None, run_time: float = 0.0,
+             info: m.ErrorInfo | None = None, error: BaseException | None = None) -> None:
+        """A call's final reply came: end its sink, with ``value``, or with the error
+        ``info`` describes (or ``error``). The one place a reply ends a waiter: the sink
+        leaves the pending table here and is settled here, whatever building the error
+        raises (a worker's description of an error is untrusted too)."""
+        # The sink popped under the lock, not one read before: a cancel() may have
+        # replaced it with a placeholder meanwhile.
+        sink = self._finish(call_id)
+        if info is not None:
+            try:
+                error = self._make_error(sink, info)
+            except Exception:  # noqa: BLE001 - still an answer: the plain remote error
+                error = RemoteError(str(info.type), str(info.message), str(info.traceback))
+        settle(sink, value, run_time, error)
+
+    def _refuse_unrebuilt(self, msg: Any, sink: Any) -> None:
+        """``msg`` decoded with values the host cannot rebuild in it: fail its call alone
+        with UndecodableValue (a Done or Failed ends it; a chunk or metric cancels it in
+        the worker, which goes on serving)."""
+        first = self._unrebuilt[0]
+        self._unrebuilt.clear()
+        kind = type(msg)
+        if type(sink) is _Abandoned and kind is not m.Done and kind is not m.Failed:
+            return  # a cancelled call: dropped like everything else it sends
+        what = {m.Done: "the result", m.Chunk: "a chunk"}.get(kind) or (
+            f"metric {msg.name!r}" if kind is m.Metric else f"its {kind.__name__} message")
+        where = find_placeholder(getattr(msg, "value", None), first, what) or what
+        error = UndecodableValue(
+            f"call {msg.id} ({sink.method}): {where} is a {first.type_name}, which cannot be "
+            f"rebuilt on the host: {first.reason}", type_name=first.type_name, where=where)
+        if kind is m.Done or kind is m.Failed:
+            self._end(msg.id, error=error)
+        else:
+            self.cancel(sink, error)
 
     def _finish(self, call_id: int) -> Any:
         """The call's final reply came: free its place in the window, send what waited
@@ -406,7 +458,7 @@ class Connection:
                 self._waiting = deque(e for e in self._waiting if e[0] != sink.id)
                 if self._idle_waiters and not self._pending:
                     self._idle.notify_all()
-        sink._failed(error)
+        settle(sink, error=error)
         if sink._sent:
             try:
                 self.send_control(m.Cancel(sink.id))
@@ -506,7 +558,7 @@ class Connection:
         self._wake.set()  # let the reader thread see the end and exit
         self.shm.close()  # the worker holds none of our segments any more
         for sink in sinks:
-            sink._failed(self._broken)
+            settle(sink, error=self._broken)
         for fut, _ in requests:
             if not fut.done():
                 fut.set_exception(self._broken)
@@ -561,3 +613,9 @@ def _protocol_error(exc: BaseException) -> BaseException:
     if isinstance(exc, FrameError):
         return ProtocolError(f"bad frame from worker: {exc}")
     return ProtocolError(f"undecodable message from worker: {type(exc).__name__}: {exc}")
+
+
+def too_large(size: int, limit: int) -> ValueError:
+    return ValueError(f"the call's arguments make a frame of {size} bytes, which exceeds the "
+                      f"frame limit of {limit} bytes (max_frame); big bytes and arrays cross "
+                      "through shared memory, other values must fit")

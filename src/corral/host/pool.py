@@ -66,7 +66,7 @@ like ``Executor.map``).
 one), so it takes as long as the slowest one; if one fails, the others are stopped and the
 error is raised. ``stop()`` drains: no new calls, queued calls are still sent and
 everything in flight may finish within ``grace`` seconds; then the workers stop in
-parallel. What is left fails: running calls with WorkerCrashed, queued ones with
+parallel. What is left fails: running calls with WorkerStopped, queued ones with
 InvalidState.
 
 Callbacks (``on_event``, the done callbacks of a PoolFuture) run on corral threads: a
@@ -97,26 +97,15 @@ from ..exceptions import (
     CallTimeout,
     Cancelled,
     InvalidState,
-    MethodNotFound,
     QueueFull,
     WorkerCrashed,
     WorkerUnavailable,
 )
-from .calls import EventCallback
+from . import policy
+from .caller import CallKind, CallOptions, CallSurface, EventCallback, Usage
+from .calls import AsyncCallFuture, CallFuture
 from .timers import timers
-from .worker import (
-    CallOptions,
-    Health,
-    Stats,
-    Worker,
-    _afuture,
-    _astream,
-    _awatch,
-    _check_positive,
-    _future,
-    _stream,
-    _watch,
-)
+from .worker import Health, Stats, Worker
 
 log = logging.getLogger("corral")
 
@@ -125,8 +114,6 @@ POLL_MIN = 0.002
 POLL_MAX = 0.05
 #: Seconds a worker whose process crashed is passed over while it still looks ready.
 SUSPECT_FOR = 1.0
-
-_STREAMS = {_stream: "stream", _watch: "watch", _astream: "astream", _awatch: "awatch"}
 
 # Calls made from a corral callback (on_event, a PoolFuture's done callbacks) on this thread.
 _local = threading.local()
@@ -217,8 +204,9 @@ class _Call:
         self.on_sent: list[Callable[[], None]] | None = None  # PoolFuture.add_sent_callback
 
 
-class PoolFuture(concurrent.futures.Future):
-    """A ``concurrent.futures.Future`` for one pool call.
+class PoolFuture(CallFuture):
+    """A ``concurrent.futures.Future`` for one pool call: a ``CallFuture`` (the worker
+    futures' family) across attempts.
 
     ``cancel()`` works while the call waits in the pool's queue and while it runs (the
     worker stops it); ``result()`` then raises ``corral.Cancelled``. The call's events
@@ -257,6 +245,11 @@ class PoolFuture(concurrent.futures.Future):
         or held by the worker as its prefetched next call)."""
         return self._call.attempts > 0
 
+    @property
+    def queued(self) -> bool:
+        """True while the call waits in the pool's own queue."""
+        return self._call.attempts == 0
+
     def add_sent_callback(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` once, when the call is first sent to a worker (at once, on this
         thread, if it already was); on a corral thread otherwise: keep it quick. A call
@@ -273,7 +266,7 @@ class PoolFuture(concurrent.futures.Future):
         fn()
 
     @property
-    def worker(self) -> Worker | None:
+    def worker(self) -> Any:
         index = self._call.worker
         return None if index is None or self._pool is None else self._pool._workers[index]
 
@@ -312,10 +305,6 @@ class PoolFuture(concurrent.futures.Future):
             pool._cancel(self._call)
         return self.cancelled()
 
-    def cancelled(self) -> bool:
-        with self._condition:
-            return self._state == "FINISHED" and isinstance(self._exception, Cancelled)
-
     def _settle(self, value: Any = None, exc: BaseException | None = None) -> bool:
         """Finish with a result or an error; False if it had finished already."""
         try:
@@ -332,13 +321,14 @@ class PoolFuture(concurrent.futures.Future):
         return f"<PoolFuture id={self.id} method={self.method!r} state={self._state}>"
 
 
-class AsyncPoolFuture(asyncio.Future):
-    """The asyncio twin of PoolFuture (what ``Pool.asubmit()`` returns): await it for the
-    result. Cancelling it (or the task awaiting it) cancels the call; awaiting a cancelled
-    call raises asyncio.CancelledError. ``events`` and the rest are the PoolFuture's."""
+class AsyncPoolFuture(AsyncCallFuture):
+    """The asyncio twin of PoolFuture (what ``Pool.asubmit()`` returns), an
+    ``AsyncCallFuture``: await it for the result. Cancelling it (or the task awaiting it)
+    cancels the call; awaiting a cancelled call raises asyncio.CancelledError. ``events``
+    and the rest are the PoolFuture's."""
 
     def __init__(self, source: PoolFuture, loop: asyncio.AbstractEventLoop):
-        super().__init__(loop=loop)
+        asyncio.Future.__init__(self, loop=loop)
         self.source = source
         source.add_done_callback(self._from_source)
 
@@ -353,7 +343,7 @@ class AsyncPoolFuture(asyncio.Future):
             return
         source = self.source
         if source.cancelled():
-            super().cancel()
+            asyncio.Future.cancel(self)
             return
         exc = source.exception()
         if exc is not None:
@@ -365,7 +355,7 @@ class AsyncPoolFuture(asyncio.Future):
         if self.done():
             return False
         self.source.cancel()
-        return super().cancel(msg)
+        return asyncio.Future.cancel(self, msg)
 
     id = property(lambda self: self.source.id)
     method = property(lambda self: self.source.method)
@@ -376,9 +366,11 @@ class AsyncPoolFuture(asyncio.Future):
     metrics = property(lambda self: self.source.metrics)
     progress = property(lambda self: self.source.progress)
     run_time = property(lambda self: self.source.run_time)
+    sent = property(lambda self: self.source.sent)
+    queued = property(lambda self: self.source.queued)
 
 
-class Pool(CallOptions):
+class Pool(CallSurface):
     """Run ``target`` in ``workers`` processes and spread calls across them.
 
     Every other keyword argument (``config``, ``slots``, ``restart``, ``timeout``,
@@ -390,9 +382,11 @@ class Pool(CallOptions):
     a call waits in the queue. The module docstring (``corral.host.pool``) tells the
     details.
 
-    The call surface is the Worker's: ``call``, ``predict``, ``submit``, ``stream``,
-    ``watch``, ``map``, ``starmap``, ``acall``, ``asubmit``, ``astream``, ``awatch`` and
-    ``options(context=, on_event=, timeout=, idempotent=)``::
+    The call surface is the Worker's (``CallSurface``): ``call``, ``predict``, ``submit``,
+    ``stream``, ``watch``, ``map``, ``starmap``, ``acall``, ``asubmit``, ``astream``,
+    ``awatch`` and ``options(context=, on_event=, timeout=, idempotent=)``. Each worker is
+    made by ``runner(target, prefetch=prefetch, **worker_kwargs)`` (default ``Worker``):
+    any ``Runner`` works, a remote or Ray worker, or the tests' ``FakeRunner``::
 
         with corral.Pool("model.py:Model", workers=4, slots=2) as pool:
             pool.predict(x)
@@ -402,13 +396,15 @@ class Pool(CallOptions):
     """
 
     def __init__(self, target: Any, *, workers: int = 2, max_queue: int = 1000,
-                 prefetch: int = 1, **worker_kwargs: Any):
+                 prefetch: int = 1, runner: Callable[..., Any] | None = None,
+                 **worker_kwargs: Any):
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"workers must be an int >= 1, not {workers!r}")
         if not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue < 0:
             raise ValueError(f"max_queue must be an int >= 0, not {max_queue!r}")
-        super().__init__(self, None, None)
-        self._workers = [Worker(target, prefetch=prefetch, **worker_kwargs)
+        CallSurface.__init__(self)
+        make = runner if runner is not None else Worker
+        self._workers = [make(target, prefetch=prefetch, **worker_kwargs)
                          for _ in range(workers)]
         first = self._workers[0]
         self.target_name = first.target_name
@@ -428,7 +424,8 @@ class Pool(CallOptions):
         self._sending = 0  # calls with a worker picked, not handed to it yet (or put back)
         self._ids = itertools.count(1)
         self._state = "new"
-        self._retrying = True  # crashes may put calls back (not once workers stop)
+        # False once stop() took what was left of the queue: no call may join it again.
+        self._queue_open = True
         self._lifecycle = threading.RLock()
         self._dispatcher: threading.Thread | None = None
         self._retries = 0
@@ -447,6 +444,39 @@ class Pool(CallOptions):
     def slots(self) -> int:
         """Slots of all workers together."""
         return sum(w.slots for w in self._workers)
+
+    @property
+    def methods(self) -> dict[str, Any]:
+        """The target's methods (its workers all host the same target)."""
+        return self._workers[0].methods
+
+    @property
+    def capacity(self) -> int:
+        """Calls it takes, running and queued, before QueueFull: slots + max_queue."""
+        return self.slots + self.max_queue
+
+    @property
+    def pid(self) -> None:
+        """None: a pool has a process per worker (``workers[i].pid``)."""
+        return None
+
+    @property
+    def crashes(self) -> list[Any]:
+        """Every worker's crashes, oldest first."""
+        return sorted((c for w in self._workers for c in w.crashes), key=lambda c: c.at)
+
+    def usage(self) -> Usage:
+        """Busy slots, waiting calls (the pool's queue and its workers') and restarts."""
+        stats = self.stats()
+        return Usage(sum(w.busy for w in stats.workers),
+                     stats.queued + sum(w.queued for w in stats.workers), self.slots,
+                     stats.restarts, self.ready)
+
+    def reload(self, config: dict[str, Any] | None = None) -> None:
+        """``reload(config)`` every worker, one after the other (the others keep serving);
+        the first failure is raised (see ``Worker.reload``)."""
+        for worker in self._workers:
+            worker.reload(config)
 
     @property
     def state(self) -> str:
@@ -507,7 +537,7 @@ class Pool(CallOptions):
         """Stop the pool, draining it: new calls are refused (InvalidState), queued calls are
         still sent, and calls may finish within ``grace`` seconds; then every worker stops
         (in parallel, with what is left of ``grace``). Calls still running then fail with
-        WorkerCrashed, calls still queued with InvalidState. Idempotent."""
+        WorkerStopped, calls still queued with InvalidState. Idempotent."""
         with self._lifecycle:
             if self._state in ("new", "stopped", "failed"):
                 self._state = "stopped"
@@ -517,7 +547,7 @@ class Pool(CallOptions):
                 self._state = "stopping"
                 self._wakeup.notify()
                 self._drained.wait_for(self._is_drained, max(0.0, deadline - time.monotonic()))
-                self._retrying = False
+                self._queue_open = False
                 left = self._take_queue()
                 self._wakeup.notify()
             for call in left:
@@ -538,22 +568,6 @@ class Pool(CallOptions):
         for t in threads:
             t.join()
 
-    def __enter__(self) -> "Pool":
-        if self._state == "new":
-            self.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> "Pool":
-        if self._state == "new":
-            await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await asyncio.to_thread(self.stop)
-
     # -- calls ------------------------------------------------------------------------------
 
     def options(self, *, context: dict[str, Any] | None = None,
@@ -567,26 +581,27 @@ class Pool(CallOptions):
         ``idempotent=True`` lets the pool run the call again on another worker if its
         worker crashes while running it; ``convert`` as for a Worker (CallOptions).
         """
-        if context is not None and not isinstance(context, dict):
-            raise TypeError(f"context must be a dict, not {type(context).__name__}")
-        _check_positive("timeout", timeout)
-        return CallOptions(self, context, _guarded(on_event), timeout, idempotent, convert)
+        return CallSurface.options(self, context=context, on_event=on_event, timeout=timeout,
+                                   idempotent=idempotent, convert=convert)
 
-    def _submit(self, method: str, args: tuple, kwargs: dict, opts: CallOptions,
-                make: Callable[..., Any], blocking: bool = False) -> Any:
-        # CallOptions' methods land here; ``make`` tells which kind of call it is.
+    def _wrap_on_event(self, on_event: EventCallback | None) -> EventCallback | None:
+        return _guarded(on_event)
+
+    def dispatch(self, method: str, args: tuple, kwargs: dict, options: CallOptions,
+                 kind: CallKind) -> Any:
+        """Start one call (the Runner entry point; see ``host/caller.py``)."""
         self._check_callable(method)
-        kind = _STREAMS.get(make)
-        if kind is not None:
-            return self._stream(kind, method, args, kwargs, opts)
+        if kind.streams:
+            return self._stream(kind, method, args, kwargs, options)
+        blocking = kind is CallKind.CALL
         if blocking and _in_callback():
             raise RuntimeError("a blocking pool call cannot be made from a corral callback "
                                "(on_event, a future's done callback); use submit() there")
-        timeout = opts.timeout if opts.timeout is not None else self.default_timeout
-        call = _Call(next(self._ids), method, args, kwargs, opts, timeout)
+        timeout = self.timeout_for(options)
+        call = _Call(next(self._ids), method, args, kwargs, options, timeout)
         call.future._pool = self
         self._admit(call)
-        if make is _afuture:
+        if kind is CallKind.ASUBMIT:
             return AsyncPoolFuture(call.future, asyncio.get_running_loop())
         if not blocking:
             return call.future
@@ -603,11 +618,7 @@ class Pool(CallOptions):
                 raise InvalidState("the pool is not started: call start() or use it as a "
                                    "context manager")
             raise InvalidState(f"the pool is {state}; no more calls can be made")
-        methods = self._workers[0].methods
-        if method not in methods:
-            if not isinstance(method, str):
-                raise TypeError(f"method name must be a str, not {type(method).__name__}")
-            raise MethodNotFound(method, sorted(methods))
+        self.method_info(method)
         if self._none_left():
             raise self._unavailable()
 
@@ -617,10 +628,8 @@ class Pool(CallOptions):
 
     def _unavailable(self) -> WorkerUnavailable:
         reasons = "; ".join(w.health().detail for w in self._workers if w.state == "failed")
-        history = [c for w in self._workers for c in w.crashes]
-        history.sort(key=lambda c: c.at)
         return WorkerUnavailable(f"every worker of the pool ({self.target_name}) has failed: "
-                                 f"{reasons}", history)
+                                 f"{reasons}", self.crashes)
 
     def _admit(self, call: _Call) -> None:
         """Send ``call`` now from this thread if a worker has room and nothing waits before
@@ -648,7 +657,7 @@ class Pool(CallOptions):
                 return
         self._send(call, index, inline=True)
 
-    def _stream(self, kind: str, method: str, args: tuple, kwargs: dict,
+    def _stream(self, kind: CallKind, method: str, args: tuple, kwargs: dict,
                 opts: CallOptions) -> Any:
         """Streams go at once to the least-loaded ready worker (or one restarting, where
         they wait for it); they are never queued nor retried."""
@@ -658,29 +667,25 @@ class Pool(CallOptions):
             if not usable:
                 raise self._unavailable()
             index = min(usable, key=self._load)
-        timeout = opts.timeout if opts.timeout is not None else self.default_timeout
-        wopts = CallOptions(self._workers[index], opts.context, opts.on_event, timeout,
+        worker = self._workers[index]
+        wopts = CallOptions(worker, opts.context, opts.on_event, self.timeout_for(opts),
                             convert=opts.convert)
-        return getattr(wopts, kind)(method, *args, **kwargs)
+        return worker.dispatch(method, args, kwargs, wopts, kind)
 
-    def _map(self, method: str, items: Any, opts: CallOptions) -> Any:
+    def dispatch_map(self, method: str, items: Any, options: CallOptions) -> Any:
         """Submit ``method(*args)`` for each item, keeping twice as many calls in flight as
         the workers have room for; yield the results in order. Abandoned early, it cancels the
         calls still queued (those already running finish)."""
         if _in_callback():
             raise RuntimeError("a blocking pool call cannot be made from a corral callback")
-        window = 2 * sum(self._room)  # the pool's queue holds the next ones ready
-        pending: deque[PoolFuture] = deque()
-        try:
-            for args in items:
-                pending.append(self._submit(method, tuple(args), {}, opts, _future))
-                if len(pending) >= window:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for fut in pending:
-                self._cancel(fut._call, queued_only=True)
+        # the pool's queue holds the next ones ready
+        yield from self._map_by_submit(method, items, options, self.map_window())
+
+    def map_window(self) -> int:
+        return 2 * sum(self._room)
+
+    def _abandon(self, future: Any) -> None:
+        self._cancel(future._call, queued_only=True)  # (calls already running finish)
 
     # -- dispatch (the lock is held where a method says so) ----------------------------------
 
@@ -689,26 +694,25 @@ class Pool(CallOptions):
 
     def _pick(self, call: _Call) -> int | None:
         """The worker for ``call``, its place reserved; None if none has room (locked)."""
-        best = None
-        best_key = None
-        for i, w in enumerate(self._workers):
-            if w.state != "ready":
-                continue
-            suspect = self._suspect[i]
-            if suspect is not None:
-                pid, since = suspect
-                if w.pid == pid and time.monotonic() - since < SUSPECT_FOR:
-                    continue
-                self._suspect[i] = None
-            load = self._load(i)
-            if load >= self._room[i]:
-                continue
-            key = (i == call.avoid, load)
-            if best_key is None or key < best_key:
-                best, best_key = i, key
+        workers = self._workers
+        usable = [w.state == "ready" and not self._is_suspect(i, w)
+                  for i, w in enumerate(workers)]
+        best = policy.pick(usable, [self._load(i) for i in range(len(workers))], self._room,
+                           call.avoid)
         if best is not None:
             self._handed[best] += 1
         return best
+
+    def _is_suspect(self, index: int, worker: Any) -> bool:
+        """Its process crashed a moment ago and it may not have noticed yet (locked)."""
+        suspect = self._suspect[index]
+        if suspect is None:
+            return False
+        pid, since = suspect
+        if worker.pid == pid and time.monotonic() - since < SUSPECT_FOR:
+            return True
+        self._suspect[index] = None
+        return False
 
     def _enqueue(self, call: _Call, front: bool = False) -> None:
         """Put ``call`` in the queue (locked) and wake the dispatcher."""
@@ -760,7 +764,7 @@ class Pool(CallOptions):
             with self._lock:
                 while True:
                     if self._state == "stopped" or (self._state == "stopping"
-                                                    and not self._retrying):
+                                                    and not self._queue_open):
                         return
                     batch = list(self._handoff)
                     self._handoff.clear()
@@ -883,12 +887,13 @@ class Pool(CallOptions):
         retry = False
         with self._lock:
             self._handed[index] -= 1
-            if isinstance(exc, WorkerCrashed) or (isinstance(exc, WorkerUnavailable)
-                                                  and not inner.sent):
+            decision = policy.after_failure(exc, inner.sent, call.opts.idempotent, call.retries)
+            if isinstance(exc, WorkerCrashed) or decision is not policy.AfterFailure.FAIL:
                 crashed = exc.pid if exc.pid is not None else pid
                 if self._workers[index].pid == crashed:
                     self._suspect[index] = (crashed, time.monotonic())
-                retry = self._retry(call, index, inner)
+            if decision is not policy.AfterFailure.FAIL:
+                retry = self._retry(call, index, decision)
             if self._queued:
                 self._wakeup.notify()
         if retry:
@@ -899,16 +904,12 @@ class Pool(CallOptions):
         else:
             call.future._settle(exc=exc)
 
-    def _retry(self, call: _Call, index: int, inner: Any) -> bool:
+    def _retry(self, call: _Call, index: int, decision: policy.AfterFailure) -> bool:
         """Put a call whose worker went down back in the queue, if that is safe (locked)."""
-        # A Call still on the host when the worker went down (``sent`` False) never ran.
-        never_ran = not inner.sent
-        if not never_ran and not (call.opts.idempotent and call.retries < 1):
-            return False
         call.avoid = index
         if not self._requeue(call):
             return False
-        if never_ran:
+        if decision is policy.AfterFailure.REQUEUE:
             self._requeued += 1
         else:
             call.retries += 1
@@ -918,7 +919,7 @@ class Pool(CallOptions):
     def _requeue(self, call: _Call) -> bool:
         """Put a call that went out back at the head of the queue, unless the pool no
         longer takes it back or the caller gave up on it (locked)."""
-        if not self._retrying or call.cancelling or call.future.done() \
+        if not self._queue_open or call.cancelling or call.future.done() \
                 or self._none_left():
             return False
         self._enqueue(call, front=True)

@@ -76,6 +76,8 @@ import threading
 import time
 from typing import Any
 
+from . import registry
+
 log = logging.getLogger("corral")
 
 #: Seconds a drain waits for calls in flight, unless ``CORRAL_DRAIN_GRACE`` says otherwise.
@@ -83,7 +85,6 @@ DEFAULT_GRACE = 30.0
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-_live: Any = None  # corral.host.worker._live_workers, bound by install()
 _pid: int | None = None  # the process whose helper thread runs
 _requests: "queue.SimpleQueue[_Drain]" = queue.SimpleQueue()
 _drain: "_Drain | None" = None  # the drain under way; only the main thread sets it
@@ -104,17 +105,12 @@ class _Drain:
 def install() -> None:
     """Put the drain handler in place for SIGTERM and SIGINT where the default one is.
     Cheap and idempotent; does nothing off the main thread."""
-    global _live
     if threading.current_thread() is not threading.main_thread():
         return
     for signum in _SIGNALS:
         current = signal.getsignal(signum)
         if current is _handle or not _is_default(signum, current):
             continue
-        if _live is None:
-            from .worker import _live_workers
-
-            _live = _live_workers
         _start_helper()
         try:
             signal.signal(signum, _handle)
@@ -147,7 +143,7 @@ def _handle(signum: int, frame: Any) -> None:
         return
     drain = _drain
     if drain is None:
-        if not _live:
+        if not registry.any_live():
             _act_as_default(signum, frame, restore=False)
             return
         drain = _drain = _Drain(signum)
@@ -182,13 +178,8 @@ def _act_as_default(signum: int, frame: Any, restore: bool) -> None:
 
 
 def _kill_workers() -> None:
-    # No lock, no wait: only what is safe in a signal handler. A process already reaped is
-    # skipped (its pid, and so its group id, may be another's by now); a live one is killed
-    # with its process group (what the model code started), and so is a restart under way.
-    for worker in list(_live):
-        for proc in (worker._proc, worker._launching):
-            if proc is not None and proc.popen.poll() is None:
-                proc.kill_group()
+    # No lock, no wait: only what is safe in a signal handler (Worker.kill_now).
+    registry.kill_all_now()
 
 
 def _serve(requests: "queue.SimpleQueue[_Drain]") -> None:
@@ -220,7 +211,7 @@ def _redeliver(drain: _Drain) -> None:
 
 
 def _stop_all(drain: _Drain) -> None:
-    workers = list(_live)
+    workers = registry.live()
     grace = _grace()
     calls = sum(w.load for w in workers)  # sent, queued or waiting for a restart
     log.warning("corral: %s received: draining %d call%s in flight on %d worker%s "

@@ -4,8 +4,8 @@ A crash is a worker process that ended while it was supposed to serve (killed by
 the OOM killer, a segfault, ``os._exit``), or a restart whose setup failed. The worker is
 restarted after a backoff that doubles with each crash in the window; once more than
 ``max_restarts`` crashes fall in ``window`` seconds it is given up for good and every call
-raises WorkerUnavailable with the history. A worker that breaks the protocol is never
-restarted: it is defunct, not unlucky.
+raises WorkerUnavailable with the history. A process that breaks the protocol is killed
+(that process is defunct) and counts as a crash: the policy decides whether it restarts.
 """
 
 from __future__ import annotations

@@ -50,8 +50,13 @@ from typing import Any, Callable, Iterator, Sequence
 from ..host.process import describe_exit
 from .errors import EnvironmentBuildError, EnvironmentInUse, RequirementsError
 from .installers import Installer, StepFailed, run_step, select_installer
-from .requirements import (INLINE, constraint_files, normalize_requirements,
-                           read_requirements, requirement_names)
+from .requirements import (
+    INLINE,
+    constraint_files,
+    normalize_requirements,
+    read_requirements,
+    requirement_names,
+)
 
 __all__ = ["Environment", "EnvironmentCache", "default_root", "read_requirements"]
 

@@ -9,8 +9,8 @@ pipconfig.py); pip reads its configuration itself.
 from __future__ import annotations
 
 import os
-import signal
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Callable, Mapping, Sequence

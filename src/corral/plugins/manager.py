@@ -28,16 +28,26 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import msgspec
 
 from ..exceptions import InvalidState, SetupError
 from .discovery import Discovered, Plugin, discover
-from .errors import (ConfigError, EnvironmentBuildError, InsufficientResources, PluginBusy,
-                     PluginError, PluginNotFound, PluginNotLoaded)
+from .errors import (
+    ConfigError,
+    EnvironmentBuildError,
+    InsufficientResources,
+    PluginBusy,
+    PluginError,
+    PluginNotFound,
+    PluginNotLoaded,
+)
 from .manifest import Resources
 from .resources import Holding, ResourceMonitor
+
+if TYPE_CHECKING:
+    from ..host.caller import Runner
 
 _now = time.monotonic
 
@@ -69,7 +79,7 @@ class _Loaded:
     """A loaded plugin: what the hot path reads (``worker``) and writes (``used``)."""
 
     plugin: Plugin
-    worker: Any
+    worker: Runner
     config: dict[str, Any]
     python: str | None
     used: float = field(default_factory=_now)
@@ -100,7 +110,7 @@ class PluginHandle:
         self._manager = manager
 
     @property
-    def worker(self) -> Any:
+    def worker(self) -> Runner:
         return self._manager._entry(self.name).worker
 
     @property
@@ -135,7 +145,9 @@ class PluginManager:
     to budget deterministically). ``evict`` is the default eviction policy of ``load``
     (None or ``"lru"``); ``stop_grace`` the seconds calls in flight get when a plugin is
     unloaded. ``worker_options`` are passed to every ``corral.Worker`` (``timeout``,
-    ``restart``, ``max_rss``...).
+    ``restart``, ``max_rss``...). ``runner`` makes each plugin's runner, called as
+    ``runner(target, config=, python=, env=, cwd=, **worker_options)`` (default
+    ``corral.Worker``; any ``Runner`` will do).
 
     Thread-safe. A context manager: leaving it (or ``close()``) unloads every plugin.
     """
@@ -143,7 +155,8 @@ class PluginManager:
     def __init__(self, paths: Any = (), *, plugins_dir: str | None = None,
                  entry_points: bool = True, environments: Any = None,
                  resources: ResourceMonitor | None = None, evict: str | None = None,
-                 stop_grace: float = 10.0, **worker_options: Any):
+                 stop_grace: float = 10.0, runner: Callable[..., Any] | None = None,
+                 **worker_options: Any):
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         _check_evict(evict)
@@ -154,6 +167,7 @@ class PluginManager:
         self.evict = evict
         self.stop_grace = stop_grace
         self.worker_options = worker_options
+        self._make_runner = runner
         self._environments = environments
         self._lock = threading.RLock()  # the maps below; never held while a process starts
         self._loaded: dict[str, _Loaded] = {}  # the hot path's one lookup
@@ -345,12 +359,15 @@ class PluginManager:
             check.stop()
 
     def _worker(self, plugin: Plugin, config: dict[str, Any], env: Any,
-                **options: Any) -> Any:
-        """A (not started) ``corral.Worker`` for ``plugin``, on ``env``'s interpreter."""
-        from ..host.worker import Worker
+                **options: Any) -> Runner:
+        """A (not started) runner (``corral.Worker``) for ``plugin``, on ``env``'s
+        interpreter."""
+        make = self._make_runner
+        if make is None:
+            from ..host.worker import Worker as make
 
-        return Worker(plugin.target, config=config, python=getattr(env, "python", None),
-                      env=self._worker_env(plugin, env), cwd=plugin.folder, **options)
+        return make(plugin.target, config=config, python=getattr(env, "python", None),
+                    env=self._worker_env(plugin, env), cwd=plugin.folder, **options)
 
     def _start(self, plugin: Plugin, config: dict[str, Any], env: Any,
                policy: str | None) -> _Loaded:
@@ -383,7 +400,7 @@ class PluginManager:
         finally:
             with self._lock:
                 self._loading.pop(name, None)
-        entry = _Loaded(plugin, worker, config, worker.python, hold=hold)
+        entry = _Loaded(plugin, worker, config, getattr(env, "python", None), hold=hold)
         with self._lock:
             if self._closed:  # closed while it started
                 entry.stop(self.stop_grace)

@@ -129,3 +129,15 @@ class FrameWriter:
                 # Don't keep a huge buffer alive after one big message.
                 self._buf = bytearray(_BUFFER_SIZE)
             return size
+
+    def send_frame(self, body: bytes) -> None:
+        """Send one already encoded body as a frame (a Call the host encoded ahead)."""
+        data = HEADER.pack(len(body)) + body
+        with self._lock:
+            self._sock.sendall(data)
+
+    def send_frames(self, bodies: list[bytes]) -> None:
+        """Send already encoded bodies as frames with one system call (pipelined calls)."""
+        data = b"".join(b for body in bodies for b in (HEADER.pack(len(body)), body))
+        with self._lock:
+            self._sock.sendall(data)

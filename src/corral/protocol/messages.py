@@ -38,6 +38,11 @@ class ErrorInfo(msgspec.Struct, array_like=True, omit_defaults=True):
     kind: str = "user"
     #: For ``arguments`` and ``config``: each problem with the inputs, ``{"loc": [...], "msg": ...}``.
     problems: list[dict[str, Any]] | None = None
+    #: A builtin exception's own arguments, when they are plain values (str, bytes,
+    #: numbers, None): the host rebuilds its twin with them (``OSError.errno``...).
+    args: list[Any] | None = None
+    #: An exception group's sub-exceptions.
+    exceptions: list[ErrorInfo] | None = None
 
 
 class MethodInfo(msgspec.Struct, array_like=True, omit_defaults=True):

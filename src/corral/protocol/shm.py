@@ -33,7 +33,7 @@ import socket
 import struct
 import threading
 import weakref
-from typing import Any, Callable
+from typing import Any
 
 #: Values at least this big travel out of band.
 DEFAULT_THRESHOLD = 64 * 1024

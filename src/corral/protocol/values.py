@@ -542,12 +542,63 @@ def _rebuild_object(kind: str, cls: Any, state: Any) -> Any:
     raise ValueError(f"unknown object kind {kind!r}")
 
 
+class Unrebuilt:
+    """Stands in for an Enum, dataclass or Struct value that this side cannot rebuild (its
+    type is not known here, or does not fit what was sent); see ``make_ext_hook``."""
+
+    __slots__ = ("type_name", "reason")
+
+    def __init__(self, type_name: str, reason: str):
+        self.type_name = type_name
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<{self.type_name} that cannot be rebuilt here>"
+
+
+def find_placeholder(value: Any, target: Any, where: str, depth: int = 0) -> str | None:
+    """Where ``target`` sits inside ``value`` (``where['items'][2]``), or None. Only run
+    after a decode put a placeholder somewhere: it walks the whole value."""
+    if value is target:
+        return where
+    if depth > 64:
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = find_placeholder(item, target, f"{where}[{i}]", depth + 1)
+            if found:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key is target:
+                return f"{where} (a key)"
+            found = find_placeholder(item, target, f"{where}[{key!r}]", depth + 1)
+            if found:
+                return found
+    elif isinstance(value, (set, frozenset)):
+        if target in value:
+            return f"{where} (an element)"
+    elif hasattr(value, "__dict__") or hasattr(value, "__struct_fields__"):
+        names = getattr(value, "__struct_fields__", None) or list(getattr(value, "__dict__", ()))
+        for name in names:
+            found = find_placeholder(getattr(value, name, None), target, f"{where}.{name}",
+                                     depth + 1)
+            if found:
+                return found
+    return None
+
+
 def make_ext_hook(allow_pickle: bool, importer: Any = None, may_import: bool = False,
-                  exporter: Any = None) -> Callable[[int, memoryview], Any]:
+                  exporter: Any = None, unknown: list | None = None
+                  ) -> Callable[[int, memoryview], Any]:
     """The decoder hook for our extension types; pickle payloads only when allowed, shared
     memory only through an ``importer`` (``shm.Importer``); Enum, dataclass and Struct
     types from modules not yet imported only when ``may_import`` (the worker, which
-    trusts its host; never the host)."""
+    trusts its host; never the host).
+
+    ``unknown``: an Enum, dataclass or Struct that cannot be rebuilt does not fail the
+    whole decode; an ``Unrebuilt`` placeholder takes its place and is appended to this
+    list, so that the receiver can fail just the message it belongs to (one call)."""
     decode = None
 
     def ext_hook(code: int, data: memoryview) -> Any:
@@ -614,7 +665,14 @@ def make_ext_hook(allow_pickle: bool, importer: Any = None, may_import: bool = F
             return importer.import_array(seg, offset, n, dtype, tuple(shape), order)
         if code == OBJECT:
             kind, module, qualname, state = decode(data)
-            return _rebuild_object(kind, _find_type(module, qualname, may_import), state)
+            if unknown is None:
+                return _rebuild_object(kind, _find_type(module, qualname, may_import), state)
+            try:
+                return _rebuild_object(kind, _find_type(module, qualname, may_import), state)
+            except Exception as exc:  # noqa: BLE001 - this value only, not the whole message
+                placeholder = Unrebuilt(f"{module}.{qualname}", str(exc))
+                unknown.append(placeholder)
+                return placeholder
         if code == TORCH:
             name, requires_grad, arr = decode(data)
             return _dec_torch(name, requires_grad, arr)
@@ -651,11 +709,13 @@ def make_ext_hook(allow_pickle: bool, importer: Any = None, may_import: bool = F
 
 
 def make_decoder(kind: Any, allow_pickle: bool = False, importer: Any = None,
-                 may_import: bool = False, exporter: Any = None) -> msgspec.msgpack.Decoder:
+                 may_import: bool = False, exporter: Any = None,
+                 unknown: list | None = None) -> msgspec.msgpack.Decoder:
     """A typed decoder for ``kind`` (a message union) that rebuilds our extension values
-    (``importer``/``exporter``: the connection's two halves of shared memory)."""
+    (``importer``/``exporter``: the connection's two halves of shared memory; ``unknown``:
+    see ``make_ext_hook``)."""
     return msgspec.msgpack.Decoder(kind, ext_hook=make_ext_hook(allow_pickle, importer,
-                                                                may_import, exporter))
+                                                                may_import, exporter, unknown))
 
 
 def make_encoder() -> msgspec.msgpack.Encoder:

@@ -109,7 +109,7 @@ def extract(fileobj: IO[bytes], dest: str | os.PathLike, max_bytes: int) -> int:
     must exist and be empty). Returns the bytes written; UploadError for a bad bundle."""
     dest = Path(dest)
     try:
-        tar = tarfile.open(fileobj=fileobj, mode="r:")
+        tar = tarfile.open(fileobj=fileobj, mode="r:")  # noqa: SIM115 - closed by the with below
     except tarfile.TarError as exc:
         raise UploadError(f"the bundle is not a tar archive: {exc}") from None
     with tar:

@@ -24,8 +24,7 @@ from typing import Any
 import blake3
 import msgspec
 
-from . import bundles
-from . import protocol as p
+from . import bundles, protocol as p
 from .errors import InstanceNotFound
 from .link import Link
 from .worker import RemoteWorker

@@ -53,10 +53,10 @@ class Instance:
 
     def info(self) -> InstanceInfo:
         runner = self.runner
-        first = getattr(runner, "workers", (runner,))[0]
         return InstanceInfo(id=self.id, target=self.target, program=self.program,
                             slots=self.slots, workers=self.workers, detached=self.detached,
-                            state=runner.state, pids=self.pids(), methods=dict(first.methods),
+                            state=str(runner.state), pids=self.pids(),
+                            methods=dict(runner.methods),
                             created=self.created, config=self.config)
 
 

@@ -22,6 +22,7 @@ import msgspec
 
 from .._version import __version__
 from ..exceptions import ProtocolError
+from ..host.calls import settle
 from . import protocol as p
 from .codec import ValueCodec, error_from_wire
 from .errors import AuthenticationError, ConnectionLost, HandshakeError
@@ -212,7 +213,7 @@ class Link:
             if self._calls.pop(sink.id, None) is None:
                 return False
             self._received.pop(sink.id, None)
-        sink._failed(error)
+        settle(sink, error=error)
         try:
             self._send(p.Cancel(sink.id))
         except Exception:  # noqa: BLE001 - gone: the server ends the call itself
@@ -267,10 +268,11 @@ class Link:
                 try:
                     value = self.codec.decode(msg.value, blobs)
                 except (ValueError, TypeError) as exc:
-                    sink._failed(ProtocolError(f"the result of call {msg.id} "
-                                               f"({sink.method}) cannot be decoded: {exc}"))
+                    settle(sink, error=ProtocolError(f"the result of call {msg.id} "
+                                                     f"({sink.method}) cannot be decoded: "
+                                                     f"{exc}"))
                     return
-                sink._done(value, msg.run_time)
+                settle(sink, value, msg.run_time)
         elif kind is p.Chunk:
             sink = self._calls.get(msg.id)
             if sink is None:
@@ -295,7 +297,7 @@ class Link:
                 sink = self._calls.pop(msg.id, None)
                 self._received.pop(msg.id, None)
             if sink is not None:
-                sink._failed(error_from_wire(msg.error))
+                settle(sink, error=error_from_wire(msg.error))
         elif kind is p.Answer or kind is p.Problem:
             with self._lock:
                 fut = self._requests.pop(msg.seq, None)
@@ -328,7 +330,7 @@ class Link:
             calls, self._calls = self._calls, {}
             requests, self._requests = self._requests, {}
         for sink in calls.values():
-            sink._failed(lost)
+            settle(sink, error=lost)
         for fut in requests.values():
             if not fut.done():
                 fut.set_exception(lost)

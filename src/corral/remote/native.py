@@ -324,8 +324,7 @@ class Session:
             if not isinstance(args, list) or not isinstance(kwargs, dict):
                 raise ProtocolError(f"call {cid}: malformed arguments")
             runner = inst.runner
-            first = getattr(runner, "workers", (runner,))[0]
-            info = first.methods.get(msg.method)
+            info = runner.methods.get(msg.method)
             flight = _Flight()
             if info is not None and info.streams:
                 opts = runner.options(context=context, timeout=msg.timeout,

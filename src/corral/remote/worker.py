@@ -1,33 +1,33 @@
 """``RemoteWorker``: an instance on a ``corral host``, with the local Worker's call surface.
 
-It is a ``CallOptions`` like ``Worker`` and ``Pool`` (host/worker.py): ``call``,
-``predict``, ``submit``, ``stream``, ``watch``, ``map``, ``starmap``, the async twins and
-``options(...)`` all land in ``_submit``, which sends the call over the session's Link
-(link.py) with the sink the local Worker would have made, so futures, streams, events and
-errors behave the same. Only ``_submit``/``_map`` and the lifecycle methods differ.
+A runner on the seam (host/caller.py), like ``Worker`` and ``Pool``: ``CallSurface`` gives
+``call``, ``predict``, ``submit``, ``stream``, ``watch``, ``map``, ``starmap``, the async
+twins and ``options(...)``; they all land in ``dispatch``, which sends the call over the
+session's Link (link.py) with the sink a local Worker makes for that ``CallKind``, so
+futures, streams, events and errors behave the same. Only ``dispatch`` and the lifecycle
+and introspection methods are its own.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 
-from ..exceptions import InvalidState, MethodNotFound
-from ..host.calls import EventCallback
-from ..host.worker import CallOptions, _check_positive, _future
+from ..exceptions import InvalidState
+from ..host.caller import CallKind, CallOptions, CallSurface, Usage
+from ..host.worker import _SINKS
 from . import protocol as p
 from .errors import InstanceNotFound
 
 
-class RemoteWorker(CallOptions):
+class RemoteWorker(CallSurface):
     """An instance of a program running on a ``corral host`` (``Session.launch`` or
     ``Session.attach``). ``id`` names it on the server; ``pids`` are its processes there.
     ``stop()`` ends it on the server; a ``with`` block stops it at the end."""
 
     def __init__(self, session: Any, info: p.InstanceInfo):
-        super().__init__(self, None, None)
+        CallSurface.__init__(self)
         self.session = session
         self._link = session._link
         self._update(info)
@@ -68,50 +68,49 @@ class RemoteWorker(CallOptions):
         """Nothing to do: a remote instance is started by ``launch``."""
         return self
 
+    @property
+    def capacity(self) -> None:
+        """The server queues what its workers cannot take yet: None (never refuses here)."""
+        return None
+
+    @property
+    def crashes(self) -> list[Any]:
+        """Crashes are the server's to see (``health().restarts`` counts them): []."""
+        return []
+
+    def usage(self) -> Usage:
+        """Calls of this session in flight, against the instance's slots: read here, with no
+        round trip (``stats()`` asks the server)."""
+        slots = self.slots * self.workers
+        load = self.load
+        return Usage(min(load, slots), max(0, load - slots), slots, 0,
+                     self.workers if self.state == "ready" else 0)
+
     # -- calls ------------------------------------------------------------------------------
 
-    def options(self, *, context: dict[str, Any] | None = None,
-                on_event: EventCallback | None = None, timeout: float | None = None,
-                idempotent: bool = False, convert: bool = False) -> CallOptions:
-        """Call with options, as ``Worker.options`` (the timeout is enforced on the
-        server, where the call is stopped)."""
-        if context is not None and not isinstance(context, dict):
-            raise TypeError(f"context must be a dict, not {type(context).__name__}")
-        _check_positive("timeout", timeout)
-        return CallOptions(self, context, on_event, timeout, idempotent, convert)
-
-    def _submit(self, method: str, args: tuple, kwargs: dict, opts: CallOptions,
-                make: Callable[..., Any], blocking: bool = False) -> Any:
+    def dispatch(self, method: str, args: tuple, kwargs: dict, options: CallOptions,
+                 kind: CallKind) -> Any:
+        """Send one call (the Runner entry point; see host/caller.py). The deadline is
+        enforced on the server, where the call is stopped."""
         if self._state != "ready":
             raise InvalidState(f"the remote instance {self.id} is {self._state}; no more "
                                "calls can be made")
-        info = self.methods.get(method)
-        if info is None:
-            if not isinstance(method, str):
-                raise TypeError(f"method name must be a str, not {type(method).__name__}")
-            raise MethodNotFound(method, sorted(self.methods))
-        if opts.timeout is None and self.default_timeout is not None:
-            opts = CallOptions(self, opts.context, opts.on_event, self.default_timeout,
-                               opts.idempotent, opts.convert)
-        sink = make(next(self._link.ids), method, info.streams, opts)
+        info = self.method_info(method)
+        timeout = self.timeout_for(options)
+        if timeout != options.timeout:
+            options = CallOptions(self, options.context, options.on_event, timeout,
+                                  options.idempotent, options.convert)
+        sink = _SINKS[kind](next(self._link.ids), method, info.streams, options)
+        blocking = kind is CallKind.CALL
         if blocking:
             sink.prepare_to_wait()
-        self._link.call(self.id, sink, args, kwargs, opts)
+        else:
+            sink.worker = self
+        self._link.call(self.id, sink, args, kwargs, options)
         return sink.result() if blocking else sink
 
-    def _map(self, method: str, items: Any, opts: CallOptions) -> Any:
-        window = self.slots * self.workers * 2 + 8
-        pending: deque = deque()
-        try:
-            for args in items:
-                pending.append(self._submit(method, tuple(args), {}, opts, _future))
-                if len(pending) >= window:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+    def map_window(self) -> int:
+        return self.slots * self.workers * 2 + 8
 
     # -- introspection and control ----------------------------------------------------------
 
@@ -151,12 +150,6 @@ class RemoteWorker(CallOptions):
         raw, _ = self._link.request(lambda seq: p.Reload(seq, self.id, config))
         self._update(msgspec.msgpack.decode(raw, type=p.InstanceInfo))
 
-    def get_state(self) -> Any:
-        return self.call("get_state")
-
-    def set_state(self, state: Any) -> Any:
-        return self.call("set_state", state)
-
     def detach(self) -> None:
         """Keep the instance running after this session ends (``attach(id)`` from a later
         session with the same identity finds it)."""
@@ -174,20 +167,6 @@ class RemoteWorker(CallOptions):
                 self._link.request(lambda seq: p.Stop(seq, self.id, grace))
             except InstanceNotFound:  # ended there already (stopped elsewhere, lingered)
                 pass
-
-    def __enter__(self) -> "RemoteWorker":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> "RemoteWorker":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        import asyncio
-
-        await asyncio.to_thread(self.stop)
 
     def __repr__(self) -> str:
         return f"<corral.RemoteWorker {self.target_name} id={self.id} {self.state}>"

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
 from starlette.applications import Starlette
@@ -23,27 +23,28 @@ from starlette.routing import Route
 from ..exceptions import ArgumentError, InvalidState, MethodNotFound, QueueFull, SetupError
 from .access import PREDICTION_ID
 from .auth import BearerAuth, check_binding, drop_token_from_env
+from .cogwire import masked, secret_fields, sse_listener  # Cog's wire details
 from .connections import ConnectionLimits, server_config
 from .drain import MESSAGE as DRAINING, Drain, draining_server
-from .files import (DEFAULT_INLINE_MAX, FileInputError, Files, Workspace, file_fields,
-                    shown_inputs)
+from .files import DEFAULT_INLINE_MAX, FileInputError, Files, Workspace, file_fields, shown_inputs
+from .instrument import Instrument
 from .jsonbody import NonFiniteNumber, strict_json
 from .limits import DEFAULT_MAX_BODY, BodyLimit
-from .instrument import Instrument
 from .metrics import CONTENT_TYPE, Metrics
 from .origin import OriginGuard, OriginPolicy
 from .playground import PATHS as PLAYGROUND_PATHS, Playground, wants_page
-from .predictions import EVENTS, Prediction, Predictions, now_iso
+from .predictions import EVENTS, MAX_ID_LENGTH, Prediction, Predictions, now_iso
 from .retention import DEFAULT_MAX_RECORDS, DEFAULT_SECONDS, Retention
 from .schema import openapi
 from .sse import EventStream
+from .trainings import Trainings, check_context
 from .webhook_urls import WebhookPolicy, WebhookRefused, networks_from_env, parse_networks
 from .webhooks import DEFAULT_THROTTLE, WebhookSender
 
-log = logging.getLogger("corral.server")
+if TYPE_CHECKING:
+    from ..host.caller import Runner
 
-#: The longest prediction id taken (from the body or the path); longer is 422.
-MAX_ID_LENGTH = 256
+log = logging.getLogger("corral.server")
 
 
 class Setup:
@@ -60,7 +61,7 @@ class Setup:
                 "logs": self.logs, "status": self.status}
 
 
-def create_app(runner: Any, *, token: str | None = None, host: str | None = "127.0.0.1",
+def create_app(runner: Runner, *, token: str | None = None, host: str | None = "127.0.0.1",
                insecure: bool = False, retry_after: int = 1,
                cancel_on_disconnect: bool = True, webhook_retries: int = 5,
                webhook_backoff: float = 0.1, stop_grace: float = 10.0,
@@ -75,8 +76,10 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                public_url: str | None = None,
                webhook_allow: tuple[str, ...] | None = None,
                webhook_throttle: float = DEFAULT_THROTTLE,
-               max_log_bytes: int | None = None, playground: bool = True) -> Starlette:
-    """The ASGI app serving ``runner`` (a ``corral.Worker`` or ``corral.Pool``).
+               max_log_bytes: int | None = None, playground: bool = True,
+               train_mode: bool = False) -> Starlette:
+    """The ASGI app serving ``runner`` (any ``Runner``: a ``corral.Worker``, a ``corral.Pool``,
+    a remote or Ray worker).
 
     ``token``: the bearer token every route but ``public_paths`` needs; required when
     ``host`` is beyond loopback, unless ``insecure=True`` (else ValueError). A full queue
@@ -101,7 +104,8 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     (default ``CORRAL_MAX_LOG_BYTES`` or 1 MiB), a marker line in place of the rest.
     ``playground``: serve the browser playground at ``GET /`` (to browsers) and
     ``GET /playground``; its static files need no token (see playground/).
-    See docs/security.md."""
+    /trainings runs the target's ``train`` (``train_mode``: its ``predict`` too, for a
+    cog.yaml ``train:`` function); see trainings.py. See docs/security.md."""
     check_binding(host, token, insecure)
     if token is not None:  # workers inherit the environment: never hand them the token
         drop_token_from_env(token)
@@ -237,6 +241,9 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                                    or any(e not in EVENTS for e in events)):
             return _invalid([{"loc": ["body", "webhook_events_filter"], "type": "value_error",
                               "msg": f"must be a list of {', '.join(EVENTS)}"}])
+        context_problems = check_context(body.get("context"))
+        if context_problems:
+            return _invalid(context_problems)
         respond_async = "respond-async" in request.headers.get("prefer", "")
         wants_sse = "text/event-stream" in request.headers.get("accept", "")
 
@@ -274,17 +281,18 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
             inp = shown_inputs(inp, args)
 
         queue: asyncio.Queue | None = asyncio.Queue() if wants_sse else None
-        listeners = ()
-        if queue is not None:
-            def to_sse(event: str, payload: Any) -> None:
-                if event == "completed" and payload["status"] == "failed":
-                    queue.put_nowait(("error", payload))
-                elif event != "start":
-                    queue.put_nowait((event, payload))
-            listeners = (to_sse,)
+        listeners = (sse_listener(queue),) if queue is not None else ()
+        secrets = state.get("secrets")  # Cog's x-cog-secret inputs, masked in the record
+        if secrets is None:
+            try:
+                secrets = state["secrets"] = secret_fields(
+                    getattr(await method_schemas(), "input", None))
+            except Exception:  # noqa: BLE001 - no schema yet: asked again next time
+                secrets = ()
         try:
-            pred = service.start(inp, pid, webhook, events, listeners, args=args,
-                                 workspace=ws)
+            pred = service.start(masked(inp, secrets), pid, webhook, events, listeners,
+                                 args=args if args is not None else inp, workspace=ws,
+                                 context=body.get("context"))
             ws.taken = True
         except QueueFull as exc:
             return JSONResponse({"detail": str(exc)}, status_code=429,
@@ -346,8 +354,13 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
             info = service._methods().get(service.method)
         with contextlib.suppress(Exception):  # not ready yet: an open Input for now
             schemas = await method_schemas()
-        return JSONResponse(openapi(info, schemas,
-                                    title=getattr(runner, "target_name", "corral")))
+        train = None
+        with contextlib.suppress(Exception):
+            method = trainings.method()
+            if method is not None:
+                train = (service._methods().get(method), await trainings.schema())
+        return JSONResponse(openapi(info, schemas, title=runner.target_name,
+                                    train=train))
 
     async def shutdown(request: Request) -> Response:
         if token is None and not allow_shutdown:
@@ -388,6 +401,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
             sweeper.cancel()
             await drain.wait()
             await service.aclose()
+            await trainings.service.aclose()
             await webhooks.aclose()
             if task is not None:
                 await task
@@ -395,7 +409,10 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
                 await asyncio.to_thread(runner.stop, stop_grace)
             await asyncio.to_thread(files.close)
 
-    routes = [
+    trainings = Trainings(runner, files, webhooks, Retention(retention, max_records), not_ready,
+                          train_mode=train_mode, retry_after=retry_after,
+                          max_log_bytes=max_log_bytes)
+    routes = [*trainings.routes(),
         Route("/", root, methods=["GET"]),
         Route("/health-check", health_check, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
@@ -418,6 +435,7 @@ def create_app(runner: Any, *, token: str | None = None, host: str | None = "127
     app.add_middleware(OriginGuard, policy=policy)
     app.add_middleware(Instrument, metrics=metrics)
     app.state.predictions = service
+    app.state.trainings = trainings.service
     app.state.setup = setup
     app.state.metrics = metrics
     app.state.drain = drain
@@ -464,7 +482,7 @@ def _answer(pred: Prediction) -> Response:
     return _FastJSON(pred.to_json())
 
 
-async def _start(runner: Any, setup: Setup) -> None:
+async def _start(runner: Runner, setup: Setup) -> None:
     setup.status = "starting"
     setup.started_at = now_iso()
     try:
@@ -482,7 +500,7 @@ async def _start(runner: Any, setup: Setup) -> None:
     setup.completed_at = now_iso()
 
 
-def _health_status(runner: Any, setup: Setup) -> str:
+def _health_status(runner: Runner, setup: Setup) -> str:
     if setup.status in (None, "starting"):
         return "STARTING"
     if setup.status == "failed":
@@ -492,16 +510,13 @@ def _health_status(runner: Any, setup: Setup) -> str:
         return "STARTING"
     if state != "ready":
         return "DEFUNCT"
-    stats = runner.stats()
-    workers = getattr(stats, "workers", None)
-    busy = stats.busy if workers is None else sum(w.busy for w in workers)
-    slots = runner.slots
-    if workers is not None and not any(w.state == "ready" for w in runner.workers):
+    usage = runner.usage()
+    if usage.ready == 0:  # (a Pool whose workers are all restarting or failed)
         return "DEFUNCT"
-    return "BUSY" if busy >= slots else "READY"
+    return "BUSY" if usage.busy >= usage.slots else "READY"
 
 
-def serve(runner: Any, *, host: str = "127.0.0.1", port: int = 5000,
+def serve(runner: Runner, *, host: str = "127.0.0.1", port: int = 5000,
           token: str | None = None, insecure: bool = False,
           limits: ConnectionLimits | None = None, **app_kwargs: Any) -> None:
     """Serve ``runner`` with uvicorn until SIGTERM/SIGINT or POST /shutdown, both of which

@@ -285,10 +285,12 @@ class Files:
 
     # -- inputs ------------------------------------------------------------------------
 
-    async def resolve(self, inputs: dict[str, Any], ws: Workspace) -> dict[str, Any]:
-        """``inputs`` with each data: URL in a file's place (``fields``) written to ``ws``
-        and replaced by a File; raises FileInputError for any other string there."""
-        fields = self.fields or {}
+    async def resolve(self, inputs: dict[str, Any], ws: Workspace,
+                      fields: dict[str, tuple[Any, dict]] | None = None) -> dict[str, Any]:
+        """``inputs`` with each data: URL in a file's place (``fields``, default: the
+        predict method's) written to ``ws`` and replaced by a File; raises FileInputError
+        for any other string there."""
+        fields = (self.fields if fields is None else fields) or {}
         if not fields:
             return inputs
         out = dict(inputs)

@@ -4,33 +4,30 @@ slots and worker restarts read at scrape time."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from ..host.caller import Runner
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class RunnerCollector:
-    def __init__(self, runner: Any):
+    def __init__(self, runner: Runner):
         self.runner = runner
 
     def collect(self) -> Any:
         queued = busy = restarts = 0
-        slots = getattr(self.runner, "slots", 0)
+        slots = self.runner.slots
         try:
-            stats = self.runner.stats()
+            usage = self.runner.usage()
         except Exception:  # noqa: BLE001 - a scrape never fails for it
-            stats = None
-        if stats is not None:
-            workers = getattr(stats, "workers", None)
-            if workers is None:  # a Worker
-                queued, busy, restarts = stats.queued, stats.busy, stats.restarts
-            else:
-                queued = stats.queued + sum(w.queued for w in workers)
-                busy = sum(w.busy for w in workers)
-                restarts = stats.restarts
+            usage = None
+        if usage is not None:
+            queued, busy, restarts = usage.queued, usage.busy, usage.restarts
         yield GaugeMetricFamily("corral_queue_depth", "Predictions waiting for a slot",
                                 value=queued)
         yield GaugeMetricFamily("corral_busy_slots", "Slots running a prediction", value=busy)
@@ -40,7 +37,7 @@ class RunnerCollector:
 
 
 class Metrics:
-    def __init__(self, runner: Any):
+    def __init__(self, runner: Runner):
         self.registry = CollectorRegistry()
         self.requests = Counter("corral_http_requests", "HTTP requests answered",
                                 ["method", "route", "status"], registry=self.registry)

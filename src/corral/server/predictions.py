@@ -34,14 +34,19 @@ import datetime
 import os
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from ..exceptions import Cancelled, QueueFull
 from .._jsonable import jsonable
+from ..exceptions import Cancelled, QueueFull
 from ..host.logbuffer import LogBuffer
 from .retention import Retention
 
+if TYPE_CHECKING:
+    from ..host.caller import Runner
+
 TERMINAL = ("succeeded", "failed", "canceled")
+# Ids of predictions and trainings, from clients: bounded so a record cannot hold megabytes.
+MAX_ID_LENGTH = 256
 EVENTS = ("start", "output", "logs", "completed")
 
 
@@ -143,11 +148,16 @@ class Prediction:
         if status == "succeeded" and output is not None:
             self.output = output
         if error is not None:
-            self.error = str(error) or type(error).__name__
+            # Cog's error text: the exception's own message (the type is in the logs)
+            remote = getattr(error, "remote_traceback", None) is not None
+            self.error = (error.message if remote else str(error)) or \
+                (error.type_name.rsplit(".", 1)[-1] if remote else type(error).__name__)
             self.error_type = type(error)
             # Bad inputs, each as {"loc": ["body", "input", name, ...], "msg": ...}
             self.problems = [{"loc": ["body", "input", *p["loc"]], "msg": p["msg"],
-                              "type": "value_error"}
+                              "type": "value_error.missing"
+                              if p["msg"] in ("required input is missing", "Field required")
+                              else "value_error"}
                              for p in getattr(error, "problems", None) or []]
         self.completed_at = now_iso()
         self.predict_time = run_time if run_time is not None else time.monotonic() - self._t0
@@ -166,7 +176,9 @@ class Prediction:
             self.emit("progress", {"step": event.step, "total": event.total,
                                    "phase": event.phase})
         elif kind == "Metric":
-            if event.mode == "increment":
+            if event.value is None:  # Cog: None deletes the metric
+                self.metrics.pop(event.name, None)
+            elif event.mode == "increment":
                 self.metrics[event.name] = self.metrics.get(event.name, 0) + event.value
             elif event.mode == "append":
                 self.metrics.setdefault(event.name, []).append(event.value)
@@ -206,7 +218,7 @@ def _handoff(loop: asyncio.AbstractEventLoop, handle: Callable[[Any], None]
 class Predictions:
     """Every prediction of one app, and how they run on ``runner``'s ``predict``."""
 
-    def __init__(self, runner: Any, method: str = "predict",
+    def __init__(self, runner: Runner, method: str = "predict",
                  retention: Retention | None = None, files: Any = None,
                  max_log_bytes: int | None = None):
         self.runner = runner
@@ -221,15 +233,9 @@ class Predictions:
         self._random = ""  # hex of random bytes for ids, used up to _random_at
         self._random_at = 0
 
-    def _methods(self) -> dict[str, Any]:
-        methods = getattr(self.runner, "methods", None)
-        if methods is None:  # a Pool: its workers' methods
-            methods = self.runner.workers[0].methods
-        return methods
-
     @property
     def streams(self) -> bool:
-        info = self._methods().get(self.method)
+        info = self.runner.methods.get(self.method)
         return bool(info is not None and info.streams)
 
     def _new_id(self) -> str:
@@ -248,10 +254,12 @@ class Predictions:
     def start(self, input: dict[str, Any], pid: str | None = None,
               webhook: str | None = None, events_filter: list[str] | None = None,
               listeners: tuple[Callable[[str, Any], None], ...] = (),
-              args: dict[str, Any] | None = None, workspace: Any = None) -> Prediction:
+              args: dict[str, Any] | None = None, workspace: Any = None,
+              context: dict[str, Any] | None = None) -> Prediction:
         """Make the record and submit it (on the event loop). ``input`` is what the record
         shows, ``args`` what the method gets (``input`` unless given: files differ), and
-        ``workspace`` its files, which the record removes when it ends. Raises QueueFull
+        ``workspace`` its files, which the record removes when it ends; ``context`` is
+        the request's (Cog's ``current_scope().context``, corral's ``current().context``). Raises QueueFull
         when no room is left, and MethodNotFound/InvalidState as the runner does; no
         record is kept then (the caller still owns ``workspace``)."""
         self.retention.prune(self.records)
@@ -264,15 +272,17 @@ class Predictions:
         sent = True
         if self.streams:
             self._check_room()
-            stream = self.runner.options(convert=True).awatch(self.method, **args)
+            stream = self.runner.options(convert=True, context=context).awatch(self.method,
+                                                                                **args)
             pred.handle = stream
             coro = self._follow_stream(pred, stream)
         else:
             fut = self.runner.options(on_event=_handoff(loop, pred.on_event),
-                                      convert=True).submit(self.method, **args)
+                                      convert=True,
+                                      context=context).submit(self.method, **args)
             pred.handle = fut
             coro = self._follow_future(pred, fut)
-            sent = getattr(fut, "sent", True)  # False: queued in a Pool
+            sent = not fut.queued  # queued: waiting in a Pool's queue
         self.records[pred.id] = pred
         pred.workspace = workspace
 
@@ -296,12 +306,13 @@ class Predictions:
         return pred
 
     def _check_room(self) -> None:
-        max_queue = getattr(self.runner, "max_queue", None)
-        if max_queue is None:
+        capacity = self.runner.capacity
+        if capacity is None:  # it never refuses a call (a Worker)
             return
-        if self.runner.load >= self.runner.slots + max_queue:
-            raise QueueFull(f"the pool is full: {self.runner.load} calls in flight or queued "
-                            f"(slots={self.runner.slots}, max_queue={max_queue})")
+        load = self.runner.load
+        if load >= capacity:
+            raise QueueFull(f"the pool is full: {load} calls in flight or queued "
+                            f"(capacity {capacity}: slots={self.runner.slots} and its queue)")
 
     async def _follow_future(self, pred: Prediction, fut: Any) -> None:
         try:
@@ -317,7 +328,7 @@ class Predictions:
                 except Exception as exc:  # noqa: BLE001 - an output file that cannot be sent
                     pred.finish("failed", error=exc)
                     return
-            pred.finish("succeeded", value, run_time=getattr(fut, "run_time", None))
+            pred.finish("succeeded", value, run_time=fut.run_time)
 
     async def _follow_stream(self, pred: Prediction, stream: Any) -> None:
         try:

@@ -41,6 +41,11 @@ class CallCancelled(BaseException):
     """Raised inside a call's code when the host cancels the call."""
 
 
+#: The class raised in user code: CallCancelled, or a subclass that is also the target's
+#: framework's own cancellation exception (Cog's: corral/cog/runtime.py).
+RAISED: type[CallCancelled] = CallCancelled
+
+
 def set_async_exc(tid: int, exc: type[BaseException] | None) -> None:
     """Raise ``exc`` in thread ``tid`` at its next bytecode (None clears a pending one)."""
     import ctypes
@@ -57,7 +62,7 @@ def install_handler(current_scope: Any) -> None:
         scope = current_scope()
         if scope is not None and scope._in_user and scope._armed and not scope._fired:
             scope._fired = True
-            raise CallCancelled()
+            raise RAISED()
 
     signal.signal(CANCEL_SIGNAL, handler)
 
@@ -89,7 +94,7 @@ def cancel(scope: Any) -> None:
         if scope._tid == MAIN_THREAD:
             signal.pthread_kill(MAIN_THREAD, CANCEL_SIGNAL)
         else:
-            set_async_exc(scope._tid, CallCancelled)
+            set_async_exc(scope._tid, RAISED)
 
 
 def _cancel_task(scope: Any) -> None:

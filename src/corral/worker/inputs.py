@@ -38,8 +38,10 @@ class InputError(TypeError):
 class Inputs:
     """What one method accepts, built once when the target is loaded."""
 
-    def __init__(self, fn: Callable[..., Any], *, unbound: bool = False):
-        # ``unbound``: ``fn`` is a class's plain function (``Cls.setup``), whose first
+    def __init__(self, fn: Callable[..., Any], *, unbound: bool = False,
+                 cog: bool | None = None):
+        # ``cog``: the parameters are read the Cog way (corral/cog/fields.py); None: when
+        # one uses Input(...) or a Cog type. ``unbound``: ``fn`` is a class's plain function (``Cls.setup``), whose first
         # parameter is ``self``; read so that nothing is built before the check.
         sig = inspect.signature(fn)
         try:
@@ -58,11 +60,19 @@ class Inputs:
             elif p.kind not in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY):
                 self.fields.append((name, hints.get(name, Any), p.default))
         self.returns = hints.get("return", _EMPTY)
+        # -- Cog SDK hook: Input(...), Cog's types and Cog's rules (corral/cog/fields.py)
+        self.cog: Any = None
+        if cog or (cog is None and self.fields and _cog_way(self.fields)):
+            from ..cog.fields import CogInputs
+
+            self.cog = CogInputs(self.fields)
+            self.fields = self.cog.wire_fields()
 
     def schema(self) -> dict[str, Any] | None:
         """The inputs as a JSON Schema object (None if the hints cannot be described)."""
         fields = []
-        for name, hint, default in self.fields:
+        for name, hint, default in (self.cog.schema_fields() if self.cog is not None
+                                    else self.fields):
             # A hint msgspec cannot describe is described as anything ({}), not by
             # dropping the whole schema: the HTTP server needs the rest to find the file
             # parameters, whose strings it must never pass on as paths.
@@ -88,6 +98,8 @@ class Inputs:
                     pass
         if schema.get("$defs"):
             body["$defs"] = schema["$defs"]
+        if self.cog is not None:
+            self.cog.patch_schema(body)
         return body
 
     def output_schema(self, streams: bool) -> dict[str, Any] | None:
@@ -98,9 +110,12 @@ class Inputs:
             args = typing.get_args(hint)
             hint = args[0] if args else Any
         try:
-            return msgspec.json.schema(hint, schema_hook=_schema_hook)
+            schema = msgspec.json.schema(hint, schema_hook=_schema_hook)
         except Exception:  # noqa: BLE001
             return None
+        if self.cog is not None:
+            return self.cog.patch_output(self.returns, schema)
+        return schema
 
     def convert(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Check every input and convert it to its parameter's type; raise InputError
@@ -110,6 +125,8 @@ class Inputs:
         known = {name for name, _, _ in self.fields}
         for name, value in kwargs.items():
             if name not in known:
+                if self.cog is not None:
+                    continue  # Cog drops unknown inputs (Replicate's API always has)
                 if self.extra:
                     out[name] = value
                 else:
@@ -117,15 +134,22 @@ class Inputs:
         for name, hint, default in self.fields:
             if name not in kwargs:
                 if default is _EMPTY:
-                    problems.append({"loc": [name], "msg": "required input is missing"})
+                    problems.append({"loc": [name], "msg": "required input is missing"
+                                     if self.cog is None else "Field required"})  # (Cog's)
+                elif self.cog is not None:
+                    out[name] = default  # the Python default is Input(...) itself
                 continue
             try:
                 out[name] = _convert(kwargs[name], hint)
             except msgspec.ValidationError as exc:
                 loc, msg = split_validation_error(str(exc))
                 problems.append({"loc": [name, *loc], "msg": msg})
+        if self.cog is not None:
+            problems += self.cog.null_problems(kwargs)
         if problems:
             raise InputError(problems)
+        if self.cog is not None:
+            return self.cog.after(out)
         return out
 
 
@@ -167,6 +191,17 @@ def split_validation_error(message: str) -> tuple[list[Any], str]:
             if piece:
                 loc.append(int(piece) if piece.isdigit() else piece.strip("'\""))
     return loc, msg
+
+
+def _cog_way(fields: list[tuple[str, Any, Any]]) -> bool:
+    # cheap test first: the common target has plain defaults and builtin hints
+    for _, hint, default in fields:
+        if type(default).__name__ == "FieldInfo" or getattr(hint, "__module__", "") \
+                in ("cog.types", "typing", "types"):
+            from ..cog.fields import is_cog_way
+
+            return is_cog_way(fields)
+    return False
 
 
 def _const(value: Any) -> Callable[[], Any]:

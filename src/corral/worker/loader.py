@@ -171,13 +171,17 @@ def build(obj: Any, config: dict[str, Any], run_async: Callable[[Any], Any]) -> 
         methods = {obj.__name__: _method(obj, obj.__name__)}
         if obj.__name__ != "predict":
             methods["predict"] = methods[obj.__name__]
-        return Loaded(obj, _describe(obj), methods)
+        return _cog_hook(Loaded(obj, _describe(obj), methods), obj)
     if isinstance(obj, type):
         instance = obj()
     else:
         instance = obj
     setup = getattr(instance, "setup", None)
     if callable(setup):
+        if not config and "cog" in sys.modules:  # -- Cog SDK hook: setup(weights=...)
+            from ..cog.runtime import setup_config
+
+            config = setup_config(setup)
         result = setup(**config)
         if inspect.isawaitable(result):
             run_async(result)
@@ -185,7 +189,19 @@ def build(obj: Any, config: dict[str, Any], run_async: Callable[[Any], Any]) -> 
         raise TypeError(
             f"config {sorted(config)} given, but {_describe(instance)} has no setup() to receive it"
         )
-    return Loaded(instance, _describe(obj), public_methods(instance))
+    return _cog_hook(Loaded(instance, _describe(obj), public_methods(instance)), obj)
+
+
+def _cog_hook(loaded: Loaded, obj: Any) -> Loaded:
+    """-- Cog SDK hook: a target that imported cog is served the Cog way
+    (corral/cog/runtime.py); without cog nothing is imported."""
+    if "cog" in sys.modules:
+        from ..cog.runtime import adapt
+
+        adapt(loaded, obj)
+    elif "predict" not in loaded.methods and "run" in loaded.methods:
+        loaded.methods["predict"] = loaded.methods["run"]  # Cog's newer name, without cog
+    return loaded
 
 
 def public_methods(instance: Any) -> dict[str, Method]:

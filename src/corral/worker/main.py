@@ -18,8 +18,9 @@ from typing import Any
 
 from .. import _version
 from ..protocol import messages as m
-from ..protocol.framing import DEFAULT_MAX_FRAME, FrameReader, FrameWriter
-from ..protocol.values import make_decoder, make_encoder
+from ..protocol.endpoint import Endpoint
+from ..protocol.framing import DEFAULT_MAX_FRAME
+from ..protocol.values import make_decoder
 from ..protocol.version import PROTOCOL_VERSION
 from .cancel import CallCancelled
 from .capture import Capture
@@ -44,14 +45,12 @@ def _die_with_parent(parent_pid: int, pdeathsig: bool) -> None:
 
 class WorkerProcess:
     def __init__(self, control_fd: int, data_fd: int, fds_fd: int, max_frame: int):
-        self.control = socket.socket(fileno=control_fd)
-        self.data = socket.socket(fileno=data_fd)
-        self.fds = socket.socket(fileno=fds_fd)
-        self.control_in = FrameReader(self.control, max_frame)
-        self.data_in = FrameReader(self.data, max_frame)
-        encoder = make_encoder()
-        self.control_out = FrameWriter(self.control, encoder, max_frame)
-        self.data_out = FrameWriter(self.data, encoder, max_frame)
+        self.endpoint = ep = Endpoint(socket.socket(fileno=control_fd),
+                                      socket.socket(fileno=data_fd),
+                                      socket.socket(fileno=fds_fd), max_frame, max_frame)
+        self.control, self.data, self.fds = ep.control, ep.data, ep.fds
+        self.control_in, self.data_in = ep.control_in, ep.data_in
+        self.control_out, self.data_out = ep.control_out, ep.data_out
         self.runner: Runner | None = None
         self.capture = Capture(self._worker_log, self._fd_target)
         self.started = time.monotonic()
@@ -79,10 +78,8 @@ class WorkerProcess:
         init = self._read_control()
         if not isinstance(init, m.Init):
             raise SystemExit(f"corral worker: expected Init, got {type(init).__name__}")
-        from ..protocol.shm import Link
-
         # Big results go out through the exporter; big arguments come in through the importer.
-        self.shm = Link(self.fds, init.oob_threshold)
+        self.shm = self.endpoint.link(init.oob_threshold)
         self.importer, self.exporter = self.shm.importer, self.shm.exporter
         self.runner = Runner(init.slots, self.data_out.send, self.capture, init.allow_pickle,
                              self.exporter, self.flush_releases, self.shm.take_release)
@@ -214,7 +211,8 @@ class WorkerProcess:
                 os._exit(0)
             try:
                 call = decode(frame)
-            except Exception as exc:  # noqa: BLE001 - an argument this side cannot rebuild
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - an argument this side
+                # cannot rebuild (or whose rebuilding, user code, called sys.exit)
                 self._refuse(frame, exc)
                 continue
             if call.release is not None:
@@ -237,17 +235,14 @@ class WorkerProcess:
             raise exc
         if isinstance(exc, RecursionError):
             exc = ValueError("the arguments are nested too deeply")
+        elif isinstance(exc, SystemExit):
+            exc = ValueError(f"rebuilding an argument called sys.exit({exc.code!r})")
         error = TypeError(f"cannot decode the arguments of call {call_id} in the worker: {exc}")
         self.data_out.send(m.Failed(call_id, error_info(error)))
 
     def flush_releases(self) -> None:
         """Send the shared-memory news on its own (when no reply is about to carry it)."""
-        release = self.shm.take_release()
-        if release is not None:
-            try:
-                self.control_out.send(release)
-            except OSError:
-                pass
+        self.endpoint.flush_releases()
 
 
 def _call_id(frame: memoryview) -> int | None:

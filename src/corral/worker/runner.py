@@ -19,12 +19,11 @@ import queue
 import threading
 import time
 from collections import deque
+from threading import get_ident
 from typing import Any, Callable
 
 from ..protocol import messages as m
 from ..protocol.values import PLAIN_TYPES, to_wire
-from threading import get_ident
-
 from .cancel import CallCancelled, cancel, leave_user_code
 from .capture import Capture
 from .errors import error_info
@@ -353,7 +352,9 @@ def _shrink(info: m.ErrorInfo, limit: int = 1 << 16) -> m.ErrorInfo:
 
     return m.ErrorInfo(cut(info.type), cut(info.message), cut(info.traceback),
                        _shrink(info.cause, limit) if info.cause else None,
-                       _shrink(info.context, limit) if info.context else None, info.kind)
+                       _shrink(info.context, limit) if info.context else None, info.kind,
+                       exceptions=[_shrink(e, limit) for e in info.exceptions]
+                       if info.exceptions else None)
 
 
 def _printable(info: m.ErrorInfo) -> m.ErrorInfo:
@@ -364,4 +365,6 @@ def _printable(info: m.ErrorInfo) -> m.ErrorInfo:
 
     return m.ErrorInfo(fix(info.type), fix(info.message), fix(info.traceback),
                        _printable(info.cause) if info.cause else None,
-                       _printable(info.context) if info.context else None, info.kind)
+                       _printable(info.context) if info.context else None, info.kind,
+                       exceptions=[_printable(e) for e in info.exceptions]
+                       if info.exceptions else None)
