@@ -27,6 +27,9 @@ from . import errors as remote_errors
 from .protocol import BLOB_THRESHOLD, WireError
 
 _encode = msgspec.msgpack.Encoder().encode
+#: The payloads of the commonest call and result (no arguments; None): no walk, no encode.
+EMPTY_CALL = msgspec.Raw(_encode([[], {}, None]))
+NONE = msgspec.Raw(_encode(None))
 
 
 class BlobExporter:
@@ -157,6 +160,8 @@ class ValueCodec:
 
     def encode(self, value: Any, where: str = "value") -> tuple[msgspec.Raw, list[Any]]:
         """``value`` in corral's codec; raises TypeError naming an unsupported part."""
+        if value is None:
+            return NONE, []
         exporter = BlobExporter(self.threshold)
         wire = to_wire(value, allow_pickle=False, where=where, exporter=exporter)
         return msgspec.Raw(_encode(wire)), exporter.blobs
@@ -165,6 +170,8 @@ class ValueCodec:
                     ) -> tuple[msgspec.Raw, list[Any]]:
         """A call's ``[args, kwargs, context]``, with errors located as locally
         (``args[0]``, ``kwargs['x']``, ``context``)."""
+        if not args and not kwargs and context is None:
+            return EMPTY_CALL, []
         exporter = BlobExporter(self.threshold)
         wire_args, wire_kwargs = args_to_wire(args, kwargs, False, exporter)
         wire_ctx = to_wire(context, where="context", exporter=exporter) \
@@ -173,6 +180,8 @@ class ValueCodec:
 
     def decode(self, raw: Any, blobs: list[Any]) -> Any:
         """The value of ``raw`` with ``blobs``; ValueError/TypeError when malformed."""
+        if not blobs and raw == NONE:
+            return None
         self._importer.blobs = blobs
         try:
             return self._decode(raw)

@@ -37,7 +37,7 @@ from ..exceptions import InvalidState, ProtocolError
 from ..protocol import messages as m
 from ..server import access
 from . import protocol as p
-from .codec import FileFolder, ValueCodec, error_to_wire
+from .codec import EMPTY_CALL, FileFolder, ValueCodec, error_to_wire
 from .errors import StreamOverflow, UploadError
 from .state import HostState
 
@@ -317,11 +317,14 @@ class Session:
                 raise InvalidState("the server is shutting down: it takes no new calls")
             inst = self.state.instances.get(self.owner, msg.instance)
             try:
-                args, kwargs, context = self.codec.decode(msg.payload, blobs)
+                if not blobs and msg.payload == EMPTY_CALL:
+                    args, kwargs, context = (), {}, None
+                else:
+                    args, kwargs, context = self.codec.decode(msg.payload, blobs)
             except (ValueError, TypeError) as exc:
                 raise ProtocolError(f"call {cid} ({msg.method}): its arguments cannot be "
                                     f"decoded here: {exc}") from None
-            if not isinstance(args, list) or not isinstance(kwargs, dict):
+            if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
                 raise ProtocolError(f"call {cid}: malformed arguments")
             runner = inst.runner
             info = runner.methods.get(msg.method)
