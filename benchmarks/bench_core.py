@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import collections
-import itertools
 import concurrent.futures as cf
 import contextlib
 import gc
+import itertools
 import multiprocessing as mp
 import os
 import subprocess

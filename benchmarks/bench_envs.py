@@ -36,7 +36,6 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _common as c  # noqa: E402
-
 import msgspec  # noqa: E402
 
 from corral.plugins.envs import EnvironmentCache  # noqa: E402

@@ -35,9 +35,8 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import _common as c  # noqa: E402
-import targets  # noqa: E402
-
 import numpy as np  # noqa: E402
+import targets  # noqa: E402
 
 import corral  # noqa: E402
 

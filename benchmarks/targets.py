@@ -94,3 +94,10 @@ def pipe_values(conn):
             for b in out:
                 send(b.raw())
         del arr, bufs
+
+
+class NoopEcho(Noop):
+    """The remote benchmark's target: a no-op and an echo."""
+
+    def echo(self, value):
+        return value

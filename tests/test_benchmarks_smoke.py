@@ -307,3 +307,19 @@ def test_bench_children_smoke(tmp_path):
         assert row["corral"] > 0 and row["baseline"] > 0, row
     assert len(data["targets"]["met"]) == 3
     assert data["leftover_children"] == []
+
+
+@pytest.mark.timeout(180)
+def test_bench_remote_smoke(tmp_path):
+    """bench_remote.py --smoke: corral host + corral.connect against a bare websockets echo
+    and a local Worker (no-op), a big array both ways, a bundle upload; tiny sizes."""
+    pytest.importorskip("websockets")
+    data = run_bench(tmp_path, "remote", "# corral remote benchmark", 170)
+    assert data["meta"]["mode"] == "smoke"
+    raw = data["raw"]
+    for name in ("remote", "local", "echo", "ping"):
+        _positive(raw["latency"]["p50_us"][name], name)
+    for key in ("corral_ms", "raw_ms", "ratio"):
+        _positive(raw["big_array"][key], ("big_array", key))
+        _positive(raw["bundle"][key], ("bundle", key))
+    assert data["leftover_children"] == []

@@ -50,6 +50,8 @@ if _TYPE_CHECKING:
     from .host.worker import Health, Stats, Worker
     from .plugins.manager import PluginManager
     from .protocol.shm import empty, zeros
+    from .remote.client import aconnect, connect
+    from .remote.worker import RemoteWorker
 
 _LAZY_NAMES = {
     "empty": "corral.protocol.shm",
@@ -73,6 +75,9 @@ _LAZY_NAMES = {
     "PluginManager": "corral.plugins.manager",
     "Cancelled": "corral.exceptions",
     "Input": "corral.cog.fields",
+    "connect": "corral.remote.client",
+    "aconnect": "corral.remote.client",
+    "RemoteWorker": "corral.remote.worker",
 }
 
 __all__ = [

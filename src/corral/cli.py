@@ -597,6 +597,109 @@ def _serve_plan(target: str | None, train: bool, requirements: str | None,
     return {"target": ref, "python": python, "env": env, "slots": slots, "cwd": cwd}
 
 
+def _read_token(token_file: str | None) -> str | None:
+    if token_file is None:
+        return os.environ.get("CORRAL_TOKEN") or None
+    with open(token_file, encoding="utf-8") as f:
+        token = f.read().strip()
+    if not token:
+        raise Failure(f"the token file {token_file} is empty", EXIT_USAGE)
+    return token
+
+
+class _Size(click.ParamType):
+    name = "SIZE"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        from .plugins.manifest import parse_size
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@cli.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Beyond loopback a token is required (or --insecure).")
+@click.option("--port", default=7070, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to bind (0: any free port).")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A file holding the bearer token (default: $CORRAL_TOKEN).")
+@click.option("--insecure", is_flag=True,
+              help="Serve beyond loopback without a token (anyone who reaches the port).")
+@click.option("--store", default=None, metavar="DIR",
+              help="Where programs are kept (default: $CORRAL_HOME/host or "
+                   "~/.cache/corral/host); they survive a restart.")
+@click.option("--max-upload", type=_Size(), default="1GiB", show_default=True,
+              help="Largest bundle, in all.")
+@click.option("--max-chunk", type=_Size(), default="8MiB", show_default=True,
+              help="Largest upload chunk.")
+@click.option("--max-frame", type=_Size(), default="512MiB", show_default=True,
+              help="Largest WebSocket message (one array or bytes value).")
+@click.option("--max-instances", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Instances one client identity may have at once.")
+@click.option("--max-connections", default=64, show_default=True,
+              type=click.IntRange(min=1), help="Sessions at once.")
+@click.option("--idle-timeout", default=300.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a session with no instance and nothing in flight may send nothing.")
+@click.option("--send-timeout", default=30.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a client may take no frame before it is dropped as slow.")
+@click.option("--linger", default=3600.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds a detached instance lives with no client attached (0: until "
+                   "stopped).")
+@click.option("--tag", "tags", multiple=True, metavar="T",
+              help="A tag this machine advertises in capabilities() (repeatable).")
+@click.option("--allowed-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Another Host name the server answers (repeatable; '*': any).")
+@click.option("--allowed-origin", "allow_origins", multiple=True, metavar="ORIGIN",
+              help="A browser Origin allowed to open sessions (repeatable; '*': any).")
+def host(host: str, port: int, token_file: str | None, insecure: bool, store: str | None,
+         max_upload: int, max_chunk: int, max_frame: int, max_instances: int,
+         max_connections: int, idle_timeout: float, send_timeout: float, linger: float,
+         tags: tuple[str, ...], allow_hosts: tuple[str, ...],
+         allow_origins: tuple[str, ...]) -> None:
+    """Run a session server: clients connect (corral.connect), upload programs, launch
+    instances (Workers, Pools) and call them over one WebSocket (/v1/corral).
+
+    Routes: WebSocket /v1/corral, GET /health, GET /metrics. With a token everything but
+    /health needs "Authorization: Bearer TOKEN". SIGTERM drains, then stops every instance.
+
+    \b
+    Examples:
+      corral host
+      CORRAL_TOKEN=secret corral host --host 0.0.0.0 --port 7070 --tag gpu
+      corral host --host 0.0.0.0 --token-file /run/secrets/token --store /srv/corral
+    """
+    token = _read_token(token_file)
+    try:
+        from .remote.server import serve_host
+        from .remote.state import HostLimits
+        from .server.auth import check_binding
+    except ImportError as exc:
+        raise Failure(f"corral host needs the server and remote extras (pip install "
+                      f"'corral[server,remote]'): {exc}") from None
+    try:
+        check_binding(host, token, insecure)
+    except ValueError as exc:
+        raise Failure(f"{exc} (--token-file, CORRAL_TOKEN or --insecure)", EXIT_USAGE) \
+            from None
+    limits = HostLimits(max_upload=max_upload, max_chunk=max_chunk, max_frame=max_frame,
+                        max_instances=max_instances, max_connections=max_connections,
+                        idle_timeout=idle_timeout, send_timeout=send_timeout, linger=linger)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        serve_host(host=host, port=port, token=token, insecure=insecure, store=store,
+                   limits=limits, tags=tags, allowed_hosts=allow_hosts,
+                   allowed_origins=allow_origins)
+    except KeyboardInterrupt:
+        pass
+
+
 # -- plugins -------------------------------------------------------------------------------
 
 

@@ -43,6 +43,9 @@ SHM_BYTES = 19  # bytes in a shared-memory segment: [segment, offset, nbytes, by
 OBJECT = 20  # an Enum member, dataclass or msgspec Struct: [kind, module, qualname, state]
 FILE = 21  # a corral.File: [path, name, content_type]
 TORCH = 22  # a torch CPU tensor: [dtype name, requires_grad, its data as an array ext]
+# A corral.File whose bytes travel beside the frame (across a network, remote/codec.py):
+# [blob index, name, content_type]; only through an exporter/importer that handle files.
+REMOTE_FILE = 23
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _SCALARS = frozenset({str, float, bool, type(None), bytes})
@@ -361,6 +364,9 @@ def _enc_object(v: Any, t: type, ctx: _Ctx) -> Any:
     """Enum members, dataclasses, msgspec Structs and corral.File, by type name + state.
     The type must be importable on the other side under the same name."""
     if t.__module__ == "corral.types" and t.__name__ == "File":
+        export_file = getattr(ctx.exporter, "export_file", None)
+        if export_file is not None:
+            return Ext(REMOTE_FILE, _packb(export_file(v)))
         return Ext(FILE, _packb([v.path, v.name, v.content_type]))
     kind = None
     if "__dataclass_fields__" in t.__dict__ or hasattr(t, "__dataclass_fields__"):
@@ -675,6 +681,12 @@ def make_ext_hook(allow_pickle: bool, importer: Any = None, may_import: bool = F
 
             path, name, content_type = decode(data)
             return File(path, name, content_type)
+        if code == REMOTE_FILE:
+            import_file = getattr(importer, "import_file", None)
+            if import_file is None:
+                raise ValueError("a remote file arrived on a channel without blobs")
+            index, name, content_type = decode(data)
+            return import_file(index, name, content_type)
         if code == PICKLE:
             if not allow_pickle:
                 raise ValueError("received a pickled value but pickle is not enabled")
