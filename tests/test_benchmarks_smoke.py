@@ -310,6 +310,13 @@ def test_bench_children_smoke(tmp_path):
 
 
 @pytest.mark.timeout(180)
+def test_bench_pie_smoke(tmp_path):
+    data = run_bench(tmp_path, "pie", "# corral PIE benchmark", 170)
+    co = data["corral"]
+    assert co["launch"]["bad"] == 0 and co["launch"]["median_ms"] > 0
+    assert co["transfer"]["ok"] and co["lines"]["in_order"]
+    assert co["signal"]["terminal"] == "return" and co["ping"]["median_ms"] > 0
+    assert [r["metric"].split(",")[0] for r in data["rows"]][:2] == ["ping", "launch -> return"]
 def test_bench_remote_smoke(tmp_path):
     """bench_remote.py --smoke: corral host + corral.connect against a bare websockets echo
     and a local Worker (no-op), a big array both ways, a bundle upload; tiny sizes."""

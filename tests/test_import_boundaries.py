@@ -42,3 +42,14 @@ def test_all_lists_exactly_the_public_names():
     assert set(corral.__all__) - {"__version__"} == public - left_out
     for name in corral.__all__:
         assert getattr(corral, name) is not None
+
+
+def test_the_pie_guest_side_imports_nothing_of_the_host():
+    # A PIE program's worker (and the fork server) run in the program's environment:
+    # msgspec and the stdlib only (asyncio included: programs may be async).
+    loaded = _modules_after("import corral.remote.pie.zygote, corral.remote.pie.guest, "
+                            "corral.remote.pie.inferlet, corral.worker.main")
+    host_only = ("corral.host", "corral.server", "corral.plugins", "starlette", "uvicorn",
+                 "blake3", "websockets", "numpy", "cloudpickle")
+    leaked = [m for m in loaded for bad in host_only if m == bad or m.startswith(bad + ".")]
+    assert not leaked, f"the PIE guest side imported {leaked}"

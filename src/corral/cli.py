@@ -666,8 +666,10 @@ def host(host: str, port: int, token_file: str | None, insecure: bool, store: st
     """Run a session server: clients connect (corral.connect), upload programs, launch
     instances (Workers, Pools) and call them over one WebSocket (/v1/corral).
 
-    Routes: WebSocket /v1/corral, GET /health, GET /metrics. With a token everything but
-    /health needs "Authorization: Bearer TOKEN". SIGTERM drains, then stops every instance.
+    Routes: WebSocket /v1/corral, WebSocket /v1/ws (PIE's protocol: pie-client works
+    unchanged, the token as "user:TOKEN" in its identity), GET /health, GET /metrics. With a
+    token everything but /health needs "Authorization: Bearer TOKEN" (PIE: in the identity).
+    SIGTERM drains, then stops every instance.
 
     \b
     Examples:

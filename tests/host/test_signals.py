@@ -62,8 +62,8 @@ HOST = textwrap.dedent("""
                              daemon=True).start()
         try:
             note("returned " + w.call("gated", side, fifo))   # on the main thread
-        except corral.WorkerCrashed:
-            note("crashed")
+        except (corral.WorkerCrashed, corral.WorkerStopped) as exc:  # cut off by the drain
+            note(type(exc).__name__)
         idle()                          # the re-delivered signal ends us
     elif how == "impatient":
         ref, side, fifo = args

@@ -59,16 +59,20 @@ class Launched(msgspec.Struct):
 def launch(spec: LaunchSpec, target: m.TargetSpec, config: dict[str, Any], target_name: str,
            *, on_broken: Callable, make_error: Callable, on_overdue: Callable,
            on_settled: Callable, on_spawned: Callable[[Any], None] = lambda proc: None,
-           on_setup_logs: Callable[[list[str]], None] = lambda logs: None) -> Launched:
+           on_setup_logs: Callable[[list[str]], None] = lambda logs: None,
+           spawn: Callable[[], Any] | None = None) -> Launched:
     """Start a process and take it through the handshake to Ready; on failure, kill and
     release it and raise why (WorkerStartupError, SetupError, ProtocolError).
 
     ``on_broken(proc, error)``, ``on_overdue(proc, call_id)``: bound to this process;
     ``on_spawned(proc)`` is told the process as soon as it exists (so that a stop() can
-    kill a launch under way); ``on_setup_logs`` gets the setup logs of a failed setup."""
+    kill a launch under way); ``on_setup_logs`` gets the setup logs of a failed setup.
+    ``spawn()``, when given, starts the process instead of a new WorkerProcess (PIE's warm
+    workers fork it from a zygote); it returns an object with WorkerProcess's interface."""
     t0 = time.monotonic()
     try:
-        proc = WorkerProcess(spec.python, spec.env, spec.max_frame, spec.cwd)
+        proc = (spawn() if spawn is not None
+                else WorkerProcess(spec.python, spec.env, spec.max_frame, spec.cwd))
     except OSError as exc:
         raise WorkerStartupError(
             f"cannot start a worker with {spec.python or sys.executable!r}: {exc}") from exc

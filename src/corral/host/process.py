@@ -252,6 +252,11 @@ class WorkerProcess:
             self._stderr_thread.join(wait)
         return "\n".join(self.tail)
 
+    def poll(self) -> int | None:
+        """The exit code if the process has been reaped, else None; never blocks (safe in
+        a signal handler)."""
+        return self.popen.poll()
+
     def wait(self, timeout: float | None) -> int | None:
         """The exit code, or None if it still runs after ``timeout`` seconds. Waits on a
         pidfd where there is one: Popen.wait(timeout) polls with growing sleeps, which

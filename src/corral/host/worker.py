@@ -285,7 +285,8 @@ class Worker(Supervisor, CallSurface):
             launched = launch(settings, spec, self.config, self.target_name,
                               on_broken=self._on_broken, make_error=self._make_error,
                               on_overdue=self._overdue, on_settled=self._cancels_settled,
-                              on_spawned=spawned, on_setup_logs=setup_failed)
+                              on_spawned=spawned, on_setup_logs=setup_failed,
+                              spawn=self._spawn_process)
         finally:
             self._launching = None
         ready = launched.ready
@@ -301,8 +302,13 @@ class Worker(Supervisor, CallSurface):
         process groups: no lock, no wait, so safe in a signal handler. A process already
         reaped is skipped (its pid, and so its group id, may be another's by now)."""
         for proc in (self._proc, self._launching):
-            if proc is not None and proc.popen.poll() is None:
+            if proc is not None and proc.poll() is None:
                 proc.kill_group()
+
+    def _spawn_process(self) -> WorkerProcess:
+        """Start the OS process, before the handshake. A subclass may start it another way
+        (corral.remote.pie forks it from a fork server) with the same interface."""
+        return WorkerProcess(self.python, self.env, self.max_frame, self.cwd)
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop the worker: wait up to ``grace`` seconds for calls in flight, run the

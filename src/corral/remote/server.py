@@ -29,7 +29,9 @@ from ..server.drain import Drain, draining_server
 from ..server.instrument import Instrument
 from ..server.metrics import CONTENT_TYPE, Metrics
 from ..server.origin import OriginGuard
+from . import guard
 from .native import NativeEndpoint
+from .pie.standalone import listening_socket
 from .protocol import PATH
 from .state import HostLimits, HostState
 from .store import ProgramStore
@@ -219,6 +221,7 @@ def serve_host(*, host: str = "127.0.0.1", port: int = 7070, token: str | None =
                       tags=tuple(tags), allowed_hosts=tuple(allowed_hosts),
                       allowed_origins=tuple(allowed_origins), insecure=insecure)
     app = create_host_app(state, extra_routes=extra_routes, drain_grace=drain_grace)
+    mount_pie(app, state, os.path.join(root, "pie"))
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
                             ws="websockets-sansio", ws_max_size=limits.max_frame,
                             ws_per_message_deflate=False, ws_ping_interval=20.0,
@@ -234,4 +237,40 @@ def serve_host(*, host: str = "127.0.0.1", port: int = 7070, token: str | None =
         access.propagate = False
     if on_ready is not None:
         on_ready(server)
-    server.run()
+    sock = listening_socket(host, port)
+    real_startup = server.startup
+
+    async def startup(sockets: Any = None) -> None:
+        # uvicorn logs where it listens only for sockets it bound itself; this one it is
+        # given (for TCP_NODELAY), so the line is logged here, in uvicorn's words.
+        await real_startup(sockets)
+        if not server.should_exit:
+            shown = f"[{host}]" if ":" in host else host
+            logging.getLogger("uvicorn.error").info(
+                "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown,
+                sock.getsockname()[1])
+
+    server.startup = startup  # type: ignore[method-assign]
+    server.run(sockets=[sock])
+
+
+def mount_pie(app: Starlette, state: HostState, root: str) -> Any:
+    """PIE's protocol at /v1/ws (docs/pie.md) beside the native one: the host's token
+    (carried in PIE's identity, which is all pie-client can set), Host/Origin rules and
+    drain; programs under ``root``."""
+    from .pie.service import DEFAULT_MAX_FRAME, PieService
+
+    def refuse(scope: dict) -> tuple[int, str] | None:
+        problem = guard.host_origin_problem(scope, state.bound, state.allowed_hosts,
+                                            state.allowed_origins)
+        if problem is not None:
+            return 403, problem
+        if state.draining:
+            return 503, "the server is shutting down"
+        return None
+
+    service = PieService(root, token=state.token.decode() if state.token else None,
+                         max_frame=min(DEFAULT_MAX_FRAME, state.limits.max_frame // 2),
+                         env_root=state.env_root, guard=refuse)
+    service.mount(app)
+    return service

@@ -46,6 +46,9 @@ def drop_token_from_env(token: str) -> None:
 
     if os.environ.get(TOKEN_ENV) == token:
         del os.environ[TOKEN_ENV]
+def token_matches(given: bytes, token: bytes) -> bool:
+    """Whether ``given`` is ``token``, in constant time (for every check of a token)."""
+    return hmac.compare_digest(given, token)
 
 
 class BearerAuth:
@@ -81,5 +84,5 @@ class BearerAuth:
                 given = value
                 break
         scheme, _, credential = given.partition(b" ")
-        ok = hmac.compare_digest(credential.strip(), self._token)
+        ok = token_matches(credential.strip(), self._token)
         return scheme.lower() == b"bearer" and ok
