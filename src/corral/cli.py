@@ -496,25 +496,13 @@ def serve(target: str | None, host: str, port: int, slots: int | None, workers: 
     public addresses only, slow clients are timed out, each prediction keeps at most
     --max-log-bytes of logs.
     """
-    token: str | None
-    if token_file is not None:
-        with open(token_file, encoding="utf-8") as f:
-            token = f.read().strip()
-        if not token:
-            raise Failure(f"the token file {token_file} is empty", EXIT_USAGE)
-    else:
-        token = os.environ.get("CORRAL_TOKEN") or None
+    token = _read_token(token_file)
     try:
         from .server import serve as run_server
-        from .server.auth import check_binding
     except ImportError as exc:
         raise Failure(f"serving needs the server extra (pip install 'corral[server]'): "
                       f"{exc}") from None
-    try:
-        check_binding(host, token, insecure)
-    except ValueError as exc:
-        raise Failure(f"{exc} (--token-file, CORRAL_TOKEN or --insecure)", EXIT_USAGE) \
-            from None
+    _check_binding(host, token, insecure)
     from .server.connections import ConnectionLimits
     from .server.outbound import parse_networks
 
@@ -617,6 +605,17 @@ def _read_token(token_file: str | None) -> str | None:
     return token
 
 
+def _check_binding(host: str, token: str | None, insecure: bool) -> None:
+    """Refuse (a usage error) to serve beyond loopback without a token, unless insecure."""
+    from .server.auth import check_binding
+
+    try:
+        check_binding(host, token, insecure)
+    except ValueError as exc:
+        raise Failure(f"{exc} (--token-file, CORRAL_TOKEN or --insecure)", EXIT_USAGE) \
+            from None
+
+
 class _Size(click.ParamType):
     name = "SIZE"
 
@@ -691,15 +690,10 @@ def host(host: str, port: int, token_file: str | None, insecure: bool, store: st
     try:
         from .remote.server import serve_host
         from .remote.state import HostLimits
-        from .server.auth import check_binding
     except ImportError as exc:
         raise Failure(f"corral host needs the server and remote extras (pip install "
                       f"'corral[server,remote]'): {exc}") from None
-    try:
-        check_binding(host, token, insecure)
-    except ValueError as exc:
-        raise Failure(f"{exc} (--token-file, CORRAL_TOKEN or --insecure)", EXIT_USAGE) \
-            from None
+    _check_binding(host, token, insecure)
     limits = HostLimits(max_upload=max_upload, max_chunk=max_chunk, max_frame=max_frame,
                         max_instances=max_instances, max_connections=max_connections,
                         idle_timeout=idle_timeout, send_timeout=send_timeout, linger=linger)
