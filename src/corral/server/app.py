@@ -21,6 +21,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..exceptions import ArgumentError, InvalidState, MethodNotFound, QueueFull, SetupError
+from ..host.logbuffer import default_max_log_bytes
 from .access import PREDICTION_ID
 from .auth import BearerAuth, check_binding, drop_token_from_env
 from .cogwire import masked, secret_fields, sse_listener  # Cog's wire details
@@ -38,7 +39,7 @@ from .playground import PATHS as PLAYGROUND_PATHS, Playground, wants_page
 from .predictions import EVENTS, MAX_ID_LENGTH, Prediction, Predictions, now_iso
 from .retention import DEFAULT_MAX_RECORDS, DEFAULT_SECONDS, Retention
 from .schema import openapi
-from .sse import EventStream
+from .sse import EventQueue, EventStream
 from .trainings import Trainings, check_context
 from .webhooks import DEFAULT_THROTTLE, WebhookSender
 
@@ -134,6 +135,7 @@ def create_app(runner: Runner, *, token: str | None = None, host: str | None = "
     webhooks = WebhookSender(retries=webhook_retries, backoff=webhook_backoff,
                              policy=OutboundPolicy(allowed_nets), throttle=webhook_throttle)
     service.on_create.append(webhooks.attach)
+    sse_log_bytes = default_max_log_bytes() if max_log_bytes is None else max_log_bytes
     metrics = Metrics(runner)
     setup = Setup()
     state = {"owned": False, "shutdown": on_shutdown}
@@ -294,7 +296,7 @@ def create_app(runner: Runner, *, token: str | None = None, host: str | None = "
             # The record shows a large data: URL as a placeholder, not its megabytes.
             inp = shown_inputs(inp, args)
 
-        queue: asyncio.Queue | None = asyncio.Queue() if wants_sse else None
+        queue = EventQueue(sse_log_bytes) if wants_sse else None
         listeners = (sse_listener(queue),) if queue is not None else ()
         secrets = state.get("secrets")  # Cog's x-cog-secret inputs, masked in the record
         if secrets is None:

@@ -9,13 +9,12 @@ failed or was canceled. corral adds ``progress`` ``{"step", "total", "phase"}``.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Callable, Mapping
 
 MASK = "**********"  # what cog.Secret prints
 
 
-def sse_listener(queue: asyncio.Queue) -> Callable[[str, Any], None]:
+def sse_listener(queue: Any) -> Callable[[str, Any], None]:
     """A record listener that puts coglet's ``(event, data)`` pairs on ``queue``."""
     index = 0
 
