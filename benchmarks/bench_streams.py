@@ -13,10 +13,10 @@ Rows (each against its baseline, measured in the same run):
   calls to three one-stage workers with the intermediates through the host; a small
   array (8 KB, in the frame) and a 1 MB one (shared memory);
 * 100 MB intermediate: stage A makes a 100 MB array from a small input, stage B reduces
-  it. In one worker (a Pipeline: no copy between processes) against A and B in two
-  workers with the array through the host (A's copy into shared memory, the host's copy
-  into B's). Handing the segment straight from worker to worker (issue 18 item 4) is
-  not built yet, so that row is not here;
+  it. A and B in two workers with A's segment handed over to B (protocol/handoff.py: A's
+  copy into its segment only), and A and B in one worker (a Pipeline: no copy between
+  processes), each against A and B in two workers with the host copying the array into
+  a segment of its own for B (``handoff.ENABLED = False``: the behaviour before);
 * streamed argument chunks/s: ``w.call("consume", chunks())`` against a
   ``multiprocessing`` Pipe child reading the same chunks with ``recv_bytes`` (no flow
   control, no codec); 1 KiB and 1 MiB chunks;
@@ -45,13 +45,14 @@ import numpy as np  # noqa: E402
 import stream_targets  # noqa: E402
 
 import corral  # noqa: E402
+from corral.protocol import handoff  # noqa: E402
 
 T = os.path.join(HERE, "stream_targets.py")
 MIB = 1 << 20
 
 FULL = dict(fwd_rounds=7, fwd_calls=300, big_reps=5, big_n=12_500_000, chunk_rounds=5,
             small_chunks=20_000, big_chunks=300, rss_chunks=300, rss_pause=0.002)
-SMOKE = dict(fwd_rounds=1, fwd_calls=20, big_reps=1, big_n=1_250_000, chunk_rounds=1,
+SMOKE = dict(fwd_rounds=1, fwd_calls=20, big_reps=2, big_n=1_250_000, chunk_rounds=1,
              small_chunks=500, big_chunks=20, rss_chunks=40, rss_pause=0.001)
 
 TARGET_FWD_RATIO = 1.0     # one call for 3 stages beats 3 calls (ratio of times < 1)
@@ -112,21 +113,35 @@ def big_intermediate(cfg: dict) -> dict[str, Any]:
     with corral.Worker(corral.Pipeline([expand, f"{T}:Reduce"])) as pipe, \
             corral.Worker(f"{T}:Expand", config={"n": n}) as a, \
             corral.Worker(f"{T}:Reduce") as b:
-        one_ms, host_ms = [], []
-        assert pipe.call("forward", x) == 2.0 * n
-        for r in range(cfg["big_reps"]):
-            t0 = time.perf_counter_ns()
-            pipe.call("forward", x)
-            one_ms.append((time.perf_counter_ns() - t0) / 1e6)
+        def two_workers() -> float:
             t0 = time.perf_counter_ns()
             mid = a.call("forward", x)
             b.call("forward", mid)
             del mid
-            host_ms.append((time.perf_counter_ns() - t0) / 1e6)
+            return (time.perf_counter_ns() - t0) / 1e6
+
+        one_ms, handed_ms, copied_ms = [], [], []
+        assert pipe.call("forward", x) == 2.0 * n
+        try:
+            for r in range(cfg["big_reps"] + 1):  # (the first round warms the pools up)
+                t0 = time.perf_counter_ns()
+                pipe.call("forward", x)
+                one = (time.perf_counter_ns() - t0) / 1e6
+                handoff.ENABLED = True
+                handed = two_workers()
+                handoff.ENABLED = False  # the baseline: the host copies it for B
+                copied = two_workers()
+                if r:
+                    one_ms.append(one)
+                    handed_ms.append(handed)
+                    copied_ms.append(copied)
+        finally:
+            handoff.ENABLED = True
     return {"bytes": n * 8, "one_worker_ms": c.median(one_ms),
-            "through_host_ms": c.median(host_ms),
-            "ratio": c.median(a_ / b_ for a_, b_ in zip(one_ms, host_ms)),
-            "copies_one_worker": 0, "copies_through_host": 2}
+            "handed_over_ms": c.median(handed_ms), "through_host_ms": c.median(copied_ms),
+            "ratio": c.median(a_ / b_ for a_, b_ in zip(handed_ms, copied_ms)),
+            "ratio_one_worker": c.median(a_ / b_ for a_, b_ in zip(one_ms, copied_ms)),
+            "copies_one_worker": 0, "copies_handed_over": 1, "copies_through_host": 2}
 
 
 def chunks(cfg: dict) -> dict[str, Any]:
@@ -204,10 +219,17 @@ def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
                      baseline=f["three_calls_us"], ratio=f["ratio"],
                      target=f"< {TARGET_FWD_RATIO:g}x", met=f["ratio"] < TARGET_FWD_RATIO))
     b = res["big_intermediate"]
-    rows.append(dict(metric=f"{b['bytes'] // 10**6} MB intermediate, A -> B (time)", unit="ms",
-                     corral=b["one_worker_ms"], baseline_name="through the host (2 copies)",
+    mb = b["bytes"] // 10**6
+    rows.append(dict(metric=f"{mb} MB intermediate, worker A -> worker B, handed over (1 copy)",
+                     unit="ms", corral=b["handed_over_ms"],
+                     baseline_name="copied by the host (2 copies)",
                      baseline=b["through_host_ms"], ratio=b["ratio"],
                      target=f"< {TARGET_BIG_RATIO:g}x", met=b["ratio"] < TARGET_BIG_RATIO))
+    rows.append(dict(metric=f"{mb} MB intermediate, A and B in one worker (0 copies)",
+                     unit="ms", corral=b["one_worker_ms"],
+                     baseline_name="copied by the host (2 copies)",
+                     baseline=b["through_host_ms"], ratio=b["ratio_one_worker"],
+                     target="-", met=None))
     for label, name in (("1kib", "1 KiB"), ("1mib", "1 MiB")):
         ch = res["chunks"][label]
         target = f">= {TARGET_CHUNKS_RATIO:g}x" if label == "1kib" else "-"
@@ -239,8 +261,8 @@ def render_md(res: dict[str, Any]) -> str:
              "(about 0.8 ms here), which the one-stage workers escape; with the heap kept "
              "(GLIBC_TUNABLES trim/mmap thresholds, every worker alike) the chain costs "
              "about one call.",
-             "The 100 MB row compares one worker (no copy between processes) with the host "
-             "relaying the array (2 copies); a worker-to-worker hand-off is not built yet."]
+             "The 100 MB rows: handed over, B maps A's segment (A's own copy into it is the "
+             "only one); copied, the host copies it into a segment of its own for B."]
     lines += c.verdict_lines(rows)
     return "\n".join(lines) + "\n"
 

@@ -341,7 +341,8 @@ def test_bench_streams_smoke(tmp_path):
     for label in ("small", "1mb"):
         for key in ("pipeline_us", "three_calls_us", "ratio"):
             _positive(data["forward"][label][key], ("forward", label, key))
-    for key in ("one_worker_ms", "through_host_ms", "ratio"):
+    for key in ("one_worker_ms", "handed_over_ms", "through_host_ms", "ratio",
+                "ratio_one_worker"):
         _positive(data["big_intermediate"][key], ("big_intermediate", key))
     for label in ("1kib", "1mib"):
         for key in ("corral_chunks_per_s", "pipe_chunks_per_s", "ratio"):
@@ -351,5 +352,5 @@ def test_bench_streams_smoke(tmp_path):
     assert slow["unbounded"]["peak_growth_mib"] >= 0
     for key in ("pipeline_us", "three_calls_us", "ratio"):
         _positive(data["forward_keep_heap"]["1mb"][key], ("forward_keep_heap", key))
-    assert len(data["rows"]) == 7
+    assert len(data["rows"]) == 8
     assert data["leftover_children"] == []
