@@ -54,3 +54,12 @@ def test_the_pie_guest_side_imports_nothing_of_the_host():
                  "blake3", "websockets", "numpy", "cloudpickle")
     leaked = [m for m in loaded for bad in host_only if m == bad or m.startswith(bad + ".")]
     assert not leaked, f"the PIE guest side imported {leaked}"
+
+
+def test_the_pipeline_is_worker_side():
+    # corral.Pipeline runs in the worker, in the plugin's environment: stdlib and msgspec.
+    loaded = _modules_after("import corral.pipeline, corral.worker.main")
+    host_only = ("corral.host", "corral.server", "corral.plugins", "numpy", "torch",
+                 "cloudpickle")
+    leaked = [m for m in loaded for bad in host_only if m == bad or m.startswith(bad + ".")]
+    assert not leaked, f"corral.pipeline imported {leaked}"

@@ -241,3 +241,15 @@ def test_streamed_inputs_with_several_slots():
     with corral.Worker(TARGET, slots=3, stream_window=4) as w:
         futs = [w.submit("total", iter(range(k * 10))) for k in range(6)]
         assert [f.result() for f in futs] == [sum(range(k * 10)) for k in range(6)]
+
+
+def test_big_streamed_chunks_reuse_a_window_of_segments(w):
+    np = pytest.importorskip("numpy")
+    from corral.protocol import shm
+
+    before = shm.local_pool().stats()["segments"]
+    chunks = (np.full(1 << 18, i % 200, dtype=np.uint8) for i in range(200))  # 50 MiB
+    assert w.call("nbytes", chunks) == [200 << 18, sum(i % 200 for i in range(200))]
+    # Each credit the worker gives back carries the segments its method let go: the
+    # feeder reuses them, so about a window of them ever exists, not one per chunk.
+    assert shm.local_pool().stats()["segments"] - before <= 2 * 8 + 2

@@ -8,7 +8,8 @@ give and take gradients (data-parallel training on a Pool). Worker side: imports
 stdlib here; numpy and torch only when a stage uses them.
 """
 
+from .chain import Chain
 from .core import Pipeline, StageError
 from .stage import Stage
 
-__all__ = ["Pipeline", "Stage", "StageError"]
+__all__ = ["Chain", "Pipeline", "Stage", "StageError"]

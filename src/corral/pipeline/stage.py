@@ -58,7 +58,7 @@ class Stage:
 
             target = resolve_ref(target)
         cls = target if isinstance(target, type) else type(target)
-        name = self.name or re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+        name = self.name or re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls.__name__).lower()
         if isinstance(target, type):
             return target(**self.config), name
         if self.config:
