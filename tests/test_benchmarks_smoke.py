@@ -39,6 +39,8 @@ POSITIVE = {
                    "ratio_vs_pipe", "ratio_vs_ppe"],
     "pipelined": ["pipe_calls_per_s", "corral_calls_per_s", "ppe_calls_per_s",
                   "ratio_vs_pipe", "ratio_vs_ppe", "window"],
+    "pipelined_submit": ["pipe_calls_per_s", "corral_calls_per_s", "ratio_vs_pipe"],
+    "pipelined_gather": ["pipe_calls_per_s", "corral_calls_per_s", "ratio_vs_pipe"],
     "cold_start": ["corral_ready_ms", "python_pass_ms", "corral_first_reply_ms",
                    "mp_spawn_first_reply_ms", "python_import_corral_worker_ms",
                    "ratio_vs_python_pass", "ratio_first_reply_vs_mp_spawn"],
@@ -74,7 +76,7 @@ def test_bench_core_smoke(tmp_path):
 
     assert set(data["targets"]["met"]) == {r["metric"] for r in data["rows"]
                                            if r["met"] is not None}
-    assert len(data["targets"]["met"]) == 4
+    assert len(data["targets"]["met"]) == 6
     for row in data["rows"]:
         assert row["corral"] > 0 and row["baseline"] > 0, row
     # Everything the benchmark started was stopped before it wrote its results.

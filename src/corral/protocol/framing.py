@@ -24,6 +24,10 @@ _BUFFER_SIZE = 256 * 1024
 HOLD_BYTES = 64 * 1024
 
 
+#: What ``FrameReader.read(nowait=True)`` returns when no whole frame has arrived yet.
+NOT_READY = memoryview(b"")
+
+
 class FrameError(Exception):
     """A frame that breaks the framing rules: oversize, or cut off by end of stream."""
 
@@ -51,8 +55,10 @@ class FrameReader:
         avail = self._end - self._start
         return avail >= 4 and avail - 4 >= HEADER.unpack_from(self._buf, self._start)[0]
 
-    def read(self) -> memoryview | None:
-        """The next frame's body, or None at a clean end of stream (between frames)."""
+    def read(self, nowait: bool = False) -> memoryview | None:
+        """The next frame's body, or None at a clean end of stream (between frames).
+        ``nowait``: NOT_READY instead of blocking while no whole frame is here (a frame
+        bigger than the buffer is still read to its end once it has begun)."""
         buf, view = self._buf, self._view
         while True:
             start, end = self._start, self._end
@@ -72,7 +78,13 @@ class FrameReader:
                 self._start = self._end = 0
             elif len(buf) - start < 4:
                 self._compact()
-            got = self._sock.recv_into(view[self._end :])
+            if nowait:
+                try:
+                    got = self._sock.recv_into(view[self._end :], 0, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    return NOT_READY
+            else:
+                got = self._sock.recv_into(view[self._end :])
             if got == 0:
                 if self._end == self._start:
                     return None

@@ -42,7 +42,7 @@ class Replies:
         empty = not writer.held
         writer.send(msg, hold=True)
         if empty and writer.held:
-            self._batch += 1
+            self._batch += 1  # (under the GIL: only this thread writes it)
             if self._watchdog is None:
                 self._watchdog = threading.Thread(target=self._watch, name="corral-replies",
                                                   daemon=True)
@@ -57,14 +57,23 @@ class Replies:
             self._writer.flush()
 
     def _watch(self) -> None:
+        # Rung once, it checks every HOLD_S while replies keep being held, and parks again
+        # after a quiet HOLD_S: a burst of bursts costs it no wake-up per burst.
         writer = self._writer
         while True:
             self._bell.acquire()
-            self._rung = False
-            batch = self._batch
-            time.sleep(HOLD_S)
-            if self._batch == batch and writer.held:
-                try:
-                    writer.flush()
-                except OSError:
-                    return  # the host is gone
+            while True:
+                batch = self._batch
+                time.sleep(HOLD_S)
+                if writer.held and self._batch == batch:
+                    try:
+                        writer.flush()
+                    except OSError:
+                        return  # the host is gone
+                    continue
+                if self._batch != batch:
+                    continue  # busy: keep watching
+                self._rung = False
+                if self._batch == batch:
+                    break  # quiet: park (the next held reply rings)
+                self._rung = True  # held again just as it parked
