@@ -186,7 +186,8 @@ def test_bench_supervision_smoke(tmp_path):
 @pytest.mark.timeout(90)
 def test_bench_server_smoke(tmp_path):
     """bench_server.py --smoke: corral's server (sync, async 8 slots, Pool of 2, the file
-    round trips) and the bare Starlette floor, tiny counts; never coglet (the full run compares with it when present)."""
+    round trips), the bare Starlette floor and that route forwarding to a Pipe worker, tiny
+    counts; never coglet (the full run compares with it when present)."""
     pytest.importorskip("uvicorn")
     pytest.importorskip("starlette")
     data = run_bench(tmp_path, "server", "# corral server benchmark", 80)
@@ -194,15 +195,15 @@ def test_bench_server_smoke(tmp_path):
     raw = data["raw"]
     assert set(raw) == {"bare", "corral_sync1", "corral_async8", "corral_pool2",
                         "corral_files_url", "corral_files_data", "interleaved",
-                        "corral_instant"}
+                        "corral_instant", "bare_pipe"}
     instant = raw.pop("corral_instant")["concurrent"]  # the server alone, no worker
     _positive(instant["ok_per_s"], "instant")
     assert instant["409"] == instant["429"] == instant["other"] == instant["errors"] == 0
     inter = raw.pop("interleaved")  # corral and the floor side by side, alternating rounds
-    assert set(inter["p50_us_rounds"]) == {"corral_sync1", "bare"}
+    assert set(inter["p50_us_rounds"]) == {"corral_sync1", "bare", "bare_pipe"}
     for name, rounds in inter["p50_us_rounds"].items():
         assert len(rounds) == 2 and all(x > 0 for x in rounds), (name, rounds)
-    assert inter["failed"] == {"corral_sync1": 0, "bare": 0}
+    assert inter["failed"] == {"corral_sync1": 0, "bare": 0, "bare_pipe": 0}
     for name in ("corral_files_url", "corral_files_data"):  # the file round trips
         _positive(raw.pop(name)["file"]["median_ms"], name)
     for name in raw:
@@ -210,7 +211,7 @@ def test_bench_server_smoke(tmp_path):
         for key in ("p50_us", "p90_us", "pred_per_s"):
             _positive(seq[key], (name, key))
         assert seq["failed"] == 0, name
-    for name in ("bare", "corral_async8", "corral_pool2"):
+    for name in ("bare", "bare_pipe", "corral_async8", "corral_pool2"):
         conc = raw[name]["concurrent"]
         _positive(conc["ok_per_s"], (name, "ok_per_s"))
         assert conc["409"] == conc["429"] == conc["other"] == conc["errors"] == 0, (name, conc)
