@@ -584,8 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         note = ("coglet skipped: " + ("--smoke runs corral only" if args.smoke else
                 f"no python with coglet and cog at $COGLET_PYTHON or {DEFAULT_COGLET_PYTHON}")
-                + "; corral is compared with the bare Starlette floor only, and no target "
-                "is judged.")
+                + "; corral is compared with the bare Starlette floors only, and "
+                + ("no target is judged." if args.smoke else
+                   "only the targets against them (issue 19) are judged."))
         log(note)
 
     raw = measure_all(cfg, py)
