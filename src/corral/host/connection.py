@@ -182,7 +182,10 @@ class Connection:
             if self._loop_lead is not loop:
                 loop = None
         self._send_frames(self._admit([(call_id, payload, sink)], defer=True, loop=loop))
-        if not self._reading and not self._standby:
+        # (an event loop that reads needs no reader thread: it is woken by the other
+        # paths, a thread's call or wait_idle, should the loop stop reading)
+        if loop is None and not self._reading and not self._standby \
+                and not self._wake.is_set():
             self._wake.set()
 
     def attach_loop(self, loop: Any) -> None:
@@ -220,7 +223,7 @@ class Connection:
             while self._read_one(nowait=True):
                 pass
         finally:
-            self._let_go()
+            self._let_go(wake=False)
         if not self._pending or self._failed_all:
             self._detach_loop(loop)
 
@@ -283,14 +286,14 @@ class Connection:
         finally:
             self._let_go()
 
-    def _let_go(self) -> None:
+    def _let_go(self, wake: bool = True) -> None:
         """A caller stops reading (holding ``_read_lock``): the reader thread takes over
-        what is left after its grace."""
+        what is left after its grace (``wake`` False: an event loop that goes on reading)."""
         self._reader = None
         self._lead_seen = True
         self._read_lock.release()
         self._call_wanting()
-        if self._pending and not self._standby:
+        if wake and self._pending and not self._standby and not self._wake.is_set():
             self._wake.set()
 
     def _call_wanting(self) -> None:
@@ -680,6 +683,8 @@ class Connection:
                 return True  # the worker is gone: the reader fails what is left
             call_id = sink.id
             timers.schedule(self.cancel_grace, lambda: self._check_stopped(call_id))
+            if not self._reading and not self._wake.is_set():
+                self._wake.set()  # someone must read the worker's word that it stopped
         return True
 
     def _check_stopped(self, call_id: int) -> None:
