@@ -25,7 +25,8 @@ EventCallback = Callable[[Any], None]
 
 _END = object()
 _MAKING = threading.Lock()
-_RUNNING = concurrent.futures._base.RUNNING  # (the same str object: compared with `is`)
+_RUNNING = concurrent.futures._base.RUNNING  # (the same str objects: compared with `is`)
+_FINISHED = concurrent.futures._base.FINISHED
 
 
 def settle(sink: Any, value: Any = None, run_time: float = 0.0,
@@ -200,8 +201,20 @@ class CallFuture(CallRecord, concurrent.futures.Future):
         self._init_record(call_id, method, on_event, streams)
 
     def _done(self, value: Any, run_time: float) -> None:
+        # Future.set_result, without the Condition's notify when nobody waits on it.
         self.run_time = run_time
-        self.set_result(self._outcome(value))
+        result = self._outcome(value)
+        with self._condition:
+            if self._state is not _RUNNING:
+                raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+            self._result = result
+            self._state = _FINISHED
+            for waiter in self._waiters:
+                waiter.add_result(self)
+            if self._condition._waiters:
+                self._condition.notify_all()
+        if self._done_callbacks:
+            self._invoke_callbacks()
 
     def _failed(self, exc: BaseException) -> None:
         self.set_exception(exc)
@@ -226,6 +239,8 @@ class CallFuture(CallRecord, concurrent.futures.Future):
                         if self._state is _RUNNING and owner.waiting_for(self):
                             self._condition.wait()
                     owner = self._owner
+        if self._state is _FINISHED and self._exception is None:
+            return self._result  # (both set before the state, under the lock)
         return super().result(timeout)
 
     def cancel(self) -> bool:
