@@ -60,6 +60,10 @@ SMOKE = dict(seq_warm=20, seq_n=100, conns=8, conc_warm_s=0.1, conc_s=0.4,
 TARGET_P50 = 1 / 3
 TARGET_CONC = 4.0
 TARGET_BIG = 1 / 4
+# Issue 19, against the floors measured in the same run.
+TARGET_P50_PIPE = 1.3      # sequential p50 <= 1.3x the bare route forwarding to a Pipe worker
+TARGET_CONC_PIPE = 0.8     # 8 connections >= 0.8x its requests/s
+TARGET_CPU_INSTANT = 2.0   # server CPU per answer, instant runner <= 2x the bare route
 
 
 def log(msg: str) -> None:
@@ -115,7 +119,8 @@ def corral_server(mode: str) -> Iterator[Server]:
     proc = subprocess.Popen([sys.executable, os.path.join(TARGETS, "serve.py"), mode, str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    server = Server(f"corral {mode}" if mode != "bare" else "bare Starlette", proc, port)
+    server = Server({"bare": "bare Starlette", "bare_pipe": "bare Starlette + Pipe worker"}
+                    .get(mode, f"corral {mode}"), proc, port)
     try:
         wait_ready(server)
         yield server
@@ -377,7 +382,8 @@ def measure_all(cfg: dict[str, Any], py: str | None) -> dict[str, Any]:
         + (", coglet sync" if py else ""))
     with contextlib.ExitStack() as stack:
         servers = {"corral_sync1": stack.enter_context(corral_server("sync1")),
-                   "bare": stack.enter_context(corral_server("bare"))}
+                   "bare": stack.enter_context(corral_server("bare")),
+                   "bare_pipe": stack.enter_context(corral_server("bare_pipe"))}
         if py:
             servers["coglet_sync1"] = stack.enter_context(coglet_server(py, "Predictor", 1))
         res["interleaved"] = interleaved_latency(servers, cfg)
@@ -385,6 +391,9 @@ def measure_all(cfg: dict[str, Any], py: str | None) -> dict[str, Any]:
     with corral_server("bare") as s:
         res["bare"] = {"sequential": sequential(s, cfg), "concurrent": concurrent(s, cfg),
                        "big": big_echo(s, cfg)}
+    log("bare Starlette forwarding to a Pipe worker: the floor with a worker process")
+    with corral_server("bare_pipe") as s:
+        res["bare_pipe"] = {"sequential": sequential(s, cfg), "concurrent": concurrent(s, cfg)}
     log("corral's server with an instant runner (no worker): its own request handling")
     with corral_server("instant") as s:
         res["corral_instant"] = {"concurrent": concurrent(s, cfg)}
@@ -420,7 +429,9 @@ def measure_all(cfg: dict[str, Any], py: str | None) -> dict[str, Any]:
     return res
 
 
-def table_rows(res: dict[str, Any], have_coglet: bool) -> list[dict[str, Any]]:
+def table_rows(res: dict[str, Any], have_coglet: bool, judge: bool = True
+               ) -> list[dict[str, Any]]:
+    """The table; ``judge`` False (a smoke run): the floor rows' targets are not judged."""
     rows = []
 
     def row(metric, unit, cor, base_name, base, target="-", met=None, ratio=None):
@@ -485,14 +496,28 @@ def table_rows(res: dict[str, Any], have_coglet: bool) -> list[dict[str, Any]]:
         p2["ok_per_s"], "bare Starlette", b["concurrent"]["ok_per_s"])
     row(f"{mb:g} MB string echo round trip", "ms", big, "bare Starlette",
         b["big"]["median_ms"])
+    # Issue 19's floors: the same route forwarding to a worker process over a Pipe.
+    bp = res["bare_pipe"]
+    r = round_ratio(inter, "corral_sync1", "bare_pipe")
+    row("sequential no-op latency p50, 1 connection (sync), interleaved rounds", "us",
+        lat["corral_sync1"], "bare Starlette + Pipe worker", lat["bare_pipe"],
+        f"<= {TARGET_P50_PIPE}x", r <= TARGET_P50_PIPE if judge else None, ratio=r)
+    r = c.ratio(a8["ok_per_s"], bp["concurrent"]["ok_per_s"])
+    row("successful pred/s, 8 connections, async 8 slots", "pred/s", a8["ok_per_s"],
+        "bare Starlette + Pipe worker", bp["concurrent"]["ok_per_s"],
+        f">= {TARGET_CONC_PIPE}x", r >= TARGET_CONC_PIPE if judge else None)
     # Where the server's CPU goes (its own process, 8 connections, per answer): the bare
     # route is uvicorn + Starlette; the instant runner adds corral's request handling; the
     # async worker adds the call to a worker process.
     cpu = "server_cpu_us_per_answer"
     bare_cpu = b["concurrent"][cpu]
+    inst = res["corral_instant"]["concurrent"][cpu]
     row("server-process CPU per answer, 8 connections: corral with an instant runner (no "
-        "worker)", "us", res["corral_instant"]["concurrent"][cpu], "bare Starlette",
-        bare_cpu)
+        "worker)", "us", inst, "bare Starlette", bare_cpu, f"<= {TARGET_CPU_INSTANT}x",
+        c.ratio(inst, bare_cpu) <= TARGET_CPU_INSTANT if judge else None)
+    row("successful pred/s, 8 connections: corral with an instant runner (no worker)",
+        "pred/s", res["corral_instant"]["concurrent"]["ok_per_s"], "bare Starlette",
+        b["concurrent"]["ok_per_s"])
     row("server-process CPU per answer, 8 connections: corral async 8 slots", "us",
         a8[cpu], "bare Starlette", bare_cpu)
     return rows
@@ -559,8 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         note = ("coglet skipped: " + ("--smoke runs corral only" if args.smoke else
                 f"no python with coglet and cog at $COGLET_PYTHON or {DEFAULT_COGLET_PYTHON}")
-                + "; corral is compared with the bare Starlette floor only, and no target "
-                "is judged.")
+                + "; corral is compared with the bare Starlette floors only, and "
+                + ("no target is judged." if args.smoke else
+                   "only the targets against them (issue 19) are judged."))
         log(note)
 
     raw = measure_all(cfg, py)
@@ -568,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"meta": meta, "config": cfg, "coglet": coglet_version,
                                "coglet_note": note, "raw": raw}
     results["leftover_children"] = c.leftover_children(log)
-    results["rows"] = table_rows(raw, py is not None)
+    results["rows"] = table_rows(raw, py is not None, judge=not args.smoke)
     results["targets"] = {"met": c.met(results["rows"])}
     results["notes"] = [
         "The file round trip: the predictor copies its input file to a new file next to it "

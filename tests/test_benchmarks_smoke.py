@@ -39,6 +39,8 @@ POSITIVE = {
                    "ratio_vs_pipe", "ratio_vs_ppe"],
     "pipelined": ["pipe_calls_per_s", "corral_calls_per_s", "ppe_calls_per_s",
                   "ratio_vs_pipe", "ratio_vs_ppe", "window"],
+    "pipelined_submit": ["pipe_calls_per_s", "corral_calls_per_s", "ratio_vs_pipe"],
+    "pipelined_gather": ["pipe_calls_per_s", "corral_calls_per_s", "ratio_vs_pipe"],
     "cold_start": ["corral_ready_ms", "python_pass_ms", "corral_first_reply_ms",
                    "mp_spawn_first_reply_ms", "python_import_corral_worker_ms",
                    "ratio_vs_python_pass", "ratio_first_reply_vs_mp_spawn"],
@@ -74,7 +76,7 @@ def test_bench_core_smoke(tmp_path):
 
     assert set(data["targets"]["met"]) == {r["metric"] for r in data["rows"]
                                            if r["met"] is not None}
-    assert len(data["targets"]["met"]) == 4
+    assert len(data["targets"]["met"]) == 6
     for row in data["rows"]:
         assert row["corral"] > 0 and row["baseline"] > 0, row
     # Everything the benchmark started was stopped before it wrote its results.
@@ -184,7 +186,8 @@ def test_bench_supervision_smoke(tmp_path):
 @pytest.mark.timeout(90)
 def test_bench_server_smoke(tmp_path):
     """bench_server.py --smoke: corral's server (sync, async 8 slots, Pool of 2, the file
-    round trips) and the bare Starlette floor, tiny counts; never coglet (the full run compares with it when present)."""
+    round trips), the bare Starlette floor and that route forwarding to a Pipe worker, tiny
+    counts; never coglet (the full run compares with it when present)."""
     pytest.importorskip("uvicorn")
     pytest.importorskip("starlette")
     data = run_bench(tmp_path, "server", "# corral server benchmark", 80)
@@ -192,15 +195,15 @@ def test_bench_server_smoke(tmp_path):
     raw = data["raw"]
     assert set(raw) == {"bare", "corral_sync1", "corral_async8", "corral_pool2",
                         "corral_files_url", "corral_files_data", "interleaved",
-                        "corral_instant"}
+                        "corral_instant", "bare_pipe"}
     instant = raw.pop("corral_instant")["concurrent"]  # the server alone, no worker
     _positive(instant["ok_per_s"], "instant")
     assert instant["409"] == instant["429"] == instant["other"] == instant["errors"] == 0
     inter = raw.pop("interleaved")  # corral and the floor side by side, alternating rounds
-    assert set(inter["p50_us_rounds"]) == {"corral_sync1", "bare"}
+    assert set(inter["p50_us_rounds"]) == {"corral_sync1", "bare", "bare_pipe"}
     for name, rounds in inter["p50_us_rounds"].items():
         assert len(rounds) == 2 and all(x > 0 for x in rounds), (name, rounds)
-    assert inter["failed"] == {"corral_sync1": 0, "bare": 0}
+    assert inter["failed"] == {"corral_sync1": 0, "bare": 0, "bare_pipe": 0}
     for name in ("corral_files_url", "corral_files_data"):  # the file round trips
         _positive(raw.pop(name)["file"]["median_ms"], name)
     for name in raw:
@@ -208,7 +211,7 @@ def test_bench_server_smoke(tmp_path):
         for key in ("p50_us", "p90_us", "pred_per_s"):
             _positive(seq[key], (name, key))
         assert seq["failed"] == 0, name
-    for name in ("bare", "corral_async8", "corral_pool2"):
+    for name in ("bare", "bare_pipe", "corral_async8", "corral_pool2"):
         conc = raw[name]["concurrent"]
         _positive(conc["ok_per_s"], (name, "ok_per_s"))
         assert conc["409"] == conc["429"] == conc["other"] == conc["errors"] == 0, (name, conc)

@@ -377,3 +377,48 @@ def test_well_framed_garbage_decodes_or_fails_cleanly(bodies, tail):
     assert len(msgs) <= len(bodies)
     if error is None:
         assert len(msgs) == len(bodies) and tail == b""
+
+
+def test_held_frames_go_out_with_the_next_send_or_a_flush_in_order(pair):
+    a, b = pair
+    b.settimeout(TIMEOUT)
+    writer = FrameWriter(a, make_encoder())
+    msgs = [m.Done(i, i, 0.0) for i in range(1, 6)]
+    for msg in msgs[:3]:
+        writer.send(msg, hold=True)
+    assert writer.held  # nothing written yet
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        b.recv(1)
+    b.settimeout(TIMEOUT)
+    writer.send(msgs[3])  # writes the held three before it
+    writer.send(msgs[4], hold=True)
+    writer.flush()
+    assert not writer.held
+    decode = make_decoder(m.WorkerData).decode
+    reader = FrameReader(b)
+    assert [decode(reader.read()) for _ in msgs] == msgs
+
+
+def test_a_held_frame_survives_a_message_too_big_to_send(pair):
+    a, b = pair
+    writer = FrameWriter(a, make_encoder(), max_frame=1000)
+    writer.send(m.Done(1, "kept", 0.0), hold=True)
+    with pytest.raises(ValueError, match="max_frame"):
+        writer.send(m.Done(2, "x" * 2000, 0.0))
+    writer.flush()
+    b.settimeout(TIMEOUT)
+    assert make_decoder(m.WorkerData).decode(FrameReader(b).read()) == m.Done(1, "kept", 0.0)
+
+
+def test_has_frame_says_whether_read_would_block(pair):
+    a, b = pair
+    reader = FrameReader(b)
+    assert not reader.has_frame()
+    a.sendall(HEADER.pack(3) + b"abc" + HEADER.pack(5) + b"de")  # one whole, one partial
+    assert bytes(reader.read()) == b"abc"
+    assert not reader.has_frame()
+    a.sendall(b"fgh" + HEADER.pack(1) + b"i")
+    assert bytes(reader.read()) == b"defgh"
+    assert reader.has_frame()
+    assert bytes(reader.read()) == b"i"

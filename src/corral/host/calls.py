@@ -9,6 +9,7 @@ methods (``_event``, ``_chunk``, ``_done``, ``_failed``) and records the call's 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import queue
@@ -23,7 +24,9 @@ log = logging.getLogger("corral")
 EventCallback = Callable[[Any], None]
 
 _END = object()
-_RUNNING = "RUNNING"  # concurrent.futures' state name
+_MAKING = threading.Lock()
+_RUNNING = concurrent.futures._base.RUNNING  # (the same str objects: compared with `is`)
+_FINISHED = concurrent.futures._base.FINISHED
 
 
 def settle(sink: Any, value: Any = None, run_time: float = 0.0,
@@ -54,7 +57,6 @@ class CallRecord:
 
     id: int
     method: str
-    events: EventLog
     metrics: dict[str, Any]
     run_time: float | None
     #: The runner it was sent to (set by its runner for futures and streams).
@@ -72,7 +74,7 @@ class CallRecord:
         self._size = 0  # bytes of its frame, counted in the connection's window
         self._owner: Any = None  # who can cancel it now: its Connection, or the deferral queue
         self._timer: Any = None  # its deadline (host/timers.py), if it has a timeout
-        self.events = EventLog()  # (logbuffer.py: Log text capped, oldest dropped first)
+        self._events: EventLog | None = None  # made by the first event (most calls have none)
         self.metrics = {}
         self.run_time = None
         self._on_event = on_event
@@ -100,6 +102,18 @@ class CallRecord:
         """Call ``fn()`` once the call has left its runner's own queue (a Pool's). For a
         Worker's call that is at once, on this thread."""
         fn()
+
+    @property
+    def events(self) -> EventLog:
+        """Every Log, Progress and Metric of the call, in order (Log text capped, oldest
+        dropped first: logbuffer.py)."""
+        events = self._events
+        if events is None:
+            with _MAKING:  # (the reader and a caller may both ask first)
+                events = self._events
+                if events is None:
+                    events = self._events = EventLog()
+        return events
 
     @property
     def logs(self) -> list[str]:
@@ -182,7 +196,7 @@ class CallFuture(CallRecord, concurrent.futures.Future):
                  on_event: EventCallback | None = None):
         # Future.__init__, but with a plain Lock under the Condition (Future never re-enters
         # it) and born RUNNING: an RLock and an extra state change per call are measurable.
-        self._condition = threading.Condition(threading.Lock())
+        self._condition = _Condition()
         self._state = _RUNNING
         self._result = None
         self._exception = None
@@ -191,11 +205,47 @@ class CallFuture(CallRecord, concurrent.futures.Future):
         self._init_record(call_id, method, on_event, streams)
 
     def _done(self, value: Any, run_time: float) -> None:
+        # Future.set_result, without the Condition's notify when nobody waits on it.
         self.run_time = run_time
-        self.set_result(self._outcome(value))
+        result = self._outcome(value)
+        with self._condition:
+            if self._state is not _RUNNING:
+                raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+            self._result = result
+            self._state = _FINISHED
+            for waiter in self._waiters:
+                waiter.add_result(self)
+            if self._condition._waiters:
+                self._condition.notify_all()
+        if self._done_callbacks:
+            self._invoke_callbacks()
 
     def _failed(self, exc: BaseException) -> None:
         self.set_exception(exc)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The call's result (as ``concurrent.futures.Future.result``). Without a timeout
+        the waiting thread reads the worker's replies itself when nobody else does (no
+        hand-off from the reader thread), delivering other calls' replies on the way."""
+        if self._state is _RUNNING:
+            owner = self._owner
+            if timeout is not None:
+                want = getattr(owner, "want_reader", None)
+                if want is not None:
+                    want()
+            else:
+                while self._state is _RUNNING:
+                    lead = getattr(owner, "lead_future", None)
+                    if lead is None or lead(self):
+                        break
+                    # Someone else reads: they deliver, or let go of the socket (and say so).
+                    with self._condition:
+                        if self._state is _RUNNING and owner.waiting_for(self):
+                            self._condition.wait()
+                    owner = self._owner
+        if self._state is _FINISHED and self._exception is None:
+            return self._result  # (both set before the state, under the lock)
+        return super().result(timeout)
 
     def cancel(self) -> bool:
         """Cancel the call, also while it runs (unlike a plain concurrent.futures.Future):
@@ -214,6 +264,17 @@ class CallFuture(CallRecord, concurrent.futures.Future):
 
     def __repr__(self) -> str:
         return f"<CallFuture id={self.id} method={self.method!r} state={self._state}>"
+
+
+class _Condition(threading.Condition):
+    """``threading.Condition(threading.Lock())``, made in a third of the time (its
+    ``__init__`` probes the lock for methods a plain Lock does not have)."""
+
+    def __init__(self) -> None:  # (not Condition.__init__: the same attributes, faster)
+        lock = self._lock = threading.Lock()
+        self.acquire = lock.acquire
+        self.release = lock.release
+        self._waiters = collections.deque()
 
 
 class BlockingCall(CallRecord):
@@ -348,25 +409,43 @@ class _Raise:
 
 
 class AsyncCallFuture(CallRecord, asyncio.Future):
-    """The asyncio twin of CallFuture: await it for the result. Messages arrive on the
-    connection's reader thread and are handed to the event loop."""
+    """The asyncio twin of CallFuture: await it for the result. Its event loop reads the
+    replies itself when it can (``Connection.attach_loop``); messages read on another
+    thread are handed to the loop."""
 
     def __init__(self, call_id: int, method: str, streams: bool,
                  on_event: EventCallback | None, loop: asyncio.AbstractEventLoop):
         asyncio.Future.__init__(self, loop=loop)
         self._init_record(call_id, method, on_event, streams)
+        self._lead_loop = loop
+        self._tid = threading.get_ident()  # the loop's thread (made by a running loop)
 
     def _event(self, event: Any) -> None:
         self._record(event)
         if self._on_event is not None:
-            self.get_loop().call_soon_threadsafe(self._notify, event)
+            if threading.get_ident() == self._tid:
+                self._notify(event)
+            else:
+                self.get_loop().call_soon_threadsafe(self._notify, event)
 
     def _done(self, value: Any, run_time: float) -> None:
         self.run_time = run_time
-        self.get_loop().call_soon_threadsafe(self._settle, self._outcome(value), None)
+        if threading.get_ident() == self._tid:
+            self._settle(self._outcome(value), None)
+        else:
+            self.get_loop().call_soon_threadsafe(self._handed, self._outcome(value), None)
 
     def _failed(self, exc: BaseException) -> None:
-        self.get_loop().call_soon_threadsafe(self._settle, None, exc)
+        if threading.get_ident() == self._tid:
+            self._settle(None, exc)
+        else:
+            self.get_loop().call_soon_threadsafe(self._handed, None, exc)
+
+    def _handed(self, result: Any, exc: BaseException | None) -> None:
+        self._settle(result, exc)
+        attach = getattr(self._owner, "attach_loop", None)
+        if attach is not None:  # (the loop read no more: someone else took the socket)
+            attach(self.get_loop())
 
     def cancel(self, msg: Any = None) -> bool:
         """Cancel the call, also in the worker; awaiting it raises asyncio.CancelledError

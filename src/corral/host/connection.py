@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import select
 import threading
 from collections import deque
 from concurrent.futures import Future
@@ -42,7 +44,7 @@ from typing import Any, Callable
 from ..exceptions import ProtocolError, RemoteError, UndecodableValue, WorkerCrashed
 from ..protocol import messages as m
 from ..protocol.endpoint import Endpoint
-from ..protocol.framing import FrameError, TruncatedFrame
+from ..protocol.framing import NOT_READY, FrameError, TruncatedFrame
 from ..protocol.values import args_to_wire, find_placeholder, make_decoder, make_encoder, to_wire
 from .calls import settle
 from .timers import timers
@@ -52,6 +54,9 @@ log = logging.getLogger("corral")
 #: Bytes of call frames in flight before further calls wait on the host. Well below the
 #: kernel's Unix socket buffer, so a send never blocks on a worker that is busy.
 WINDOW_BYTES = 128 * 1024
+#: How long the reader thread stands by after a caller last read replies itself, before it
+#: takes over (and the longest a call from ``submit()`` waits in the outbox meanwhile).
+LEAD_GRACE = 0.001
 
 
 class Connection:
@@ -114,6 +119,22 @@ class Connection:
         self._reader: int | None = None  # the thread holding _read_lock
         self._reading = False  # the reader thread is in its read loop
         self._wake = threading.Event()
+        # Waiter leads: a thread blocked in a future's result() reads replies itself
+        # (lead_future). While callers lead, the reader thread stands by (it takes over
+        # only once nobody led for LEAD_GRACE), and submit() leaves calls in the outbox,
+        # to go out together with the next send, the leader's first read, or the end of the
+        # reader's grace.
+        self._lead_seen = False  # a caller led (or wanted to) since the reader last looked
+        self._standby = False  # the reader thread waits out LEAD_GRACE
+        self._outbox: list[bytes] = []
+        self._led: Any = None  # the future whose waiter reads now
+        self._wanting: set = set()  # futures whose waiters wait for the socket to be free
+        self._kick: tuple[int, int] | None = None  # a pipe that wakes the leader's poll
+        # An event loop awaiting calls reads replies itself too, when the socket is
+        # readable (attach_loop), and sends its calls once per loop iteration.
+        self._loop_lead: Any = None
+        self._flush_soon = False
+        self._poll: Any = None
 
     # -- handshake (before the reader threads run) -----------------------------------------
 
@@ -158,9 +179,62 @@ class Connection:
     def submit(self, call_id: int, payload: bytes, sink: Any) -> None:
         """Register ``sink`` for ``call_id`` and send the encoded Call (now or when the
         window has room); the reader thread delivers its messages."""
-        self._register(call_id, payload, sink)
-        if not self._reading:
+        loop = getattr(sink, "_lead_loop", None)
+        if loop is not None:
+            self.attach_loop(loop)
+            if self._loop_lead is not loop:
+                loop = None
+        self._send_frames(self._admit([(call_id, payload, sink)], defer=True, loop=loop))
+        # (an event loop that reads needs no reader thread: it is woken by the other
+        # paths, a thread's call or wait_idle, should the loop stop reading)
+        if loop is None and not self._reading and not self._standby \
+                and not self._wake.is_set():
             self._wake.set()
+
+    def attach_loop(self, loop: Any) -> None:
+        """Let ``loop`` (running, on this thread) read replies when the socket is readable:
+        asyncio callers then get theirs without a hand-off from the reader thread. One
+        loop at a time; another loop's calls are delivered as before."""
+        current = self._loop_lead
+        if current is loop or self._failed_all or not self._pending:
+            return
+        if current is not None and current.is_running() and not current.is_closed():
+            return
+        try:
+            loop.add_reader(self._data.fileno(), self._loop_readable, loop)
+        except Exception:  # noqa: BLE001 - a loop that cannot watch sockets: not a leader
+            return
+        self._loop_lead = loop
+
+    def _detach_loop(self, loop: Any) -> None:
+        if self._loop_lead is loop:
+            self._loop_lead = None
+            try:
+                loop.remove_reader(self._data.fileno())
+            except Exception:  # noqa: BLE001 - the socket is closed already
+                pass
+
+    def _loop_readable(self, loop: Any) -> None:
+        """On the loop: read and route what has arrived, without blocking."""
+        self._lead_seen = True
+        if not self._read_lock.acquire(blocking=False):
+            # Someone else reads, and delivers; the loop attaches again on its next call.
+            self._detach_loop(loop)
+            return
+        self._reader = threading.get_ident()
+        try:
+            while self._read_one(nowait=True):
+                pass
+        finally:
+            self._let_go(wake=False)
+        if not self._pending or self._failed_all:
+            self._detach_loop(loop)
+
+    def _flush_outbox(self) -> None:
+        with self._lock:
+            self._flush_soon = False
+            out, self._outbox = self._outbox, []
+        self._send_frames(out)
 
     def call_begin(self, call_id: int, payload: bytes, sink: Any) -> bool:
         """Like ``submit``, for a caller that blocks until the call ends. True when this
@@ -213,10 +287,116 @@ class Connection:
                     self._ended.wait()
                     break
         finally:
-            self._reader = None
-            self._read_lock.release()
-            if self._pending:
-                self._wake.set()
+            self._let_go()
+
+    def _let_go(self, wake: bool = True) -> None:
+        """A caller stops reading (holding ``_read_lock``): the reader thread takes over
+        what is left after its grace (``wake`` False: an event loop that goes on reading)."""
+        self._reader = None
+        self._lead_seen = True
+        self._read_lock.release()
+        self._call_wanting()
+        if wake and self._pending and not self._standby and not self._wake.is_set():
+            self._wake.set()
+
+    def _call_wanting(self) -> None:
+        """The socket is free: wake the futures' waiters that wanted it (``waiting_for``)."""
+        if self._wanting:
+            with self._lock:
+                wanting, self._wanting = self._wanting, set()
+            for sink in wanting:
+                with sink._condition:
+                    sink._condition.notify_all()
+
+    def waiting_for(self, sink: Any) -> bool:
+        """True while ``sink``'s waiter (lead_future returned False) waits for the socket
+        to be free; call under ``sink._condition``."""
+        return sink in self._wanting
+
+    def lead_future(self, sink: Any) -> bool:
+        """For a thread blocked in ``result()`` of ``sink`` (a CallFuture): read and route
+        replies on this thread until ``sink`` is done (True). False when someone else reads
+        now: the caller waits for them to deliver, and tries again after LEAD_GRACE (the
+        reader thread gives the socket up after its next message)."""
+        self._refuse_reentry()
+        self._lead_seen = True
+        if not self._read_lock.acquire(blocking=False):
+            with self._lock:
+                self._wanting.add(sink)
+            if self._reading:
+                self._ring()  # the reader thread lets go at once
+            return False
+        self._reader = threading.get_ident()
+        self._led = sink
+        try:
+            if self._failed_all:  # (closed: every call is failed, or about to be)
+                self._ended.wait()
+                return True
+            has_frame, done = self._data_reader.has_frame, sink.done
+            while not done():
+                if not has_frame():
+                    # Before blocking: send the outbox once the worker has no more calls
+                    # left to run than wait in it (so they leave in batches, and the worker
+                    # answers each batch with one write).
+                    out = self._outbox
+                    if out and self._in_flight <= 2 * len(out):
+                        with self._lock:
+                            out, self._outbox = self._outbox, []
+                        self._send_frames(out)
+                    # Wait for the socket, or for a kick: a cancel, a deadline or the end of
+                    # the channel settled the future on another thread.
+                    if not self._wait_readable():
+                        continue
+                if not self._read_one():
+                    self._ended.wait()
+                    break
+            # Deliver what is already here too: the next waiters then find their futures
+            # done (a burst of replies is one read, not one leader each).
+            while has_frame() and self._read_one():
+                pass
+        finally:
+            self._led = None
+            self._let_go()
+        return True
+
+    def _make_poll(self) -> Any:
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._kick = (r, w)
+        poll = select.poll()
+        poll.register(self._data, select.POLLIN)
+        poll.register(r, select.POLLIN)
+        self._poll = poll
+        return poll
+
+    def _kick_leader(self, sink: Any) -> None:
+        """``sink`` was settled off the reading thread: if its waiter reads, wake it."""
+        if self._kick is not None and self._led is sink and self._reader != threading.get_ident():
+            self._ring()
+
+    def _ring(self) -> None:
+        """Wake whoever polls the data socket (it re-checks why it reads)."""
+        kick = self._kick
+        if kick is not None:
+            try:
+                os.write(kick[1], b"k")
+            except OSError:
+                pass  # the pipe is full (it is awake already) or closed
+
+    def _wait_readable(self) -> bool:
+        """Block (holding ``_read_lock``, nothing buffered) until the data socket has
+        something (True) or someone rang (False)."""
+        poll = self._poll or self._make_poll()
+        kick = self._kick[0]
+        if any(fd == kick for fd, _ in poll.poll()):
+            _drain(kick)
+            return False
+        return True
+
+    def want_reader(self) -> None:
+        """A waiter that does not read itself (a deadline on its wait) needs the reader
+        thread now, not after its grace."""
+        if not self._reading:
+            self._wake.set()
 
     def _register(self, call_id: int, payload: bytes, sink: Any) -> None:
         self._send_frames(self._admit([(call_id, payload, sink)]))
@@ -234,9 +414,12 @@ class Connection:
         return None
 
     def _admit(self, calls: list[tuple[int, bytes, Any]],
-               refused: list | None = None) -> list[bytes]:
+               refused: list | None = None, defer: bool = False,
+               loop: Any = None) -> list[bytes]:
         """Register calls as pending; return the payloads the window lets go now (the rest
-        wait in order for replies to free room)."""
+        wait in order for replies to free room). ``defer``: while the reader thread stands
+        by, leave them in the outbox instead; ``loop``: leave them there until the end of
+        this iteration of the (reading) event loop."""
         to_send: list[bytes] = []
         with self._lock:
             broken = self._broken
@@ -255,6 +438,18 @@ class Connection:
                     self._in_flight_bytes += size
                     sink._sent = True
                     to_send.append(payload)
+                if self._outbox:  # (they go first: calls reach the worker in id order)
+                    to_send[:0] = self._outbox
+                    self._outbox = []
+                if loop is not None:
+                    self._outbox = to_send
+                    if not self._flush_soon:
+                        self._flush_soon = True
+                        loop.call_soon(self._flush_outbox)
+                    return []
+                if defer and self._standby:
+                    self._outbox = to_send
+                    return []
                 return to_send
         # Broken: the sinks fail outside the lock (their done callbacks may call in).
         if refused is not None:
@@ -329,25 +524,46 @@ class Connection:
                 wake.wait()
                 wake.clear()
                 continue
-            with read_lock:
+            if self._lead_seen or not read_lock.acquire(blocking=False):
+                # A caller reads replies itself, or did a moment ago: stand by, and take
+                # over once nobody has for LEAD_GRACE. Then send what waits in the outbox.
+                self._lead_seen = False
+                self._standby = True
+                wake.wait(LEAD_GRACE)
+                wake.clear()
+                with self._lock:
+                    self._standby = False
+                    out, self._outbox = self._outbox, []
+                self._send_frames(out)
+                continue
+            try:
                 self._reader = ident
                 self._reading = True  # submit() need not wake us while this holds
-                try:
-                    while self._pending and not self._failed_all:
-                        if not self._read_one():
-                            return
-                finally:
-                    # Cleared before the loop re-checks _pending: a submit() that saw
-                    # _reading still True registered before that check, so it is seen.
-                    self._reading = False
-                    self._reader = None
+                # A waiter that wants to read itself sets _lead_seen and rings: the
+                # socket is its at once.
+                has_frame = self._data_reader.has_frame
+                while self._pending and not self._failed_all and not self._lead_seen:
+                    if not has_frame() and not self._wait_readable():
+                        continue
+                    if not self._read_one():
+                        return
+            finally:
+                # Cleared before the loop re-checks _pending: a submit() that saw
+                # _reading still True registered before that check, so it is seen.
+                self._reading = False
+                self._reader = None
+                read_lock.release()
+                self._call_wanting()
 
-    def _read_one(self) -> bool:
+    def _read_one(self, nowait: bool = False) -> bool | None:
         """Read and route one message (holding ``_read_lock``); False once the channel is
-        finished (end of stream or a protocol error, and every call failed)."""
+        finished (end of stream or a protocol error, and every call failed); None
+        (``nowait``) when no whole message has arrived."""
         try:
             try:
-                frame = self._data_reader.read()
+                frame = self._data_reader.read(nowait)
+                if frame is NOT_READY:
+                    return None
             except (OSError, TruncatedFrame):
                 # ECONNRESET (it died with our data unread) or a frame cut off by the end of
                 # stream (it died while writing): the worker is gone; on_broken says how.
@@ -480,6 +696,7 @@ class Connection:
                 if self._idle_waiters and not self._pending:
                     self._idle.notify_all()
         settle(sink, error=error)
+        self._kick_leader(sink)
         if sink._sent:
             try:
                 self.send_control(m.Cancel(sink.id))
@@ -487,6 +704,8 @@ class Connection:
                 return True  # the worker is gone: the reader fails what is left
             call_id = sink.id
             timers.schedule(self.cancel_grace, lambda: self._check_stopped(call_id))
+            if not self._reading and not self._wake.is_set():
+                self._wake.set()  # someone must read the worker's word that it stopped
         return True
 
     def _check_stopped(self, call_id: int) -> None:
@@ -580,6 +799,9 @@ class Connection:
         self.shm.close()  # the worker holds none of our segments any more
         for sink in sinks:
             settle(sink, error=self._broken)
+        led = self._led
+        if led is not None:
+            self._kick_leader(led)
         for fut, _ in requests:
             if not fut.done():
                 fut.set_exception(self._broken)
@@ -599,6 +821,14 @@ class Connection:
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(5.0)
+        kick, self._kick = self._kick, None
+        if kick is not None and self._read_lock.acquire(timeout=5.0):
+            try:  # (no leader polls them any more)
+                self._poll = None
+                os.close(kick[0])
+                os.close(kick[1])
+            finally:
+                self._read_lock.release()
 
 
 class _Abandoned:
@@ -626,6 +856,14 @@ class _Abandoned:
         pass
 
     def _failed(self, exc: BaseException) -> None:
+        pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 64):
+            pass
+    except OSError:  # BlockingIOError: it is empty
         pass
 
 

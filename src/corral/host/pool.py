@@ -357,6 +357,10 @@ class AsyncPoolFuture(AsyncCallFuture):
         self.source.cancel()
         return asyncio.Future.cancel(self, msg)
 
+    def add_sent_callback(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once the call has left the pool's queue (see PoolFuture)."""
+        self.source.add_sent_callback(fn)
+
     id = property(lambda self: self.source.id)
     method = property(lambda self: self.source.method)
     worker = property(lambda self: self.source.worker)

@@ -510,37 +510,21 @@ class Worker(Supervisor, CallSurface):
 
     def _map_loop(self, method: str, items: Any, opts: CallOptions, window: int,
                   pending: deque) -> Any:
+        # Calls go out in batches once a quarter of the window is free (one system call for
+        # several calls, which the worker then answers with one write), while the window
+        # keeps at least the other three quarters in flight.
+        low = window - max(1, min(window // 4, 32))
         exhausted = False
         while True:
-            batch = []
             if self._state is RESTARTING and not pending:
                 self._wait_while_restarting()
-            with self._gate:
-                restarting = self._state is RESTARTING
-                if restarting and not pending:
-                    continue  # it crashed again just now
-                if not restarting:
-                    conn, info = self._callable(method)
-                while not restarting and not exhausted and len(pending) + len(batch) < window:
-                    if self._calls_left == 0:
-                        break
-                    try:
-                        args = next(items)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    call_id = next(self._ids)
-                    # (the one encoder: the context goes through the value codec too)
-                    payload = conn.encode_call(call_id, method, tuple(args), {}, opts)
-                    self._calls_left -= 1
-                    sink = BlockingCall(call_id, method, info.streams, opts.on_event)
-                    sink.prepare_to_wait()
-                    batch.append((call_id, payload, sink))
-                if batch:
-                    conn.submit_batch(batch)
-                if not restarting and self._calls_left == 0:
-                    self._begin_recycle(f"max_calls={self.max_calls}")
-            pending.extend(sink for _, _, sink in batch)
+            if not exhausted and len(pending) <= low:
+                batch, exhausted = self._map_fill(method, items, opts, window - len(pending))
+                if batch is None:
+                    if not pending:
+                        continue  # it crashed again just now: wait for the restart
+                else:
+                    pending.extend(batch)
             if not pending:
                 return
             head = pending[0]
@@ -549,6 +533,37 @@ class Worker(Supervisor, CallSurface):
                 owner.read_until(head)
             pending.popleft()
             yield head.result()
+
+    def _map_fill(self, method: str, items: Any, opts: CallOptions,
+                  room: int) -> tuple[list | None, bool]:
+        """Send up to ``room`` more calls of a map; returns their sinks (None: the worker
+        is restarting) and whether ``items`` ran out."""
+        batch = []
+        exhausted = False
+        with self._gate:
+            if self._state is RESTARTING:
+                return None, False
+            conn, info = self._callable(method)
+            while len(batch) < room:
+                if self._calls_left == 0:
+                    break
+                try:
+                    args = next(items)
+                except StopIteration:
+                    exhausted = True
+                    break
+                call_id = next(self._ids)
+                # (the one encoder: the context goes through the value codec too)
+                payload = conn.encode_call(call_id, method, tuple(args), {}, opts)
+                self._calls_left -= 1
+                sink = BlockingCall(call_id, method, info.streams, opts.on_event)
+                sink.prepare_to_wait()
+                batch.append((call_id, payload, sink))
+            if batch:
+                conn.submit_batch(batch)
+            if self._calls_left == 0:
+                self._begin_recycle(f"max_calls={self.max_calls}")
+        return [sink for _, _, sink in batch], exhausted
 
     def _callable(self, method: str) -> tuple[Connection, m.MethodInfo]:
         """The connection and the method's info, or why no call can be made (under _gate)."""

@@ -20,6 +20,12 @@ HEADER = struct.Struct("<I")
 #: frame means a peer that is broken or hostile.
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 _BUFFER_SIZE = 256 * 1024
+#: Held frames are written once they reach this many bytes.
+HOLD_BYTES = 64 * 1024
+
+
+#: What ``FrameReader.read(nowait=True)`` returns when no whole frame has arrived yet.
+NOT_READY = memoryview(b"")
 
 
 class FrameError(Exception):
@@ -44,8 +50,15 @@ class FrameReader:
         self._start = 0
         self._end = 0
 
-    def read(self) -> memoryview | None:
-        """The next frame's body, or None at a clean end of stream (between frames)."""
+    def has_frame(self) -> bool:
+        """True when a whole frame is already buffered: ``read()`` will not block."""
+        avail = self._end - self._start
+        return avail >= 4 and avail - 4 >= HEADER.unpack_from(self._buf, self._start)[0]
+
+    def read(self, nowait: bool = False) -> memoryview | None:
+        """The next frame's body, or None at a clean end of stream (between frames).
+        ``nowait``: NOT_READY instead of blocking while no whole frame is here (a frame
+        bigger than the buffer is still read to its end once it has begun)."""
         buf, view = self._buf, self._view
         while True:
             start, end = self._start, self._end
@@ -65,7 +78,13 @@ class FrameReader:
                 self._start = self._end = 0
             elif len(buf) - start < 4:
                 self._compact()
-            got = self._sock.recv_into(view[self._end :])
+            if nowait:
+                try:
+                    got = self._sock.recv_into(view[self._end :], 0, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    return NOT_READY
+            else:
+                got = self._sock.recv_into(view[self._end :])
             if got == 0:
                 if self._end == self._start:
                     return None
@@ -98,7 +117,12 @@ class FrameTooLarge(ValueError):
 
 
 class FrameWriter:
-    """Encodes messages and writes them as frames; safe to share between threads."""
+    """Encodes messages and writes them as frames; safe to share between threads.
+
+    ``send(msg, hold=True)`` keeps the frame in the buffer instead of writing it: the next
+    send (held or not past ``HOLD_BYTES``) or ``flush()`` writes every held frame with it,
+    in order, in one system call (a worker answering a burst of calls).
+    """
 
     def __init__(self, sock: socket.socket, encoder: msgspec.msgpack.Encoder,
                  max_frame: int | None = None):
@@ -107,28 +131,46 @@ class FrameWriter:
         self._max_frame = max_frame
         self._lock = threading.Lock()
         self._buf = bytearray(_BUFFER_SIZE)
+        #: Bytes of held frames at the start of the buffer (0: nothing held).
+        self.held = 0
 
-    def send(self, msg: Any) -> int:
-        """Encode and send one message; returns the frame's size. Raises OSError when the
-        peer is gone and whatever the encoder raises for an unencodable message."""
+    def send(self, msg: Any, hold: bool = False) -> int:
+        """Encode and send one message (and whatever is held before it); returns the frame's
+        size. Raises OSError when the peer is gone and whatever the encoder raises for an
+        unencodable message."""
         with self._lock:
             buf = self._buf
-            self._encoder.encode_into(msg, buf, 4)
-            size = len(buf) - 4
+            start = self.held
+            self._encoder.encode_into(msg, buf, start + 4)
+            size = len(buf) - start - 4
             if self._max_frame is not None and size > self._max_frame:
                 # The peer would refuse it as a protocol violation: the message's sender
                 # gets the error instead (a call's result too big fails that call).
-                self._buf = bytearray(_BUFFER_SIZE)
+                if start:
+                    del buf[start:]
+                else:
+                    self._buf = bytearray(_BUFFER_SIZE)
                 raise FrameTooLarge(f"{type(msg).__name__} of {size} bytes exceeds the frame "
                                     f"limit of {self._max_frame} bytes (max_frame); big bytes "
                                     "and arrays cross through shared memory, other values "
                                     "must fit")
-            HEADER.pack_into(buf, 0, size)
+            HEADER.pack_into(buf, start, size)
+            if hold and len(buf) <= HOLD_BYTES:
+                self.held = len(buf)
+                return size
+            self.held = 0
             self._sock.sendall(buf)
             if len(buf) > _BUFFER_SIZE:
                 # Don't keep a huge buffer alive after one big message.
                 self._buf = bytearray(_BUFFER_SIZE)
             return size
+
+    def flush(self) -> None:
+        """Write the held frames, if any."""
+        with self._lock:
+            if self.held:
+                self.held = 0
+                self._sock.sendall(self._buf)
 
     def send_frame(self, body: bytes) -> None:
         """Send one already encoded body as a frame (a Call the host encoded ahead)."""

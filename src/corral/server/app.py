@@ -541,7 +541,8 @@ def serve(runner: Runner, *, host: str = "127.0.0.1", port: int = 5000,
     drain first (a second signal exits at once). ``token`` defaults to the CORRAL_TOKEN
     environment variable (then removed from the environment, which workers inherit).
     ``limits``: header/body/keep-alive timeouts and the connection cap (connections.py).
-    Requests are logged as JSON on ``corral.access`` (uvicorn's own access log is off)."""
+    Requests are logged as JSON on ``corral.access`` (uvicorn's own access log is off).
+    The process's garbage collector is tuned for serving (gctune.py)."""
     if token is None:
         token = os.environ.get("CORRAL_TOKEN") or None
     app = create_app(runner, token=token, host=host, insecure=insecure, **app_kwargs)
@@ -559,4 +560,7 @@ def serve(runner: Runner, *, host: str = "127.0.0.1", port: int = 5000,
         access.addHandler(handler)
         access.setLevel(logging.INFO)
         access.propagate = False
+    from .gctune import tune
+
+    tune()  # (the process serves from here on)
     server.run()

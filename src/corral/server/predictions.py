@@ -6,7 +6,7 @@ goes ``starting`` -> ``processing`` -> ``succeeded`` | ``failed`` | ``canceled``
 ``Predictions`` owns every record of an app, keyed by id (so a second PUT with one id finds
 the first prediction and never runs it again), and runs them on the runner's ``predict``:
 
-* a non-streaming target goes through ``runner.submit()`` (a Pool queues it while every
+* a non-streaming target goes through ``runner.asubmit()`` (a Pool queues it while every
   slot is busy; a full queue raises ``corral.QueueFull`` there, before a record exists);
 * a generator target goes through ``runner.awatch()``, so every chunk is an ``output``
   event as soon as it arrives (a Pool does not queue streams: the service itself refuses
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .._jsonable import jsonable
 from ..exceptions import Cancelled, QueueFull
-from ..host.logbuffer import LogBuffer
+from ..host.logbuffer import LogBuffer, default_max_log_bytes
 from .retention import Retention
 
 if TYPE_CHECKING:
@@ -226,7 +226,10 @@ class Predictions:
                  max_log_bytes: int | None = None):
         self.runner = runner
         self.method = method
-        self.max_log_bytes = max_log_bytes  # per prediction; None: CORRAL_MAX_LOG_BYTES or 1 MiB
+        # Per prediction; None: CORRAL_MAX_LOG_BYTES or 1 MiB, read once here (an
+        # environment lookup per request cost more than the rest of the record).
+        self.max_log_bytes = default_max_log_bytes() if max_log_bytes is None \
+            else max_log_bytes
         self.files = files  # files.Files: output conversion, or None
         self.records: dict[str, Prediction] = {}
         self.retention = retention if retention is not None else Retention()
@@ -280,9 +283,11 @@ class Predictions:
             pred.handle = stream
             coro = self._follow_stream(pred, stream)
         else:
+            # asubmit: a Worker's event loop then reads the reply itself (no hand-off
+            # from the connection's reader thread).
             fut = self.runner.options(on_event=_handoff(loop, pred.on_event),
                                       convert=True,
-                                      context=context).submit(self.method, **args)
+                                      context=context).asubmit(self.method, **args)
             pred.handle = fut
             coro = self._follow_future(pred, fut)
             sent = not fut.queued  # queued: waiting in a Pool's queue
@@ -319,7 +324,7 @@ class Predictions:
 
     async def _follow_future(self, pred: Prediction, fut: Any) -> None:
         try:
-            value = await asyncio.wrap_future(fut)
+            value = await fut
         except (Cancelled, asyncio.CancelledError):
             pred.finish("canceled")
         except Exception as exc:  # noqa: BLE001 - the prediction failed: reported in it

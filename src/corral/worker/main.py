@@ -29,6 +29,7 @@ from .cancel import CallCancelled
 from .capture import Capture
 from .errors import error_info
 from .loader import ConfigProblems, Loaded, _describe, build, check_config, resolve
+from .replies import Replies
 from .runner import Runner
 
 
@@ -84,8 +85,10 @@ class WorkerProcess:
         # Big results go out through the exporter; big arguments come in through the importer.
         self.shm = self.endpoint.link(init.oob_threshold)
         self.importer, self.exporter = self.shm.importer, self.shm.exporter
+        self.replies = Replies(self.data_out, self.data_in)
         self.runner = Runner(init.slots, self.data_out.send, self.capture, init.allow_pickle,
-                             self.exporter, self.flush_releases, self.shm.take_release)
+                             self.exporter, self.flush_releases, self.shm.take_release,
+                             reply=self.replies.send)
         self.allow_pickle = init.allow_pickle
         loaded = self._setup(0, lambda: self._resolve(init), init.config, init.check_config,
                              init.check_only)
@@ -199,6 +202,10 @@ class WorkerProcess:
             except Exception:  # noqa: BLE001
                 pass
         self.capture.drain()
+        try:
+            self.data_out.flush()
+        except OSError:
+            pass
         os._exit(0)
 
     def _data_loop(self) -> None:
@@ -211,7 +218,10 @@ class WorkerProcess:
         on_call = runner.on_call
         releases, forgotten = self.importer.releases, self.exporter.forgotten
         Call, deliver = m.Call, runner.inputs.deliver
+        has_frame, out = self.data_in.has_frame, self.data_out
         while True:
+            if out.held and not has_frame():
+                out.flush()  # the burst is answered: write its replies before blocking
             frame = read()
             if frame is None:
                 os._exit(0)

@@ -37,10 +37,12 @@ class Runner:
     def __init__(self, slots: int, send: Callable[[Any], Any], capture: Capture,
                  allow_pickle: bool, exporter: Any = None,
                  flush_releases: Callable[[], None] = lambda: None,
-                 take_release: Callable[[], Any] = lambda: None):
+                 take_release: Callable[[], Any] = lambda: None,
+                 reply: Callable[[Any], Any] | None = None):
         self.slots = slots
         self.loaded: Loaded | None = None
         self._send = send
+        self._reply = reply or send  # a sync call's Done (replies.py may hold it)
         self._capture = capture
         self._allow_pickle = allow_pickle
         self._exporter = exporter
@@ -214,7 +216,7 @@ class Runner:
             value = self._wire(result, call, "the return value of")
             result = None  # (an echo's result is its argument: let both go)
             self._leave(scope)
-            send(m.Done(call.id, value, run_time, self._release_args(call)))
+            self._reply(m.Done(call.id, value, run_time, self._release_args(call)))
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
             self._fail(scope, call, exc)
         finally:

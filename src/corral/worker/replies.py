@@ -1,0 +1,79 @@
+"""A worker answers a burst of calls with one write.
+
+When the main thread finishes an inline call while the next call is already in the data
+socket's buffer, the reply is held in the frame writer (``FrameWriter.send(hold=True)``)
+instead of written: the replies of a burst of pipelined calls go out together, with one
+system call and one wake-up of the host. A single call is answered at once (nothing else is
+buffered). What is held is written:
+
+* by the data loop, before it blocks reading (``flush``);
+* with the next message any thread sends on the data socket (order is kept);
+* by a watchdog thread ``HOLD_S`` after the first reply was held, should the next call take
+  longer than that: a finished call's reply never waits for a slow one behind it (beyond
+  ``HOLD_S`` plus, while the running call holds the GIL, the interpreter's switch interval).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+#: How long a held reply may wait for the calls behind it.
+HOLD_S = 0.001
+
+
+class Replies:
+    def __init__(self, writer: Any, reader: Any):
+        self._writer, self._reader = writer, reader
+        self._main = threading.get_ident()  # the thread that reads the data socket
+        self._bell = threading.Lock()  # released to wake the watchdog
+        self._bell.acquire()
+        self._rung = False
+        self._batch = 0  # counts held batches, so the watchdog knows its batch went out
+        self._watchdog: threading.Thread | None = None
+
+    def send(self, msg: Any) -> None:
+        """Send a call's final reply, holding it when the next call is already here."""
+        writer = self._writer
+        if threading.get_ident() != self._main or not self._reader.has_frame():
+            writer.send(msg)
+            return
+        empty = not writer.held
+        writer.send(msg, hold=True)
+        if empty and writer.held:
+            self._batch += 1  # (under the GIL: only this thread writes it)
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch, name="corral-replies",
+                                                  daemon=True)
+                self._watchdog.start()
+            if not self._rung:
+                self._rung = True
+                self._bell.release()
+
+    def flush(self) -> None:
+        """Write what is held (the data loop, before it blocks reading)."""
+        if self._writer.held:
+            self._writer.flush()
+
+    def _watch(self) -> None:
+        # Rung once, it checks every HOLD_S while replies keep being held, and parks again
+        # after a quiet HOLD_S: a burst of bursts costs it no wake-up per burst.
+        writer = self._writer
+        while True:
+            self._bell.acquire()
+            while True:
+                batch = self._batch
+                time.sleep(HOLD_S)
+                if writer.held and self._batch == batch:
+                    try:
+                        writer.flush()
+                    except OSError:
+                        return  # the host is gone
+                    continue
+                if self._batch != batch:
+                    continue  # busy: keep watching
+                self._rung = False
+                if self._batch == batch:
+                    break  # quiet: park (the next held reply rings)
+                self._rung = True  # held again just as it parked

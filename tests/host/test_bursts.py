@@ -1,0 +1,55 @@
+"""Several calls or replies per system call (issue 19), with real workers.
+
+The worker holds the reply of a call when the next call is already in its buffer
+(worker/replies.py) and the host sends map() calls in batches. What must hold whatever the
+batching: every reply arrives, in order, and a finished call's reply does not wait for a
+slow call queued behind it. No test waits on a clock: gates are FIFOs opened by the test.
+"""
+
+import os
+
+import pytest
+
+import corral
+from conftest import fixture_ref, wait_until
+
+SLOW = fixture_ref("slow:Slow")
+BASIC = fixture_ref("basic:Basic")
+
+
+def _lines(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except FileNotFoundError:
+        return []
+
+
+def test_a_held_reply_does_not_wait_for_the_slow_call_behind_it(tmp_path):
+    side1, side2 = str(tmp_path / "one"), str(tmp_path / "two")
+    gate1, gate2 = str(tmp_path / "gate1"), str(tmp_path / "gate2")
+    os.mkfifo(gate1)
+    os.mkfifo(gate2)
+    with corral.Worker(SLOW) as w:
+        first = w.submit("gated", side1, gate1)
+        wait_until(lambda: _lines(side1) == ["started"], what="the first call to start")
+        # Both reach the worker's socket while it is busy, and are read in one burst: the
+        # quick call's reply is held while the gated one behind it is already buffered.
+        quick = w.submit("quick", "q")
+        second = w.submit("gated", side2, gate2)
+        with open(gate1, "w") as f:
+            f.write("go")
+        assert first.result(timeout=30) == "done"
+        assert quick.result(timeout=30) == "q"  # sent while the second call still runs
+        assert _lines(side2) == ["started"]
+        with open(gate2, "w") as f:
+            f.write("go")
+        assert second.result(timeout=30) == "done"
+
+
+@pytest.mark.parametrize("prefetch", [0, 1, 5, 63, 128])
+def test_map_results_arrive_in_order_for_any_window(prefetch):
+    with corral.Worker(BASIC, prefetch=prefetch) as w:
+        n = 1000
+        assert list(w.map("add", range(n), range(n))) == [2 * i for i in range(n)]
+        assert w.call("add", 1, 2) == 3
