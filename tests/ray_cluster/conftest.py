@@ -16,8 +16,14 @@ NODE_B = {"num_cpus": 4, "resources": {**corral.ray.tag_resources(["b", "shared"
 
 
 def _descendants() -> list:
-    return [p for p in psutil.Process().children(recursive=True)
-            if p.status() != psutil.STATUS_ZOMBIE]
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:  # ended meanwhile
+            pass
+    return found
 
 
 def _corral_workers() -> list:

@@ -211,7 +211,7 @@ def test_a_replacement_that_finds_no_room_leaves_the_pool_degraded_with_the_reas
     node_d = cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20,
                               resources={"slot": 1})
     cluster.wait_for_nodes()
-    placement = corral.ray.on(resources={"slot": 1}, place_timeout=2)
+    placement = corral.ray.on(resources={"slot": 1}, place_timeout=8)
     with corral.Pool(MODEL, workers=2, runner=placement) as pool:
         assert {w.node_id for w in pool.workers} == {nodes["b"], node_d.node_id}
         on_d = next(w for w in pool.workers if w.node_id == node_d.node_id)

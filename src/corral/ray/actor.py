@@ -78,7 +78,7 @@ class WorkerHost:
     # -- lifecycle (control) ----------------------------------------------------------------
 
     @ray.method(concurrency_group=CONTROL)
-    def start(self) -> tuple:
+    def start(self) -> Any:
         """Build the environment if any, start the Worker; its Info, or why not."""
         from ..host.supervisor import Restart
         from ..host.worker import Worker
@@ -141,13 +141,17 @@ class WorkerHost:
 
     # -- calls ------------------------------------------------------------------------------
 
-    def _begin(self, cid: int, method: str, raw: bytes, timeout: float | None,
-               convert: bool, blobs: tuple, kind: str) -> Any:
+    def _begin(self, msg: Any, blobs: tuple, kind: str) -> Any:
+        cid, method = msg.id, msg.method
         try:
-            args, kwargs, context = self.codec.decode(raw, blobs)
+            args, kwargs, context = self.codec.decode(msg.payload, blobs)
         except (ValueError, TypeError) as exc:
             raise ProtocolError(f"call {cid} ({method}) arrived undecodable: {exc}") from None
-        opts = self.worker.options(context=context, timeout=timeout, convert=convert)
+        if context is None and msg.timeout is None and not msg.convert:
+            opts = self.worker  # a Worker is its own default options
+        else:
+            opts = self.worker.options(context=context, timeout=msg.timeout,
+                                       convert=msg.convert)
         with self._lock:
             if cid in self._cancelled:
                 self._cancelled.discard(cid)
@@ -156,11 +160,13 @@ class WorkerHost:
             self._calls[cid] = sink
         return sink
 
-    def call(self, cid: int, method: str, raw: bytes, timeout: float | None, convert: bool,
-             *blobs: Any) -> tuple:
-        """One call; its result (or error) with its events, once it ended."""
+    def call(self, raw: bytes, *blobs: Any) -> Any:
+        """One call (a ``wire.CallMsg`` and its blobs); its result (or error) with its
+        events, once it ended."""
         try:
-            fut = self._begin(cid, method, raw, timeout, convert, blobs, "submit")
+            msg = wire.read_call(raw)
+            cid = msg.id
+            fut = self._begin(msg, blobs, "submit")
         except BaseException as exc:  # noqa: BLE001 - the caller's error
             return wire.failed(exc)
         try:
@@ -174,12 +180,13 @@ class WorkerHost:
         events = [self.codec.encode_event(e) for e in fut.events] if fut.events else None
         return wire.reply(wire.DONE, value_raw, out, fut.run_time or 0.0, events)
 
-    def stream(self, cid: int, method: str, raw: bytes, timeout: float | None,
-               convert: bool, *blobs: Any) -> Any:
+    def stream(self, raw: bytes, *blobs: Any) -> Any:
         """One call, streamed (a Ray streaming generator): each event and chunk as the
         model makes it, then its end."""
         try:
-            stream = self._begin(cid, method, raw, timeout, convert, blobs, "watch")
+            msg = wire.read_call(raw)
+            cid = msg.id
+            stream = self._begin(msg, blobs, "watch")
         except BaseException as exc:  # noqa: BLE001
             yield wire.failed(exc)
             return
@@ -224,14 +231,14 @@ class WorkerHost:
         return _encode(self.worker.stats())
 
     @ray.method(concurrency_group=CONTROL)
-    def describe(self, timeout: float | None) -> tuple:
+    def describe(self, timeout: float | None) -> Any:
         try:
             return wire.reply(wire.DONE, _encode(self.worker.describe(timeout)))
         except BaseException as exc:  # noqa: BLE001
             return wire.failed(exc)
 
     @ray.method(concurrency_group=CONTROL)
-    def reload(self, config: bytes) -> tuple:
+    def reload(self, config: bytes) -> Any:
         try:
             self.worker.reload(self.codec.decode(config))
         except BaseException as exc:  # noqa: BLE001

@@ -7,8 +7,8 @@ to Ray as uint8 arrays, which Ray moves through its object store without picklin
 bytes (one copy in, zero-copy reads on the node); on the node the local Worker puts them
 in shared memory for the model process. Errors cross as remote/codec.py's ``WireError``.
 
-Every reply, and every item of a streamed call, is a tuple ``(header, *blobs)`` where the
-header is a ``Reply``::
+Every reply, and every item of a streamed call, is a ``Reply`` header (bytes), or a tuple
+``(header, *blobs)`` when it has blobs::
 
     EVENT   value = a Log, Progress or Metric (msgpack of the local protocol's Struct)
     CHUNK   value = one chunk of a streaming method              [its blobs]
@@ -33,6 +33,25 @@ EVENT, CHUNK, DONE, FAILED = 0, 1, 2, 3
 _encode = msgspec.msgpack.Encoder().encode
 NONE = _encode(None)
 EMPTY_CALL = _encode([[], {}, None])
+
+
+class CallMsg(msgspec.Struct, array_like=True):
+    """A call, as the one bytes argument of the actor's method (Ray serialises each
+    argument on its own: one argument instead of five is ~0.3 ms less per call here)."""
+
+    id: int
+    method: str
+    payload: msgspec.Raw  # [args, kwargs, context] in corral's codec
+    timeout: float | None = None
+    convert: bool = False
+
+
+def call_msg(cid: int, method: str, payload: bytes, timeout: float | None,
+             convert: bool) -> bytes:
+    return _encode(CallMsg(cid, method, msgspec.Raw(payload), timeout, convert))
+
+
+read_call = msgspec.msgpack.Decoder(CallMsg).decode
 
 
 class Reply(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -83,8 +102,11 @@ class Codec:
     def decode(self, raw: Any, blobs: Any = ()) -> Any:
         """ValueError (or TypeError) when malformed."""
         raw = memoryview(raw)
-        if not blobs and len(raw) == 1 and bytes(raw) == NONE:
-            return None
+        if not blobs:
+            if raw == NONE:
+                return None
+            if raw == EMPTY_CALL:
+                return [], {}, None
         with self._lock:
             self._importer.blobs = list(blobs)
             try:
@@ -125,18 +147,21 @@ def to_ray(blobs: list[Any]) -> list[Any]:
 
 
 def reply(kind: int, value: bytes = NONE, blobs: list[Any] = (), run_time: float = 0.0,
-          events: list[bytes] | None = None) -> tuple:
-    header = Reply(kind, msgspec.Raw(value), run_time,
-                   [msgspec.Raw(e) for e in events] if events else [])
-    return (_encode(header), *blobs)
+          events: list[bytes] | None = None) -> Any:
+    """A reply: its header alone (bytes) when it has no blobs, else (header, *blobs)."""
+    header = _encode(Reply(kind, msgspec.Raw(value), run_time,
+                           [msgspec.Raw(e) for e in events] if events else []))
+    return (header, *blobs) if blobs else header
 
 
-def failed(exc: BaseException) -> tuple:
-    return (_encode(Reply(FAILED, msgspec.Raw(_encode(error_to_wire(exc))))),)
+def failed(exc: BaseException) -> bytes:
+    return _encode(Reply(FAILED, msgspec.Raw(_encode(error_to_wire(exc)))))
 
 
 def read(item: Any) -> tuple[Reply, tuple]:
-    """A reply tuple as (its header, its blobs)."""
+    """A reply as (its header, its blobs)."""
+    if type(item) is bytes:
+        return _decode_reply(item), ()
     return _decode_reply(item[0]), item[1:]
 
 

@@ -226,20 +226,21 @@ class RayWorker(CallSurface):
             self._state, self._detail, self._failure = "ready", "", None
         sentinel = actor.sentinel.remote()
         sentinel.future().add_done_callback(
-            functools.partial(self._actor_ended, generation))
+            lambda fut: self._actor_ended(generation, fut.exception()))
 
     def _take_info(self, info: Any) -> None:
         self.info = info
         self.methods = dict(info.methods)
         self.setup_logs = list(info.setup_logs)
 
-    def _actor_ended(self, generation: int, fut: Any) -> None:
-        """The sentinel of actor ``generation`` returned or failed (on a Ray thread)."""
+    def _actor_ended(self, generation: int, cause: BaseException | None) -> None:
+        """Actor ``generation`` died: its sentinel failed, or a call on it did (on a Ray
+        thread)."""
         with self._lock:
             if generation != self._generation or self._state not in ("ready",):
                 return  # stopped on purpose, or old news
             info = self.info
-            error = self._node_lost(fut.exception())
+            error = self._node_lost(cause)
             self._state = "restarting"
             self._detail = f"replacing it: {error}"
             calls, self._calls = self._calls, {}
@@ -251,16 +252,32 @@ class RayWorker(CallSurface):
         threading.Thread(target=self._replace, name="corral-ray-replace", daemon=True).start()
 
     def _replace(self) -> None:
-        try:
-            actor, info = self._place()
-        except BaseException as exc:  # noqa: BLE001 - the worker's state says it
+        """Place a new actor after the old one died (its own thread). Ray may not know yet
+        that the node is gone and place the new actor there, which then dies unstarted:
+        that is tried again, within ``place_timeout``."""
+        ray = _ray()
+        deadline = time.monotonic() + self.placement.place_timeout
+        while True:
+            try:
+                actor, info = self._place()
+                break
+            except ray.exceptions.RayActorError as exc:
+                if time.monotonic() < deadline and self._state == "restarting":
+                    time.sleep(0.5)
+                    continue
+                failure: BaseException = NoNodeFits(
+                    f"no replacement for the Ray worker of {self.target} could be started "
+                    f"within {self.placement.place_timeout:g} s: {exc}",
+                    self.placement.wanted())
+            except BaseException as exc:  # noqa: BLE001 - the worker's state says it
+                failure = exc
             with self._lock:
                 if self._state == "restarting":
-                    self._state, self._detail, self._failure = "failed", str(exc), exc
+                    self._state, self._detail, self._failure = "failed", str(failure), failure
             return
         with self._lifecycle:
             if self._state != "restarting":  # stopped meanwhile
-                _kill(_ray(), actor)
+                _kill(ray, actor)
                 return
             self._replacements += 1
             self._adopt(actor, info)
@@ -313,21 +330,21 @@ class RayWorker(CallSurface):
             sink.prepare_to_wait()
         elif not blocking:
             sink.worker = self
+        msg = wire.call_msg(cid, method, raw, timeout, options.convert)
         with self._lock:
             self._calls[cid] = sink
         try:
             if live:
-                gen = actor.stream.options(num_returns="streaming").remote(
-                    cid, method, raw, timeout, options.convert, *blobs)
+                gen = actor.stream.options(num_returns="streaming").remote(msg, *blobs)
             else:
-                ref = actor.call.remote(cid, method, raw, timeout, options.convert, *blobs)
+                ref = actor.call.remote(msg, *blobs)
         except BaseException:
             with self._lock:
                 self._calls.pop(cid, None)
             raise
         sink._sent = True
         if live:
-            threading.Thread(target=self._feed, args=(sink, gen), daemon=True,
+            threading.Thread(target=self._feed, args=(sink, gen, actor), daemon=True,
                              name=f"corral-ray-stream-{cid}").start()
         elif blocking:
             try:
@@ -336,11 +353,11 @@ class RayWorker(CallSurface):
                 sink._cancel_with(sink._cancel_error())
                 raise
             except BaseException as exc:  # noqa: BLE001 - Ray's error, mapped
-                self._end(sink, error=self._ray_error(exc))
+                self._end(sink, error=self._ray_error(exc, actor))
             else:
                 self._reply(sink, item)
         else:
-            ref.future().add_done_callback(functools.partial(self._replied, sink))
+            ref.future().add_done_callback(functools.partial(self._replied, sink, actor))
         return sink.result() if blocking else sink
 
     def _not_callable(self) -> BaseException:
@@ -355,10 +372,10 @@ class RayWorker(CallSurface):
                             + (f" ({self._detail})" if self._detail else "")
                             + "; no call can be made now")
 
-    def _replied(self, sink: Any, fut: Any) -> None:
+    def _replied(self, sink: Any, actor: Any, fut: Any) -> None:
         exc = fut.exception()
         if exc is not None:
-            self._end(sink, error=self._ray_error(exc))
+            self._end(sink, error=self._ray_error(exc, actor))
         else:
             self._reply(sink, fut.result())
 
@@ -381,7 +398,7 @@ class RayWorker(CallSurface):
             return
         settle(sink, value, header.run_time)
 
-    def _feed(self, sink: Any, gen: Any) -> None:
+    def _feed(self, sink: Any, gen: Any, actor: Any) -> None:
         """Deliver a streamed call's items as they come (one thread per live call)."""
         ray = _ray()
         codec = self.codec
@@ -407,7 +424,7 @@ class RayWorker(CallSurface):
             self.cancel(sink, ProtocolError(f"a reply of call {sink.id} ({sink.method}) "
                                             f"cannot be decoded: {exc}"))
         except BaseException as exc:  # noqa: BLE001 - Ray's error, mapped
-            self._end(sink, error=self._ray_error(exc))
+            self._end(sink, error=self._ray_error(exc, actor))
 
     def _end(self, sink: Any, value: Any = None, run_time: float = 0.0,
              error: BaseException | None = None) -> None:
@@ -433,11 +450,15 @@ class RayWorker(CallSurface):
 
         actor.model_pid.remote().future().add_done_callback(took)
 
-    def _ray_error(self, exc: BaseException) -> BaseException:
-        """Ray's error for a call, as corral's."""
+    def _ray_error(self, exc: BaseException, actor: Any) -> BaseException:
+        """Ray's error for a call made on ``actor``, as corral's."""
         import ray
 
         if isinstance(exc, (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)):
+            with self._lock:
+                generation = self._generation if actor is self._actor else None
+            if generation is not None:  # news of the actor in use: do not wait for the sentinel
+                self._actor_ended(generation, exc)
             return self._node_lost(exc)
         if isinstance(exc, ray.exceptions.RayError):
             return WorkerCrashed(f"Ray failed a call of {self.target}: {exc}", pid=self.pid)
