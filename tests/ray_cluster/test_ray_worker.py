@@ -3,8 +3,13 @@ tag, every kind of call, streams, cancel, events, big arrays, crashes of the mod
 a pool that cannot be placed, and the loss of a node mid-call."""
 
 import asyncio
+import json
 import os
 import signal
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -222,3 +227,75 @@ def test_a_replacement_that_finds_no_room_leaves_the_pool_degraded_with_the_reas
         detail = next(h.detail for h in health.workers if h.status == "failed")
         assert "no node freed room" in detail and "slot" in detail
         assert pool.call("echo", 7) == 7  # the other worker serves on
+
+
+def test_nodes_tell_capabilities_tags_and_this_process_s_calls(nodes, on_b, tmp_path):
+    fut = on_b.submit("wait_for", str(tmp_path / "go"))
+    wait_until(lambda: on_b.load == 1, 10, "the call to be in flight")
+    found = {n.node_id: n for n in corral.ray.nodes()}
+    a, b = found[nodes["a"]], found[nodes["b"]]
+    assert a.alive and a.cpus == 4 and a.tags == ["a", "shared"]
+    assert b.tags == ["b", "lossy", "shared"] and b.resources == {"slot": 1}
+    assert b.python == sys.version.split()[0] and b.hostname == socket.gethostname()
+    assert b.load is not None and b.memory_used > 0 and b.memory > 0
+    assert b.workers >= 1 and b.active_calls == 1 and a.active_calls == 0
+    assert b.cpus_free < b.cpus  # on_b holds one
+    (tmp_path / "go").touch()
+    assert fut.result() == "went on"
+
+
+def test_corral_ray_nodes_prints_the_cluster(cluster, nodes):
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "..",
+                                                    "src"))
+    done = subprocess.run([sys.executable, "-m", "corral", "ray", "nodes", "--address",
+                           cluster.address, "--json"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    listed = {n["node_id"]: n for n in json.loads(done.stdout)}
+    assert listed[nodes["a"]]["tags"] == ["a", "shared"]
+    table = subprocess.run([sys.executable, "-m", "corral", "ray", "nodes", "--address",
+                            cluster.address], capture_output=True, text=True, env=env,
+                           timeout=120)
+    assert table.returncode == 0, table.stderr
+    assert nodes["a"][:12] in table.stdout and "lossy" in table.stdout
+
+
+def test_serve_with_ray_answers_predictions_from_workers_on_the_cluster(cluster):
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "..",
+                                                    "src"))
+    env.pop("CORRAL_TOKEN", None)
+    proc = subprocess.Popen([sys.executable, "-m", "corral", "serve", MODEL, "--ray",
+                             cluster.address, "--workers", "2", "--ray-tag", "a",
+                             "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # a server in a subprocess has no event to wait on
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"{base}/health-check", timeout=2).json()["status"] == "READY":
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not get ready"
+            time.sleep(0.1)
+        r = httpx.post(f"{base}/predictions", json={"input": {"x": 4}}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "succeeded" and r.json()["output"] == 40
+        with httpx.stream("POST", f"{base}/predictions", json={"input": {"x": 5}},
+                          headers={"Accept": "text/event-stream"}, timeout=60) as events:
+            text = "".join(events.iter_text())
+        assert "40" not in text and "50" in text
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -24,13 +24,13 @@ from .placement import TAG_CAPACITY, TAG_PREFIX, RayPlacement, on, tag_resources
 
 if _TYPE_CHECKING:
     from .cluster import connect, local_cluster
-    from .nodes import NodeInfo, nodes
+    from .inventory import NodeInfo, nodes
     from .worker import RayWorker
 
 __all__ = ["on", "RayPlacement", "RayWorker", "NodeLost", "NoNodeFits", "nodes", "NodeInfo",
            "tag_resources", "local_cluster", "connect", "TAG_PREFIX", "TAG_CAPACITY"]
 
-_LAZY = {"RayWorker": ".worker", "nodes": ".nodes", "NodeInfo": ".nodes",
+_LAZY = {"RayWorker": ".worker", "nodes": ".inventory", "NodeInfo": ".inventory",
          "local_cluster": ".cluster", "connect": ".cluster"}
 
 

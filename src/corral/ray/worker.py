@@ -69,6 +69,7 @@ class RayWorker(CallSurface):
         if not isinstance(target, str):
             raise TypeError("a Ray worker's target is a reference importable on the nodes "
                             f"('pkg.mod:Name' or 'file.py:Name'), not {type(target).__name__}")
+        settings = {k: v for k, v in settings.items() if v is not None}
         unknown = sorted(set(settings) - set(WORKER_SETTINGS))
         if unknown:
             raise TypeError(f"RayWorker got unexpected keyword arguments {unknown}")
@@ -107,6 +108,9 @@ class RayWorker(CallSurface):
         self._crashes: list[Crash] = []
         self._replacements = 0
         self._encoded_config = self._encode_config(self.config)
+        from .inventory import _workers
+
+        _workers.add(self)  # (nodes() counts its calls on its node)
 
     def _encode_config(self, config: dict[str, Any]) -> bytes:
         # (no blobs: a config travels inline, in the actor's creation arguments)
