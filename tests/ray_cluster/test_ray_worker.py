@@ -145,7 +145,7 @@ def test_describe_health_stats_and_reload(on_b):
     on_b.reload({"label": "on b"})
 
 
-def test_sigkill_of_the_model_process_is_a_crash_restarted_on_its_node(tmp_path):
+def test_sigkill_of_the_model_process_is_a_crash_restarted_on_its_node(cluster, tmp_path):
     with corral.ray.on(tags=["b"])(MODEL) as w:
         before = w.call("where")["pid"]
         node, actor_pid = w.node_id, w.info.actor_pid
@@ -170,6 +170,25 @@ def test_a_pool_places_every_worker_by_tag_and_spreads_the_calls(nodes):
         pids = {pool.submit("where").result()["pid"] for _ in range(6)}
         assert len(pids) >= 1
         assert pool.health().status == "ready"
+
+
+def test_requirements_get_an_environment_built_once_on_the_node(cluster, tmp_path):
+    from plugins.test_envs import make_wheel
+
+    wheel = make_wheel(str(tmp_path / "wheels"), "corral-ray-probe", "1.2.3")
+    root = tmp_path / "envs"
+    with corral.Pool(MODEL, workers=2, runner=corral.ray.on(tags=["a"]),
+                     requirements=[f"corral-ray-probe @ file://{wheel}"],
+                     env_root=str(root)) as pool:
+        seen = [pool.submit("probe_version").result() for _ in range(4)]
+        assert {s["version"] for s in seen} == {"1.2.3"}
+        built = [p for p in root.iterdir() if (p / "corral-env.json").exists()]
+        assert len(built) == 1  # two workers on the node, one build (the cache's lock)
+        assert {s["python"] for s in seen} == {str(built[0] / "bin" / "python")}
+        assert {w.info.environment for w in pool.workers} == {built[0].name}
+    with pytest.raises(corral.RemoteError, match="corral_ray_probe"):
+        with corral.ray.on(tags=["a"])(MODEL) as plain:  # no requirements: not there
+            plain.call("probe_version")
 
 
 def test_a_pool_that_needs_a_tag_no_node_has_fails_at_once_naming_it(cluster):
@@ -291,7 +310,7 @@ def test_serve_with_ray_answers_predictions_from_workers_on_the_cluster(cluster)
         with httpx.stream("POST", f"{base}/predictions", json={"input": {"x": 5}},
                           headers={"Accept": "text/event-stream"}, timeout=60) as events:
             text = "".join(events.iter_text())
-        assert "40" not in text and "50" in text
+        assert "event: completed" in text and '"output":50' in text
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out

@@ -70,6 +70,7 @@ class WorkerHost:
         self.codec = wire.Codec(self._spec.allow_pickle)
         self.worker: Any = None
         self.environment: str | None = None
+        self._env_log: list[str] = []  # the environment build's progress lines
         self._calls: dict[int, Any] = {}
         self._cancelled: set[int] = set()
         self._lock = threading.Lock()
@@ -106,7 +107,8 @@ class WorkerHost:
         # concurrent builds (several actors on one node) wait on its file lock.
         from ..plugins.envs import EnvironmentCache, default_root
 
-        return EnvironmentCache(root or default_root()).ensure(requirements)
+        return EnvironmentCache(root or default_root()).ensure(
+            requirements, progress=self._env_log.append)
 
     def _info(self) -> bytes:
         w = self.worker
@@ -114,7 +116,8 @@ class WorkerHost:
         return _encode(Info(node_id=ctx.get_node_id(), node_ip=ray.util.get_node_ip_address(),
                             hostname=socket.gethostname(), actor_pid=os.getpid(), pid=w.pid,
                             python=sys.version.split()[0], target=w.target_name,
-                            methods=w.methods, slots=w.slots, setup_logs=w.setup_logs,
+                            methods=w.methods, slots=w.slots,
+                            setup_logs=self._env_log + list(w.setup_logs),
                             environment=self.environment))
 
     @ray.method(concurrency_group=CONTROL)
