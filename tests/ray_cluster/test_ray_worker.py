@@ -99,6 +99,27 @@ def test_cancel_stops_the_call_in_the_model_process(on_b, tmp_path):
     assert on_b.call("echo", 1) == 1  # the worker goes on
 
 
+def test_closing_a_stream_stops_its_generator_in_the_model_process(on_b, tmp_path):
+    marker = str(tmp_path / "spin")
+    stream = on_b.stream("spin_stream", marker)
+    assert next(stream) == "started"
+    wait_until(lambda: os.path.exists(marker + ".started"), 30, "the generator to spin")
+    stream.close()
+    wait_until(lambda: os.path.exists(marker + ".stopped"), 15, "the generator to stop")
+
+    async def cancelled_task():
+        task = asyncio.ensure_future(on_b.acall("spin", marker + "2"))
+        while not os.path.exists(marker + "2.started"):
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancelled_task())
+    wait_until(lambda: os.path.exists(marker + "2.stopped"), 15, "the async call to stop")
+    assert on_b.call("echo", 2) == 2
+
+
 def test_a_timeout_stops_the_call_and_raises_call_timeout(on_b, tmp_path):
     marker = str(tmp_path / "spin")
     with pytest.raises(corral.CallTimeout):
@@ -161,6 +182,12 @@ def test_sigkill_of_the_model_process_is_a_crash_restarted_on_its_node(cluster, 
         assert after != before and w.pid == after
         assert w.node_id == node and w.info.actor_pid == actor_pid  # the actor stayed
         assert w.health().restarts == 1
+        fut = w.submit("wait_for", str(tmp_path / "never"))
+        wait_until(lambda: w.stats().busy == 1, 30, "the call to run")
+        w.stop(grace=0.5)
+        with pytest.raises(corral.WorkerStopped):
+            fut.result(timeout=30)
+        assert w.state == "stopped"
 
 
 def test_a_pool_places_every_worker_by_tag_and_spreads_the_calls(nodes):
@@ -209,20 +236,24 @@ def test_losing_a_node_mid_call_fails_its_calls_and_the_pool_recovers(cluster, n
     with corral.Pool(MODEL, workers=2, runner=placement) as pool:
         assert {w.node_id for w in pool.workers} == {b, c}
         lost = next(i for i, w in enumerate(pool.workers) if w.node_id == c)
-        on_c = pool.workers[lost]
+        on_c, on_b_worker = pool.workers[lost], pool.workers[1 - lost]
         go = tmp_path / "go"
-        # Both calls on the worker on C: fill its room (slots 1 + prefetch 1).
+        # B's worker full (slots 1 + prefetch 1), so the pool sends the idempotent call to C.
+        hold = [on_b_worker.submit("wait_for", str(go)) for _ in range(2)]
         plain = on_c.submit("wait_for", str(go))
         idem = pool.options(idempotent=True).submit("wait_for", str(go))
         wait_until(lambda: idem.worker is not None, 10, "the idempotent call to be sent")
-        assert idem.worker is pool.workers[1 - lost] or idem.worker is on_c
+        assert idem.worker is on_c
         cluster.remove_node(node_c, allow_graceful=False)
         with pytest.raises(corral.ray.NodeLost) as info:
             plain.result(timeout=30)
         assert info.value.node_id == c and c[:12] in str(info.value)
         assert isinstance(info.value, corral.WorkerCrashed)
+        wait_until(lambda: idem.attempts == 2 or idem.done(), 30, "the retry")
         go.touch()
-        assert idem.result(timeout=30) == "went on"  # retried on B if it was on C
+        assert idem.result(timeout=30) == "went on"  # run again, on B: by B's worker,
+        assert idem.attempts == 2 and idem.worker.node_id == b  # or C's replacement there
+        assert [h.result(timeout=30) for h in hold] == ["went on"] * 2
         wait_until(lambda: pool.ready == 2, 60, "the pool to be back to strength")
         assert {w.node_id for w in pool.workers} == {b}
         assert on_c.crashes and "died" in on_c.crashes[0].reason
