@@ -370,8 +370,10 @@ class Worker(Supervisor, CallSurface):
     # -- calls ------------------------------------------------------------------------------
 
     def dispatch(self, method: str, args: tuple, kwargs: dict, options: CallOptions,
-                 kind: CallKind) -> Any:
-        """Start one call (the Runner entry point; see ``host/caller.py``)."""
+                 kind: CallKind, on_sink: Any = None) -> Any:
+        """Start one call (the Runner entry point; see ``host/caller.py``). ``on_sink``, if
+        given, gets the call's sink before it is sent (to cancel a blocking call from
+        another thread: ``sink._cancel_with(sink._cancel_error())``)."""
         make = _SINKS[kind]
         blocking = kind is CallKind.CALL
         opts = options
@@ -389,6 +391,8 @@ class Worker(Supervisor, CallSurface):
                 if opts.context is not None:
                     to_wire(opts.context, allow_pickle=self.allow_pickle, where="context")
                 sink = make(next(self._ids), method, info.streams, opts)
+                if on_sink is not None:
+                    on_sink(sink)
                 if blocking:
                     sink.prepare_to_wait()
                 else:
@@ -403,6 +407,8 @@ class Worker(Supervisor, CallSurface):
                 call_id = next(self._ids)
                 payload = conn.encode_call(call_id, method, args, kwargs, opts)
                 sink = make(call_id, method, info.streams, opts)
+                if on_sink is not None:
+                    on_sink(sink)
                 if not blocking:
                     sink.worker = self
                 if timeout is not None:

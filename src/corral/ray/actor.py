@@ -18,6 +18,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 import msgspec
@@ -144,44 +145,66 @@ class WorkerHost:
 
     # -- calls ------------------------------------------------------------------------------
 
-    def _begin(self, msg: Any, blobs: tuple, kind: str) -> Any:
-        cid, method = msg.id, msg.method
+    def _decode_args(self, msg: Any, blobs: tuple) -> Any:
         try:
-            args, kwargs, context = self.codec.decode(msg.payload, blobs)
+            return self.codec.decode(msg.payload, blobs)
         except (ValueError, TypeError) as exc:
-            raise ProtocolError(f"call {cid} ({method}) arrived undecodable: {exc}") from None
+            raise ProtocolError(f"call {msg.id} ({msg.method}) arrived undecodable: "
+                                f"{exc}") from None
+
+    def _options(self, msg: Any, context: Any) -> Any:
         if context is None and msg.timeout is None and not msg.convert:
-            opts = self.worker  # a Worker is its own default options
-        else:
-            opts = self.worker.options(context=context, timeout=msg.timeout,
-                                       convert=msg.convert)
+            return self.worker  # a Worker is its own default options
+        return self.worker.options(context=context, timeout=msg.timeout, convert=msg.convert)
+
+    def _begin(self, msg: Any, blobs: tuple) -> Any:
+        """Start a watched call (a stream of its events and chunks), registered for
+        ``cancel``."""
+        args, kwargs, context = self._decode_args(msg, blobs)
+        opts = self._options(msg, context)
         with self._lock:
-            if cid in self._cancelled:
-                self._cancelled.discard(cid)
-                raise Cancelled(f"call {cid} ({method}) was cancelled")
-            sink = getattr(opts, kind)(method, *args, **kwargs)
-            self._calls[cid] = sink
+            if msg.id in self._cancelled:
+                self._cancelled.discard(msg.id)
+                raise Cancelled(f"call {msg.id} ({msg.method}) was cancelled")
+            sink = opts.watch(msg.method, *args, **kwargs)
+            self._calls[msg.id] = sink
         return sink
 
     def call(self, raw: bytes, *blobs: Any) -> Any:
         """One call (a ``wire.CallMsg`` and its blobs); its result (or error) with its
-        events, once it ended."""
+        events, once it ended. A blocking local call (it reads its own reply: no thread
+        hand-off), its sink registered for ``cancel``."""
+        from ..host.caller import CallKind
+
         try:
             msg = wire.read_call(raw)
-            cid = msg.id
-            fut = self._begin(msg, blobs, "submit")
+            cid, method = msg.id, msg.method
+            args, kwargs, context = self._decode_args(msg, blobs)
+            opts = self._options(msg, context)
         except BaseException as exc:  # noqa: BLE001 - the caller's error
             return wire.failed(exc)
+        sinks: list = []
+
+        def register(sink: Any) -> None:
+            sinks.append(sink)
+            with self._lock:
+                if cid in self._cancelled:  # cancelled before it got here
+                    self._cancelled.discard(cid)
+                    raise Cancelled(f"call {cid} ({method}) was cancelled")
+                self._calls[cid] = sink
+
         try:
-            value = fut.result()
+            value = self.worker.dispatch(method, args, kwargs, opts, CallKind.CALL,
+                                         on_sink=register)
             value_raw, out = self.codec.encode(value, "result")
         except BaseException as exc:  # noqa: BLE001
             return wire.failed(exc)
         finally:
             with self._lock:
                 self._calls.pop(cid, None)
-        events = [self.codec.encode_event(e) for e in fut.events] if fut.events else None
-        return wire.reply(wire.DONE, value_raw, out, fut.run_time or 0.0, events)
+        sink = sinks[0]
+        events = [self.codec.encode_event(e) for e in sink.events] if sink.events else None
+        return wire.reply(wire.DONE, value_raw, out, sink.run_time or 0.0, events)
 
     def stream(self, raw: bytes, *blobs: Any) -> Any:
         """One call, streamed (a Ray streaming generator): each event and chunk as the
@@ -189,7 +212,7 @@ class WorkerHost:
         try:
             msg = wire.read_call(raw)
             cid = msg.id
-            stream = self._begin(msg, blobs, "watch")
+            stream = self._begin(msg, blobs)
         except BaseException as exc:  # noqa: BLE001
             yield wire.failed(exc)
             return
@@ -220,8 +243,16 @@ class WorkerHost:
             if sink is None:
                 self._cancelled.add(cid)
                 return False
-        sink.cancel()
-        return True
+        error = sink._cancel_error()
+        # A sink registered a moment before its call is handed to the connection has no
+        # owner to cancel it yet: try again until it has, or the call has ended.
+        for _ in range(1000):
+            if sink._cancel_with(error):
+                return True
+            if self._calls.get(cid) is not sink:
+                return False
+            time.sleep(0.001)
+        return False
 
     # -- introspection and control ----------------------------------------------------------
 
