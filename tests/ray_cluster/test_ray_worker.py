@@ -349,3 +349,18 @@ def test_serve_with_ray_answers_predictions_from_workers_on_the_cluster(cluster)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_plugin_manager_drives_ray_workers_unchanged(cluster, nodes, tmp_path):
+    from plugins.manager_helpers import make_plugin
+
+    from corral.plugins.manager import PluginManager
+
+    make_plugin(tmp_path, "tool")
+    with PluginManager([str(tmp_path)], entry_points=False,
+                       runner=corral.ray.on(tags=["a"])) as manager:
+        handle = manager.load("tool", {"size": 3})
+        assert isinstance(handle.worker, corral.ray.RayWorker)
+        assert handle.worker.node_id == nodes["a"]
+        assert manager.call("tool", "describe")["size"] == 3
+        assert list(handle.worker.stream("count", 3)) == [0, 1, 2]
