@@ -60,7 +60,13 @@ def no_leftovers():
     yield
     # An actor ended by stop() takes its model process down with it a moment later (its
     # keeper sees the actor go).
-    wait_until(lambda: not [p for p in _corral_workers() if p.pid not in before], 15,
-               "the corral worker processes of the test to end")
+    def left() -> list:
+        return [p for p in _corral_workers() if p.pid not in before]
+
+    try:
+        wait_until(lambda: not left(), 15, "the corral worker processes of the test to end")
+    except AssertionError:
+        raise AssertionError(f"test left processes running: "
+                             f"{[(p.pid, p.cmdline()) for p in left()]}") from None
     new = {n for n in set(os.listdir("/dev/shm")) - shm_before if "corral" in n}
     assert not new, f"test left shared memory segments: {new}"

@@ -154,6 +154,35 @@ def test_a_100_mb_array_goes_and_comes_back_exact(on_b):
     assert np.array_equal(back, arr * 2)
     big_bytes = os.urandom(3 * 2**20)
     assert on_b.call("echo", big_bytes) == big_bytes
+    pieces = list(on_b.stream("ramps", 2**18, 4))  # 2 MiB chunks, streamed
+    assert len(pieces) == 4 and np.array_equal(np.concatenate(pieces), arr[:2**20])
+
+
+def test_a_killed_actor_fails_its_calls_with_node_lost_and_is_replaced(cluster, nodes,
+                                                                      tmp_path):
+    with corral.ray.on(tags=["a"])(MODEL) as w:
+        model_pid, actor_pid = w.pid, w.info.actor_pid
+        fut = w.submit("wait_for", str(tmp_path / "never"))
+        wait_until(lambda: w.stats().busy == 1, 30, "the call to run")
+        os.kill(actor_pid, signal.SIGKILL)
+        with pytest.raises(corral.ray.NodeLost) as info:
+            fut.result(timeout=30)
+        assert info.value.node_id == nodes["a"]
+        wait_until(lambda: w.state == "ready", 60, "the replacement")
+        assert w.info.actor_pid != actor_pid and w.node_id == nodes["a"]
+        assert w.call("echo", 3) == 3 and w.health().restarts == 1
+        assert len(w.crashes) == 1
+        # the old model process went with its actor (its keeper saw the actor go)
+        wait_until(lambda: not _alive(model_pid), 15, "the old model process to end")
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def test_describe_health_stats_and_reload(on_b):
@@ -352,9 +381,8 @@ def test_serve_with_ray_answers_predictions_from_workers_on_the_cluster(cluster)
 
 
 def test_the_plugin_manager_drives_ray_workers_unchanged(cluster, nodes, tmp_path):
-    from plugins.manager_helpers import make_plugin
-
     from corral.plugins.manager import PluginManager
+    from plugins.manager_helpers import make_plugin
 
     make_plugin(tmp_path, "tool")
     with PluginManager([str(tmp_path)], entry_points=False,
