@@ -247,6 +247,17 @@ def test_requirements_get_an_environment_built_once_on_the_node(cluster, tmp_pat
             plain.call("probe_version")
 
 
+def test_a_setup_that_fails_on_the_node_raises_setup_error_here(cluster):
+    worker = corral.ray.on(tags=["a"])(fixture_ref("basic:Basic"),
+                                       config={"fail_setup": True})
+    with pytest.raises(corral.SetupError) as info:
+        worker.start()
+    assert "basic.py" in info.value.remote_traceback
+    assert worker.state == "failed"
+    with pytest.raises(corral.InvalidState):
+        worker.call("greet", "x")
+
+
 def test_a_pool_that_needs_a_tag_no_node_has_fails_at_once_naming_it(cluster):
     pool = corral.Pool(MODEL, workers=2, runner=corral.ray.on(tags=["tpu"]))
     with pytest.raises(corral.ray.NoNodeFits, match="tag 'tpu'") as info:
