@@ -500,7 +500,13 @@ class RayWorker(CallSurface):
         actor = self._actor
         if actor is None or self._state not in ("ready",):
             raise self._not_callable()
-        return _ray().get(getattr(actor, method).remote(*args), timeout=timeout)
+        ray = _ray()
+        try:
+            return ray.get(getattr(actor, method).remote(*args), timeout=timeout)
+        except ray.exceptions.RayError as exc:
+            if isinstance(exc, ray.exceptions.GetTimeoutError):
+                raise
+            raise self._ray_error(exc, actor) from None
 
     def health(self, timeout: float = 5.0) -> Health:
         """The worker's health, asked of the Worker on its node (``failed`` if the actor
@@ -524,9 +530,13 @@ class RayWorker(CallSurface):
 
     def stats(self) -> Stats:
         """The Worker's counters on its node (one round trip)."""
+        idle = Stats(self.pid, None, 0, 0, 0, self.slots, 0.0, self._replacements, 0)
         if self._state != "ready":
-            return Stats(self.pid, None, 0, 0, 0, self.slots, 0.0, self._replacements, 0)
-        stats = msgspec.msgpack.decode(self._ask("stats", timeout=30.0), type=Stats)
+            return idle
+        try:
+            stats = msgspec.msgpack.decode(self._ask("stats", timeout=30.0), type=Stats)
+        except (WorkerCrashed, InvalidState):  # lost meanwhile: its state says so
+            return idle
         return msgspec.structs.replace(stats, restarts=stats.restarts + self._replacements)
 
     def describe(self, timeout: float | None = 30.0) -> dict[str, Any]:
