@@ -246,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     results["notes"] = [
         "A corral no-op pays, beyond the bare actor call: the encode of the call and the "
         "decode of the reply with corral's codec on both ends, and the local Worker's round "
-        "trip to the model process over its Unix socket (with a thread hand-off in the "
-        "actor: the call waits on a future so that a cancel can reach it).",
+        "trip to the model process over its Unix socket (a blocking local call that reads "
+        "its own reply), and the argument and return value Ray serialises.",
         "The array: the host hands its bytes to Ray as a uint8 array (Ray's object store, "
         "no pickle of the bytes); the actor builds the array on the object store's buffer "
         "and the local Worker copies it once into shared memory for the model process. "
