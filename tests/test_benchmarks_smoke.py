@@ -333,6 +333,30 @@ def test_bench_remote_smoke(tmp_path):
 
 
 @pytest.mark.timeout(180)
+def test_bench_streams_smoke(tmp_path):
+    """bench_streams.py --smoke: 3-stage forward vs 3 calls, a big intermediate in one worker
+    vs through the host, streamed chunks/s vs a Pipe loop, host RSS with a slow reader."""
+    data = run_bench(tmp_path, "streams", "# corral streams and pipelines benchmark", 170)
+    assert data["meta"]["mode"] == "smoke"
+    for label in ("small", "1mb"):
+        for key in ("pipeline_us", "three_calls_us", "ratio"):
+            _positive(data["forward"][label][key], ("forward", label, key))
+    for key in ("one_worker_ms", "handed_over_ms", "through_host_ms", "ratio",
+                "ratio_one_worker"):
+        _positive(data["big_intermediate"][key], ("big_intermediate", key))
+    for label in ("1kib", "1mib"):
+        for key in ("corral_chunks_per_s", "pipe_chunks_per_s", "ratio"):
+            _positive(data["chunks"][label][key], ("chunks", label, key))
+    slow = data["slow_reader"]
+    assert slow["window_8"]["peak_growth_mib"] >= 0
+    assert slow["unbounded"]["peak_growth_mib"] >= 0
+    for key in ("pipeline_us", "three_calls_us", "ratio"):
+        _positive(data["forward_keep_heap"]["1mb"][key], ("forward_keep_heap", key))
+    assert len(data["rows"]) == 8
+    assert data["leftover_children"] == []
+
+
+@pytest.mark.timeout(180)
 def test_bench_ray_smoke(tmp_path):
     """bench_ray.py --smoke: a corral Ray worker against a bare Ray actor on a local
     cluster (no-op, a big array), pool throughput on 1 and 2 nodes; tiny sizes."""

@@ -6,10 +6,11 @@ import importlib
 import corral
 
 PUBLIC = {
-    "__version__", "Worker", "Pool", "PluginManager", "Runner", "Restart", "current", "File",
+    "__version__", "Worker", "Pool", "PluginManager", "Runner", "Restart", "Pipeline", "current",
+    "File",
     "empty", "zeros",
     "CorralError", "InvalidState", "MethodNotFound", "ArgumentError", "RemoteError",
-    "Cancelled", "CallTimeout", "QueueFull", "WorkerError", "WorkerStartupError",
+    "Cancelled", "CallTimeout", "QueueFull", "StreamInputError", "WorkerError", "WorkerStartupError",
     "SetupError", "WorkerCrashed", "WorkerStopped", "WorkerUnavailable", "ProtocolError",
     "UndecodableValue", "PluginError", "ManifestError", "PluginNotFound", "PluginNotLoaded",
     "PluginBusy", "EnvironmentBuildError", "EnvironmentInUse", "ConfigError",

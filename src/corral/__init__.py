@@ -30,6 +30,7 @@ from .exceptions import (
     RemoteError,
     RequirementsError,
     SetupError,
+    StreamInputError,
     UndecodableValue,
     WorkerCrashed,
     WorkerError,
@@ -48,6 +49,7 @@ if _TYPE_CHECKING:
     from .host.pool import AsyncPoolFuture, Pool, PoolFuture, PoolHealth, PoolStats
     from .host.supervisor import Crash, Restart
     from .host.worker import Health, Stats, Worker
+    from .pipeline import Pipeline
     from .plugins.manager import PluginManager
     from .protocol.shm import empty, zeros
     from .remote.client import aconnect, connect
@@ -78,6 +80,7 @@ _LAZY_NAMES = {
     "connect": "corral.remote.client",
     "aconnect": "corral.remote.client",
     "RemoteWorker": "corral.remote.worker",
+    "Pipeline": "corral.pipeline",
 }
 
 __all__ = [
@@ -88,6 +91,7 @@ __all__ = [
     "PluginManager",
     "Runner",
     "Restart",
+    "Pipeline",
     # inside a target
     "current",
     "File",
@@ -102,6 +106,7 @@ __all__ = [
     "Cancelled",
     "CallTimeout",
     "QueueFull",
+    "StreamInputError",
     "WorkerError",
     "WorkerStartupError",
     "SetupError",

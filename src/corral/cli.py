@@ -429,6 +429,12 @@ def schema(target: str, method: str | None) -> None:
                    "127.0.0.1/32 (repeatable; default: $CORRAL_WEBHOOK_ALLOW).")
 @click.option("--webhook-throttle", type=click.FloatRange(min=0), default=0.5,
               show_default=True, help="Seconds between two output/logs webhook sends.")
+@click.option("--fetch-allow", "fetch_allow", multiple=True, metavar="CIDR",
+              envvar="CORRAL_FETCH_ALLOW",
+              help="A network http(s) URL file inputs may be fetched from besides public "
+                   "addresses (repeatable; default: $CORRAL_FETCH_ALLOW).")
+@click.option("--no-fetch-inputs", is_flag=True,
+              help="Refuse http(s) URL file inputs instead of fetching them.")
 @click.option("--max-log-bytes", type=click.IntRange(min=0), default=None,
               help="Log bytes kept per prediction, the oldest dropped first "
                    "[default: $CORRAL_MAX_LOG_BYTES or 1 MiB].")
@@ -463,7 +469,8 @@ def serve(target: str | None, host: str, port: int, slots: int | None, workers: 
           max_queue: int, token_file: str | None, insecure: bool, file_outputs: str,
           public_url: str | None, allowed_hosts: tuple[str, ...],
           allowed_origins: tuple[str, ...], allow_shutdown: bool,
-          webhook_allow: tuple[str, ...], webhook_throttle: float, max_log_bytes: int | None,
+          webhook_allow: tuple[str, ...], webhook_throttle: float,
+          fetch_allow: tuple[str, ...], no_fetch_inputs: bool, max_log_bytes: int | None,
           header_timeout: float, body_timeout: float, keep_alive_timeout: float,
           max_connections: int, no_playground: bool, train: bool, requirements: str | None,
           ray_address: str | None, ray_tags: tuple[str, ...], ray_cpus: float,
@@ -479,7 +486,8 @@ def serve(target: str | None, host: str, port: int, slots: int | None, workers: 
     GET /openapi.json, POST /shutdown, GET /metrics, GET /files/{id}, /trainings for a
     target with train(), and a browser playground at / and /playground (a form built from
     the schema; --no-playground turns it off). Predictions call the target's predict() (or
-    a Cog runner's run()); file inputs come as data: URLs or multipart uploads. With a
+    a Cog runner's run()); file inputs come as data: URLs, multipart uploads or http(s)
+    URLs the server fetches (public addresses only, unless --fetch-allow). With a
     token every route but /health-check and the playground's static files needs
     "Authorization: Bearer TOKEN".
 
@@ -499,32 +507,21 @@ def serve(target: str | None, host: str, port: int, slots: int | None, workers: 
     public addresses only, slow clients are timed out, each prediction keeps at most
     --max-log-bytes of logs.
     """
-    token: str | None
-    if token_file is not None:
-        with open(token_file, encoding="utf-8") as f:
-            token = f.read().strip()
-        if not token:
-            raise Failure(f"the token file {token_file} is empty", EXIT_USAGE)
-    else:
-        token = os.environ.get("CORRAL_TOKEN") or None
+    token = _read_token(token_file)
     try:
         from .server import serve as run_server
-        from .server.auth import check_binding
     except ImportError as exc:
         raise Failure(f"serving needs the server extra (pip install 'corral[server]'): "
                       f"{exc}") from None
-    try:
-        check_binding(host, token, insecure)
-    except ValueError as exc:
-        raise Failure(f"{exc} (--token-file, CORRAL_TOKEN or --insecure)", EXIT_USAGE) \
-            from None
+    _check_binding(host, token, insecure)
     from .server.connections import ConnectionLimits
-    from .server.webhook_urls import parse_networks
+    from .server.outbound import parse_networks
 
-    try:
-        parse_networks(webhook_allow)
-    except ValueError as exc:
-        raise Failure(f"--webhook-allow: {exc}", EXIT_USAGE) from None
+    for option, nets in (("--webhook-allow", webhook_allow), ("--fetch-allow", fetch_allow)):
+        try:
+            parse_networks(nets)
+        except ValueError as exc:
+            raise Failure(f"{option}: {exc}", EXIT_USAGE) from None
     from . import Pool
 
     on_ray = ray_address is not None
@@ -555,6 +552,7 @@ def serve(target: str | None, host: str, port: int, slots: int | None, workers: 
                    allowed_hosts=allowed_hosts or None, allowed_origins=allowed_origins,
                    allow_shutdown=allow_shutdown, webhook_allow=webhook_allow,
                    webhook_throttle=webhook_throttle, max_log_bytes=max_log_bytes,
+                   fetch_inputs=not no_fetch_inputs, fetch_allow=fetch_allow,
                    limits=ConnectionLimits(header_timeout, body_timeout, keep_alive_timeout,
                                            max_connections),
                    playground=not no_playground, train_mode=train)
@@ -639,6 +637,17 @@ def _read_token(token_file: str | None) -> str | None:
     return token
 
 
+def _check_binding(host: str, token: str | None, insecure: bool) -> None:
+    """Refuse (a usage error) to serve beyond loopback without a token, unless insecure."""
+    from .server.auth import check_binding
+
+    try:
+        check_binding(host, token, insecure)
+    except ValueError as exc:
+        raise Failure(f"{exc} (--token-file, CORRAL_TOKEN or --insecure)", EXIT_USAGE) \
+            from None
+
+
 class _Size(click.ParamType):
     name = "SIZE"
 
@@ -713,15 +722,10 @@ def host(host: str, port: int, token_file: str | None, insecure: bool, store: st
     try:
         from .remote.server import serve_host
         from .remote.state import HostLimits
-        from .server.auth import check_binding
     except ImportError as exc:
         raise Failure(f"corral host needs the server and remote extras (pip install "
                       f"'corral[server,remote]'): {exc}") from None
-    try:
-        check_binding(host, token, insecure)
-    except ValueError as exc:
-        raise Failure(f"{exc} (--token-file, CORRAL_TOKEN or --insecure)", EXIT_USAGE) \
-            from None
+    _check_binding(host, token, insecure)
     limits = HostLimits(max_upload=max_upload, max_chunk=max_chunk, max_frame=max_frame,
                         max_instances=max_instances, max_connections=max_connections,
                         idle_timeout=idle_timeout, send_timeout=send_timeout, linger=linger)

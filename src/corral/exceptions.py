@@ -11,6 +11,7 @@
      ├── Cancelled ............... the call was cancelled (also a concurrent.futures.CancelledError)
      ├── CallTimeout ............. the call ran past its ``timeout`` and was stopped (also a TimeoutError)
      ├── QueueFull ............... a Pool's queue is full
+     ├── StreamInputError ........ the iterator given as a streamed argument raised (its ``__cause__``)
      ├── WorkerError ............. the worker process itself is broken, or was stopped
      │    ├── WorkerStartupError . it never became ready: interpreter, handshake or version mismatch
      │    │    └── SetupError .... loading the target or its ``setup()`` raised
@@ -56,6 +57,7 @@ __all__ = [
     "Cancelled",
     "CallTimeout",
     "QueueFull",
+    "StreamInputError",
     "PluginError",
     "ManifestError",
     "PluginNotFound",
@@ -363,6 +365,18 @@ class CallTimeout(CorralError, TimeoutError):
 
 class QueueFull(CorralError):
     """Raised when a call would wait in a queue that is already full (``Pool(max_queue=)``)."""
+
+
+class StreamInputError(CorralError):
+    """Raised for a call whose streamed argument (an iterator, generator or async iterator
+    given as an argument) raised while producing its chunks: the call was cancelled in the
+    worker. The producer's exception is the ``__cause__``; ``argument`` says which one
+    (``args[0]``, ``kwargs['audio']``) and ``chunks`` how many chunks it had produced."""
+
+    def __init__(self, message: str, argument: str = "", chunks: int = 0):
+        self.argument = argument
+        self.chunks = chunks
+        super().__init__(message)
 
 
 class PluginError(CorralError):

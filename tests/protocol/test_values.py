@@ -653,7 +653,15 @@ MESSAGE_STRATEGIES: dict[type, st.SearchStrategy] = {
     m.Pong: st.builds(m.Pong, seq=ids, busy=st.integers(0, 1000)),
     m.WorkerLog: st.builds(m.WorkerLog, stream=st.sampled_from(["stdout", "stderr"]), text=st.text()),
     m.Call: st.builds(m.Call, id=ids, method=small_text, args=st.lists(values, max_size=3),
-                      kwargs=config_dicts, context=st.none() | config_dicts),
+                      kwargs=config_dicts, context=st.none() | config_dicts,
+                      streams=st.none() | st.builds(
+                          m.CallStreams, window=st.integers(0, 1 << 20),
+                          inputs=st.none() | st.lists(st.lists(st.integers(0, 8) | small_text,
+                                                               min_size=2, max_size=2)))),
+    m.Credit: st.builds(m.Credit, id=ids, n=st.integers(0, 1 << 20)),
+    m.InChunk: st.builds(m.InChunk, id=ids, slot=st.integers(0, 8), value=values),
+    m.InEnd: st.builds(m.InEnd, id=ids, slot=st.integers(0, 8)),
+    m.InCredit: st.builds(m.InCredit, id=ids, slot=st.integers(0, 8), n=st.integers(0, 1 << 20)),
     m.Log: st.builds(m.Log, id=ids, stream=st.sampled_from(["stdout", "stderr"]), text=st.text()),
     m.Progress: st.builds(m.Progress, id=ids, step=finite, total=st.none() | finite,
                           phase=st.none() | small_text),
@@ -672,7 +680,7 @@ def test_message_strategies_cover_every_message():
 def to_wire_message(msg: Any) -> Any:
     """What the sending side puts on the wire: Any fields go through the value codec."""
     replace = msgspec.structs.replace
-    if isinstance(msg, (m.Done, m.Chunk, m.Metric)):
+    if isinstance(msg, (m.Done, m.Chunk, m.Metric, m.InChunk)):
         return replace(msg, value=to_wire(msg.value))
     if isinstance(msg, m.Call):
         args, kwargs = args_to_wire(tuple(msg.args), msg.kwargs)
@@ -711,8 +719,8 @@ def test_every_message_round_trips_in_its_direction(cls, data):
 def test_messages_are_compact():
     enc = make_encoder().encode
     # (array_like Structs still write trailing defaults: one byte each for the optional
-    # context, the piggybacked shared-memory release and the convert flag)
-    assert len(enc(m.Call(1, "predict", [1], {}))) <= 17
+    # context, the piggybacked shared-memory release, the convert flag and the streams)
+    assert len(enc(m.Call(1, "predict", [1], {}))) <= 18
     assert len(enc(m.Done(1, 2, 0.001))) <= 16
 
 
@@ -720,7 +728,7 @@ def test_old_peer_tolerates_new_trailing_fields_and_new_peer_old_messages():
     enc = msgspec.msgpack.encode
     dec = make_decoder(m.HostData)
     # A newer host may append fields: an older worker ignores them.
-    call = dec.decode(enc([21, 5, "predict", [1], {"k": 2}, None, None, False,
+    call = dec.decode(enc([21, 5, "predict", [1], {"k": 2}, None, None, False, None,
                            "some future field", 3]))
     assert call == m.Call(5, "predict", [1], {"k": 2}, None)
     # An older host omits trailing defaulted fields.

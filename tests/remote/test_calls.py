@@ -141,12 +141,21 @@ def test_100mb_array_both_ways(model):
 
 def test_stop_ends_the_processes_even_in_a_busy_loop(session, program):
     w = session.launch(program, target="remote_model.py:Model")
-    pid = w.pid
+    worker = psutil.Process(w.pid)
+    keeper = worker.parent()  # the worker's keeper (on Linux), which ends right after it
+    if keeper.name() != "corral-keeper":
+        keeper = worker
     w.submit("busy")
     wait_until(lambda: w.stats().busy == 1, 30, "the busy call to run")
     w.stop(grace=0.5)
-    wait_until(lambda: not psutil.pid_exists(pid) or
-               psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10, "the worker to end")
+
+    def ended(p):
+        try:
+            return p.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(lambda: ended(worker) and ended(keeper), 10, "the worker and its keeper to end")
     with pytest.raises(corral.InvalidState):
         w.call("noop")
 
@@ -154,10 +163,25 @@ def test_stop_ends_the_processes_even_in_a_busy_loop(session, program):
 def test_pool_instance(session, program):
     with session.launch(program, target="remote_model.py:Model", workers=2) as w:
         assert len(w.pids) == 2
-        assert sorted(set(w.map("pid", [()] * 8) if False else [])) == []
         futs = [w.submit("nap", 0.2) for _ in range(4)]
         assert [f.result(30) for f in futs] == [0.2] * 4
         assert len(w.stats().workers) == 2
+
+
+def test_a_local_pool_spreads_its_calls_over_remote_instances(session, program):
+    # One slot each and no prefetch: two calls at once must go to both instances.
+    pool = corral.Pool("remote_model.py:Model", workers=2, slots=1, prefetch=0,
+                       runner=session.runner(program))
+    with pool:
+        remote = pool.workers
+        assert len({w.id for w in remote}) == 2 and len(session.instances()) == 2
+        futs = [pool.submit("nap", 0.2) for _ in range(2)]
+        assert [f.result(30) for f in futs] == [0.2, 0.2]
+        assert [w.stats().calls_served for w in remote] == [1, 1]
+        assert sorted(pool.map("add", [1, 2, 3], [10, 20, 30])) == [11, 22, 33]
+    assert session.instances() == []  # the pool stopped its instances with itself
+    with pytest.raises(corral.InvalidState):
+        remote[0].call("noop")
 
 
 def test_a_bundle_with_a_manifest_runs_in_its_own_environment(session, tmp_path):

@@ -19,13 +19,20 @@ def _gone(pid):
         return True
 
 
+def _and_keeper(pid):
+    """The pids of a live worker and of its keeper (on Linux), which ends a reap after it."""
+    parent = psutil.Process(pid).parent()
+    return [pid] + ([parent.pid] if parent.name() == "corral-keeper" else [])
+
+
 def test_disconnect_ends_the_instances_launched_in_the_session(host, program):
     s = host.connect()
     w = s.launch(program, target="remote_model.py:Model")
     pid = w.pid
     assert w.call("pid") == pid
+    pids = _and_keeper(pid)
     s._link.close()  # the connection just ends (no goodbye)
-    wait_until(lambda: _gone(pid), 30, "the instance to end with its session")
+    wait_until(lambda: all(map(_gone, pids)), 30, "the instance (and keeper) to end")
 
 
 def test_close_waits_until_the_instances_stopped(host, program):

@@ -58,7 +58,7 @@ def test_bad_file_inputs_are_422_naming_the_field():
         for bad, words in [("data:text/plain;base64,@@@@", "base64"),
                            ("data:text/plain;base64", "data:[<type>]"),
                            ("data:nonsense;base64,aGk=", "type/subtype"),
-                           ("https://example.com/x.png", "not fetched"),
+                           ("ftp://example.com/x.png", "never read"),
                            ("/etc/passwd", "never read"),
                            ("file:///etc/passwd", "never read")]:
             r = c.post("/predictions", json={"input": {"doc": bad}})

@@ -50,7 +50,11 @@ def test_a_failed_prediction_is_200_with_status_failed():
         assert r.status_code == 200
         body = r.json()
         assert body["status"] == "failed"
-        assert "bad x: 3" in body["error"]
+        assert body["error"] == "bad x: 3"
+        # The model's traceback ends the logs, as under Cog: its frame and the exception.
+        assert "Traceback (most recent call last)" in body["logs"]
+        assert body["logs"].rstrip().endswith("ValueError: bad x: 3")
+        assert "cogish.py" in body["logs"]
         assert body["output"] is None
         assert body["completed_at"] is not None
         # the worker is still usable

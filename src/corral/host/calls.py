@@ -59,6 +59,10 @@ class CallRecord:
     run_time: float | None
     #: The runner it was sent to (set by its runner for futures and streams).
     worker: Any = None
+    #: Output credit (host/flow.py) of a flow-controlled stream, and the feeder of the
+    #: call's streamed arguments (host/instream.py); class-level None for every other call.
+    _flow: Any = None
+    _feed: Any = None
 
     def _init_record(self, call_id: int, method: str, on_event: EventCallback | None,
                      streams: bool = False) -> None:
@@ -304,7 +308,16 @@ class CallStream(CallRecord):
         if type(item) is _Raise:
             self._finished = True
             raise item.exc
+        flow = self._flow
+        if flow is not None and (not self._yield_events or type(item) is m.Chunk):
+            flow.took()  # (credit for the worker to send another)
         return item
+
+    @property
+    def buffered(self) -> int:
+        """Chunks (or events) received and not read yet: with flow control, at most the
+        worker's ``stream_window`` chunks."""
+        return self._queue.qsize()
 
     def __enter__(self) -> "CallStream":
         return self
@@ -432,7 +445,15 @@ class AsyncCallStream(CallRecord):
         if type(item) is _Raise:
             self._finished = True
             raise item.exc
+        flow = self._flow
+        if flow is not None and (not self._inner._yield_events or type(item) is m.Chunk):
+            flow.took()
         return item
+
+    @property
+    def buffered(self) -> int:
+        """Chunks (or events) received and not read yet (see ``CallStream.buffered``)."""
+        return self._queue.qsize() + self._inner._queue.qsize()
 
     async def aclose(self) -> None:
         """Stop reading; a call still running is cancelled in the worker."""

@@ -134,10 +134,12 @@ class Connection:
     # -- calls ------------------------------------------------------------------------------
 
     def encode_call(self, call_id: int, method: str, args: tuple, kwargs: dict,
-                    options: Any) -> bytes:
+                    options: Any, window: int = 0, inputs: list | None = None) -> bytes:
         """The one way a Call is put on the wire: the arguments and ``options.context``
         through the value codec (big values into shared memory), the leases this side
-        ended carried along, the frame's size checked (ValueError beyond max_frame)."""
+        ended carried along, the frame's size checked (ValueError beyond max_frame).
+        ``window`` and ``inputs``: flow control and streamed arguments (host/flow.py,
+        host/instream.py)."""
         allow_pickle = self._allow_pickle
         if args or kwargs:
             args, kwargs = args_to_wire(args, kwargs, allow_pickle, self.exporter)
@@ -146,8 +148,9 @@ class Connection:
         context = options.context
         if context is not None:
             context = to_wire(context, allow_pickle=allow_pickle, where="context")
+        streams = m.CallStreams(window, inputs) if window or inputs else None
         payload = self.encode(m.Call(call_id, method, args, kwargs, context,
-                                     self.shm.take_release(), options.convert))
+                                     self.shm.take_release(), options.convert, streams))
         if len(payload) > self._max_frame:
             raise too_large(len(payload), self._max_frame)
         return payload
@@ -282,6 +285,21 @@ class Connection:
         except OSError:
             pass  # the reader sees the worker's end and fails every pending call
 
+    def send_stream(self, msg: Any) -> None:
+        """Send a message of a streamed argument (host/instream.py) on the data channel.
+        Outside the call window: the call's own credit bounds what is in flight."""
+        payload = self.encode(msg)
+        if len(payload) > self._max_frame:
+            raise ValueError(f"a chunk of a streamed argument makes a frame of "
+                             f"{len(payload)} bytes, beyond the frame limit of "
+                             f"{self._max_frame} bytes (max_frame); big bytes and arrays "
+                             "cross through shared memory, other values must fit")
+        self._data_out.send_frame(payload)
+
+    def holds(self, sink: Any) -> bool:
+        """True while ``sink``'s call is pending here (not ended, failed or cancelled)."""
+        return self._pending.get(sink.id) is sink
+
     def in_flight(self) -> int:
         """Calls sent or waiting that have not finished."""
         return len(self._pending)
@@ -361,6 +379,9 @@ class Connection:
                 try:
                     if kind is m.Chunk:
                         sink._chunk(msg.value)
+                    elif kind is m.InCredit:
+                        if sink._feed is not None:  # (None: a cancelled call's placeholder)
+                            sink._feed.credit(msg.slot, msg.n)
                     else:
                         sink._event(msg)
                 except Exception as exc:  # noqa: BLE001 - the caller is gone (its loop closed)
@@ -585,6 +606,7 @@ class _Abandoned:
     the window and drops everything else the worker sends for it."""
 
     __slots__ = ("id", "method", "_sent", "_size", "_timer", "_finished")
+    _feed = None  # (its InCredit are dropped: the feeder stops)
 
     def __init__(self, call_id: int, method: str, size: int):
         self.id = call_id

@@ -37,6 +37,8 @@ from . import registry, signals
 from .caller import CallKind, CallOptions, CallSurface, Usage, check_positive
 from .calls import AsyncCallFuture, AsyncCallStream, BlockingCall, CallFuture, CallStream
 from .connection import Connection
+from .flow import OutCredit
+from .instream import Feed
 from .launch import HELLO_TIMEOUT, LaunchSpec, describe_target, launch, setup_error, target_spec
 from .process import WorkerProcess
 from .supervision import (
@@ -152,6 +154,12 @@ class Worker(Supervisor, CallSurface):
     returns once the config fits, the worker has no methods, and you stop it (a
     pre-flight check that costs only the import of the target's module).
 
+    Streams are flow-controlled both ways with a window of ``stream_window`` chunks: a
+    ``stream()`` of a generator has at most that many chunks in flight or waiting on the
+    host, so a slow reader slows the generator down; an argument given as an iterator,
+    generator or async iterator is streamed to the worker chunk by chunk (the method
+    receives an iterator), at most that many chunks ahead of the method (docs/streams.md).
+
     Use it as a context manager, or call ``start()`` and ``stop()``::
 
         with corral.Worker("examples/echo/echo.py:Echo") as w:
@@ -168,7 +176,7 @@ class Worker(Supervisor, CallSurface):
                  oob_threshold: int = DEFAULT_THRESHOLD, restart: Any = True,
                  timeout: float | None = None, cancel_grace: float = 2.0,
                  max_calls: int | None = None, max_rss: int | None = None,
-                 check_config: bool | str = False):
+                 check_config: bool | str = False, stream_window: int = 32):
         if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
             raise ValueError(f"slots must be an int >= 1, not {slots!r}")
         if not isinstance(prefetch, int) or prefetch < 0:
@@ -181,7 +189,9 @@ class Worker(Supervisor, CallSurface):
         check_positive("cancel_grace", cancel_grace)
         check_positive("max_calls", max_calls, int)
         check_positive("max_rss", max_rss, int)
+        check_positive("stream_window", stream_window, int)
         CallSurface.__init__(self)
+        self.stream_window = stream_window
         self.target = target
         self.config = dict(config or {})
         self.slots = slots
@@ -387,10 +397,18 @@ class Worker(Supervisor, CallSurface):
                 info = self.method_info(method)
                 # Encoded for real once the process is ready; checked now, so that a value
                 # that cannot be sent raises here as it would at any other time.
-                args_to_wire(args, kwargs, self.allow_pickle, None)
+                try:
+                    args_to_wire(args, kwargs, self.allow_pickle, None)
+                except TypeError:
+                    feed = Feed.split(args, kwargs, self.stream_window)
+                    if feed is None:
+                        raise
+                    args_to_wire(feed.args, feed.kwargs, self.allow_pickle, None)
                 if opts.context is not None:
                     to_wire(opts.context, allow_pickle=self.allow_pickle, where="context")
                 sink = make(next(self._ids), method, info.streams, opts)
+                if info.streams and kind.streams:
+                    sink._flow = OutCredit(sink.id, self.stream_window)
                 if on_sink is not None:
                     on_sink(sink)
                 if blocking:
@@ -405,8 +423,19 @@ class Worker(Supervisor, CallSurface):
             else:
                 conn, info = self._callable(method)
                 call_id = next(self._ids)
-                payload = conn.encode_call(call_id, method, args, kwargs, opts)
+                window = self.stream_window if info.streams and kind.streams else 0
+                feed = None
+                try:
+                    payload = conn.encode_call(call_id, method, args, kwargs, opts, window)
+                except TypeError:  # (an iterator argument is not a value: it is streamed)
+                    feed = Feed.split(args, kwargs, self.stream_window)
+                    if feed is None:
+                        raise
+                    payload = conn.encode_call(call_id, method, feed.args, feed.kwargs, opts,
+                                               window, feed.inputs)
                 sink = make(call_id, method, info.streams, opts)
+                if window:
+                    sink._flow = OutCredit(call_id, window, conn)
                 if on_sink is not None:
                     on_sink(sink)
                 if not blocking:
@@ -422,6 +451,8 @@ class Worker(Supervisor, CallSurface):
                     sink.prepare_to_wait()
                     conn.submit(call_id, payload, sink)
                     leading = False
+                if feed is not None:
+                    feed.start(conn, sink, self.allow_pickle)
                 self._calls_left -= 1
                 if self._calls_left == 0:  # (after registering: the recycle waits for it)
                     self._begin_recycle(f"max_calls={self.max_calls}")
@@ -451,11 +482,22 @@ class Worker(Supervisor, CallSurface):
         assert conn is not None
         if method not in self.methods:  # the reloaded or restarted target lost it
             return MethodNotFound(method, sorted(self.methods))
+        flow = sink._flow
+        feed = Feed.split(args, kwargs, self.stream_window)
+        if feed is not None:
+            args, kwargs = feed.args, feed.kwargs
         try:
-            payload = conn.encode_call(sink.id, method, args, kwargs, opts)
+            payload = conn.encode_call(sink.id, method, args, kwargs, opts,
+                                       flow.window if flow is not None else 0,
+                                       feed.inputs if feed is not None else None)
         except Exception as exc:  # noqa: BLE001 - the caller's value, reported to the caller
             return exc
-        return conn.submit_or_refuse(sink.id, payload, sink)
+        if flow is not None:
+            flow.bind(conn)
+        refused = conn.submit_or_refuse(sink.id, payload, sink)
+        if refused is None and feed is not None:
+            feed.start(conn, sink, self.allow_pickle)
+        return refused
 
     def dispatch_map(self, method: str, items: Any, options: CallOptions) -> Any:
         """Pipelined calls read on the calling thread: while the worker runs one call, the

@@ -120,7 +120,15 @@ class Describe(msgspec.Struct, tag=7, array_like=True):
     seq: int
 
 
-HostControl = Union[Init, Reload, Ping, Shutdown, Release, Cancel, Describe]
+class Credit(msgspec.Struct, tag=8, array_like=True):
+    """Output flow control: the host consumed ``n`` more chunks of call ``id``, which may
+    send that many more (on the control channel: the call's thread may be blocked)."""
+
+    id: int
+    n: int
+
+
+HostControl = Union[Init, Reload, Ping, Shutdown, Release, Cancel, Describe, Credit]
 
 
 # ---- control channel, worker -> host -------------------------------------------------
@@ -178,7 +186,21 @@ WorkerControl = Union[Hello, Ready, SetupFailed, Pong, WorkerLog, Release, Descr
 # ---- data channel, host -> worker ----------------------------------------------------
 
 
+class CallStreams(msgspec.Struct, array_like=True):
+    """A call's streams (one optional field of ``Call``, one byte when absent)."""
+
+    #: Output flow control (a streaming method): chunks the worker may send before the
+    #: host grants more with ``Credit``; 0 means no limit.
+    window: int = 0
+    #: Streamed arguments (see ``InChunk``): where each sits, ``[position, window]`` with
+    #: an int position for a positional argument or a str for a keyword one; its value in
+    #: ``args``/``kwargs`` is a placeholder. A streamed argument is numbered by its place
+    #: in this list (``InChunk.slot``), and may have ``window`` chunks in flight.
+    inputs: list[Any] | None = None
+
+
 class Call(msgspec.Struct, tag=21, array_like=True):
+
     id: int
     method: str
     args: list[Any]
@@ -190,9 +212,28 @@ class Call(msgspec.Struct, tag=21, array_like=True):
     #: The kwargs are external input (JSON, command-line strings): check each against the
     #: method's type hints, convert it, and fail with every problem listed.
     convert: bool = False
+    #: Flow control and streamed arguments, when the call has either (docs/streams.md).
+    streams: CallStreams | None = None
 
 
-HostData = Call
+class InChunk(msgspec.Struct, tag=22, array_like=True):
+    """One chunk of streamed argument ``slot`` of call ``id`` (sent within the worker's
+    ``InCredit``: at most the call's window ahead)."""
+
+    id: int
+    slot: int
+    value: Any
+
+
+class InEnd(msgspec.Struct, tag=23, array_like=True):
+    """Streamed argument ``slot`` of call ``id`` has no more chunks. (A producer that
+    raises cancels the call instead: the caller gets the error, the worker a Cancel.)"""
+
+    id: int
+    slot: int
+
+
+HostData = Union[Call, InChunk, InEnd]
 
 
 # ---- data channel, worker -> host ----------------------------------------------------
@@ -236,6 +277,15 @@ class Failed(msgspec.Struct, tag=36, array_like=True):
     error: ErrorInfo
 
 
-WorkerData = Union[Log, Progress, Metric, Chunk, Done, Failed]
+class InCredit(msgspec.Struct, tag=37, array_like=True):
+    """Input flow control: the call consumed ``n`` more chunks of streamed argument
+    ``slot``; the host may send that many more."""
+
+    id: int
+    slot: int
+    n: int
+
+
+WorkerData = Union[Log, Progress, Metric, Chunk, Done, Failed, InCredit]
 
 METRIC_MODES = ("replace", "increment", "append")

@@ -35,6 +35,8 @@ import threading
 import weakref
 from typing import Any
 
+from . import handoff
+
 #: Values at least this big travel out of band.
 DEFAULT_THRESHOLD = 64 * 1024
 #: Idle segments kept for reuse (pre-faulted memory is what makes transfers fast).
@@ -238,6 +240,8 @@ class Exporter:
         self._closed = False
         #: Segments the peer mapped that we closed: tell it (Release.forget) so it unmaps.
         self.forgotten: collections.deque[int] = collections.deque()
+        #: Other peers' segments lent on to this peer (handoff.py), by proxy id.
+        self._proxies: dict[int, Any] = {}
         with self._pool._lock:
             self._pool._exporters.add(self)
 
@@ -292,6 +296,11 @@ class Exporter:
             if seg is not None:
                 self._lend(seg)
                 return seg.id, address - seg.address, nbytes, False
+            if handoff.ENABLED and handoff.IMPORTERS:  # another peer's array: hand its
+                # segment on, no copy
+                handed = handoff.hand_over(self, arr, address, nbytes)
+                if handed is not None:
+                    return handed
         import numpy as np
 
         seg = self._pool.acquire(nbytes)
@@ -310,6 +319,8 @@ class Exporter:
         a segment the peer holds a lease on may be named (it is untrusted)."""
         import numpy as np
 
+        if seg_id in self._proxies:  # (another peer's segment, handed on: handoff.py)
+            return handoff.own_array(self, seg_id, offset, nbytes, dtype, shape, order)
         with self._lock:
             leased = self._lent.get(seg_id, 0) > 0
         seg = self._pool.get(seg_id) if leased else None
@@ -335,6 +346,8 @@ class Exporter:
         """The peer dropped these leases (a Release message). Ids it was never lent are
         ignored: a worker is untrusted and must not free what it does not hold."""
         for seg_id in seg_ids:
+            if self._proxies and handoff.released(self, seg_id):
+                continue
             with self._lock:
                 if self._lent.get(seg_id, 0) <= 0:
                     continue
@@ -350,6 +363,7 @@ class Exporter:
         with self._lock:
             self._closed = True
             lent, self._lent = self._lent, collections.Counter()
+            handoff.close(self)
         for seg_id, count in lent.items():
             seg = self._pool.get(seg_id)
             for _ in range(count):
@@ -400,8 +414,12 @@ class Importer:
         self._max = max_segment
         self._maps: dict[int, tuple[mmap.mmap, int]] = {}
         self._addresses: dict[int, int] = {}
+        #: Each mapped segment's descriptor, kept so that it can be handed on to another
+        #: peer (handoff.py); closed when the segment is forgotten.
+        self._fds: dict[int, int] = {}
         self._lock = threading.Lock()
         self.releases: collections.deque[int] = collections.deque()
+        handoff.IMPORTERS.add(self)
 
     def locate(self, address: int, nbytes: int) -> tuple[int, int] | None:
         """``(segment, offset)`` if ``[address, address + nbytes)`` lies in a mapped segment
@@ -435,8 +453,13 @@ class Importer:
                     if not 0 < size <= self._max or os.fstat(fd).st_size < size:
                         raise ValueError(f"shared memory segment of {size} bytes refused")
                     mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE)
-                finally:
-                    os.close(fd)  # the mapping keeps the memory
+                except BaseException:
+                    os.close(fd)
+                    raise
+                old = self._fds.pop(announced_id, None)
+                if old is not None:
+                    os.close(old)
+                self._fds[announced_id] = fd
                 self._maps[announced_id] = (mm, size)
                 self._addresses[announced_id] = _address_of_mmap(mm)
             return self._maps[seg_id]
@@ -447,6 +470,16 @@ class Importer:
             raise ValueError(f"region [{offset}, {offset + nbytes}) is outside segment "
                              f"{seg_id} of {size} bytes")
         return memoryview(mm)[offset : offset + nbytes]
+
+    def region(self, seg_id: int, offset: int, nbytes: int) -> memoryview:
+        """A view of ``[offset, offset + nbytes)`` of a mapped segment (handoff.py)."""
+        return self._region(seg_id, offset, nbytes)
+
+    def descriptor(self, seg_id: int) -> tuple[int | None, int]:
+        """The descriptor and size of a mapped segment (None once forgotten)."""
+        with self._lock:
+            got = self._maps.get(seg_id)
+            return self._fds.get(seg_id), (got[1] if got is not None else 0)
 
     def import_bytes(self, seg_id: int, offset: int, nbytes: int, kind: type) -> Any:
         """A bytes (or bytearray) copy of the region; the lease ends at once."""
@@ -484,11 +517,16 @@ class Importer:
             for seg_id in seg_ids:
                 got = self._maps.pop(seg_id, None)
                 self._addresses.pop(seg_id, None)
+                fd = self._fds.pop(seg_id, None)
+                if fd is not None:
+                    os.close(fd)
                 if got is not None:
                     try:
                         got[0].close()
                     except BufferError:
                         pass
+        if seg_ids:
+            handoff.forgotten(self, seg_ids)
 
     def mapped(self) -> int:
         return len(self._maps)
@@ -506,8 +544,13 @@ class Importer:
     def close(self) -> None:
         # Mappings stay valid for arrays still in use; drop our index of them.
         with self._lock:
+            ids = list(self._maps)
             self._maps.clear()
             self._addresses.clear()
+            fds, self._fds = list(self._fds.values()), {}
+        for fd in fds:
+            os.close(fd)
+        handoff.forgotten(self, ids)
 
 
 class Link:

@@ -19,7 +19,7 @@ import asyncio
 import math
 import os
 import secrets
-from typing import Any
+from typing import Any, Callable
 
 import blake3
 import msgspec
@@ -131,6 +131,24 @@ class Session:
             worker.default_timeout = options["timeout"]
         self._workers.append(worker)
         return worker
+
+    def runner(self, program: Program | str | None = None,
+               **launch: Any) -> Callable[..., RemoteWorker]:
+        """A ``runner`` for ``corral.Pool``: each of the pool's workers is an instance
+        launched here (``launch(program, target=<the pool's target>, **launch)``, plus the
+        pool's own worker options), so the pool spreads calls over remote instances,
+        retries idempotent calls on another and stops them with itself::
+
+            prog = session.upload("model.py")
+            with corral.Pool("model.py:Model", workers=3, runner=session.runner(prog)) as pool:
+                results = list(pool.map("predict", xs))
+
+        Without ``program`` the target must be importable on the server."""
+        def make(target: str, **options: Any) -> RemoteWorker:
+            if program is None:
+                return self.launch(target, **{**launch, **options})
+            return self.launch(program, target=target, **{**launch, **options})
+        return make
 
     def instances(self) -> list[p.InstanceInfo]:
         """This client identity's instances on the server (attached or detached)."""

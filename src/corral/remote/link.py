@@ -12,6 +12,7 @@ ends, every call in flight and every request fails with ``ConnectionLost`` at on
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import itertools
 import logging
@@ -109,6 +110,7 @@ class Link:
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
         self._calls: dict[int, Any] = {}
+        self._per_instance: collections.Counter[str] = collections.Counter()  # in flight
         self._received: dict[int, int] = {}  # chunks since the last credit, per stream
         self._requests: dict[int, concurrent.futures.Future] = {}
         self._seqs = itertools.count(1)
@@ -196,21 +198,23 @@ class Link:
         msg = p.Call(sink.id, instance, sink.method, raw, len(blobs), opts.timeout,
                      opts.convert, STREAM_CREDIT, opts.idempotent)
         sink._owner = self
+        sink._instance = instance
         with self._lock:
             self._check_open()
             self._calls[sink.id] = sink
+            self._per_instance[instance] += 1
         try:
             self._send(msg, blobs)
         except Exception as exc:
             with self._lock:
-                self._calls.pop(sink.id, None)
+                self._pop(sink.id)
             raise self._lost(exc) from exc
         sink._sent = True
 
     def cancel(self, sink: Any, error: BaseException) -> bool:
         """A sink's ``_cancel_with``: fail it now and tell the server to stop the work."""
         with self._lock:
-            if self._calls.pop(sink.id, None) is None:
+            if self._pop(sink.id) is None:
                 return False
             self._received.pop(sink.id, None)
         settle(sink, error=error)
@@ -220,8 +224,20 @@ class Link:
             pass
         return True
 
-    def in_flight(self) -> int:
-        return len(self._calls)
+    def in_flight(self, instance: str | None = None) -> int:
+        """Calls in flight on this connection, or to one ``instance``."""
+        return len(self._calls) if instance is None else self._per_instance[instance]
+
+    def _pop(self, call_id: int) -> Any:
+        # (under _lock) forget a call: the sink, or None if it was not in flight
+        sink = self._calls.pop(call_id, None)
+        if sink is not None:
+            left = self._per_instance[sink._instance] - 1
+            if left:
+                self._per_instance[sink._instance] = left
+            else:
+                del self._per_instance[sink._instance]
+        return sink
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -262,7 +278,7 @@ class Link:
         kind = type(msg)
         if kind is p.Done:
             with self._lock:
-                sink = self._calls.pop(msg.id, None)
+                sink = self._pop(msg.id)
                 self._received.pop(msg.id, None)
             if sink is not None:
                 try:
@@ -294,7 +310,7 @@ class Link:
             self._received[msg.id] = got
         elif kind is p.Failed:
             with self._lock:
-                sink = self._calls.pop(msg.id, None)
+                sink = self._pop(msg.id)
                 self._received.pop(msg.id, None)
             if sink is not None:
                 settle(sink, error=error_from_wire(msg.error))
@@ -328,6 +344,7 @@ class Link:
         with self._lock:
             self._error = self._error or lost
             calls, self._calls = self._calls, {}
+            self._per_instance.clear()
             requests, self._requests = self._requests, {}
         for sink in calls.values():
             settle(sink, error=lost)

@@ -61,8 +61,8 @@ class RemoteWorker(CallSurface):
 
     @property
     def load(self) -> int:
-        """Calls of this client in flight on the connection (no round trip)."""
-        return self._link.in_flight()
+        """Calls of this client in flight to this instance (no round trip)."""
+        return self._link.in_flight(self.id)
 
     def start(self) -> "RemoteWorker":
         """Nothing to do: a remote instance is started by ``launch``."""

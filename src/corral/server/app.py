@@ -21,24 +21,26 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..exceptions import ArgumentError, InvalidState, MethodNotFound, QueueFull, SetupError
+from ..host.logbuffer import default_max_log_bytes
 from .access import PREDICTION_ID
 from .auth import BearerAuth, check_binding, drop_token_from_env
 from .cogwire import masked, secret_fields, sse_listener  # Cog's wire details
 from .connections import ConnectionLimits, server_config
 from .drain import MESSAGE as DRAINING, Drain, draining_server
+from .fetch import InputFetcher, networks_from_env as fetch_networks_from_env
 from .files import DEFAULT_INLINE_MAX, FileInputError, Files, Workspace, file_fields, shown_inputs
 from .instrument import Instrument
 from .jsonbody import NonFiniteNumber, strict_json
 from .limits import DEFAULT_MAX_BODY, BodyLimit
 from .metrics import CONTENT_TYPE, Metrics
 from .origin import OriginGuard, OriginPolicy
+from .outbound import OutboundPolicy, OutboundRefused, networks_from_env, parse_networks
 from .playground import PATHS as PLAYGROUND_PATHS, Playground, wants_page
 from .predictions import EVENTS, MAX_ID_LENGTH, Prediction, Predictions, now_iso
 from .retention import DEFAULT_MAX_RECORDS, DEFAULT_SECONDS, Retention
 from .schema import openapi
-from .sse import EventStream
+from .sse import EventQueue, EventStream
 from .trainings import Trainings, check_context
-from .webhook_urls import WebhookPolicy, WebhookRefused, networks_from_env, parse_networks
 from .webhooks import DEFAULT_THROTTLE, WebhookSender
 
 if TYPE_CHECKING:
@@ -77,7 +79,9 @@ def create_app(runner: Runner, *, token: str | None = None, host: str | None = "
                webhook_allow: tuple[str, ...] | None = None,
                webhook_throttle: float = DEFAULT_THROTTLE,
                max_log_bytes: int | None = None, playground: bool = True,
-               train_mode: bool = False) -> Starlette:
+               train_mode: bool = False, fetch_inputs: bool = True,
+               fetch_allow: tuple[str, ...] | None = None,
+               fetch_max_bytes: int | None = None) -> Starlette:
     """The ASGI app serving ``runner`` (any ``Runner``: a ``corral.Worker``, a ``corral.Pool``,
     a remote or Ray worker).
 
@@ -102,6 +106,10 @@ def create_app(runner: Runner, *, token: str | None = None, host: str | None = "
     output and logs updates are sent at most every ``webhook_throttle`` seconds
     (webhooks.py). Each prediction keeps the newest ``max_log_bytes`` of its logs
     (default ``CORRAL_MAX_LOG_BYTES`` or 1 MiB), a marker line in place of the rest.
+    A file input given as an http(s) URL is fetched (``fetch_inputs``; fetch.py) when its
+    host resolves to public addresses or to ``fetch_allow`` networks (default: the
+    ``CORRAL_FETCH_ALLOW`` environment variable), up to ``fetch_max_bytes`` (default:
+    ``max_body_bytes``, as for an upload).
     ``playground``: serve the browser playground at ``GET /`` (to browsers) and
     ``GET /playground``; its static files need no token (see playground/).
     /trainings runs the target's ``train`` (``train_mode``: its ``predict`` too, for a
@@ -111,15 +119,23 @@ def create_app(runner: Runner, *, token: str | None = None, host: str | None = "
         drop_token_from_env(token)
     policy = OriginPolicy(token=token is not None, insecure=insecure, bind_host=host,
                           allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
-    files = Files(mode=file_outputs, inline_max=file_inline_max, retention=file_retention)
+    fetcher = None
+    if fetch_inputs:
+        fetcher = InputFetcher(
+            allow=fetch_networks_from_env() if fetch_allow is None
+            else parse_networks(fetch_allow),
+            max_bytes=max_body_bytes if fetch_max_bytes is None else fetch_max_bytes)
+    files = Files(mode=file_outputs, inline_max=file_inline_max, retention=file_retention,
+                  fetcher=fetcher)
     service = Predictions(runner, retention=Retention(retention, max_records), files=files,
                           max_log_bytes=max_log_bytes)
     drain = Drain(service, drain_grace)
     allowed_nets = networks_from_env() if webhook_allow is None \
         else parse_networks(webhook_allow)
     webhooks = WebhookSender(retries=webhook_retries, backoff=webhook_backoff,
-                             policy=WebhookPolicy(allowed_nets), throttle=webhook_throttle)
+                             policy=OutboundPolicy(allowed_nets), throttle=webhook_throttle)
     service.on_create.append(webhooks.attach)
+    sse_log_bytes = default_max_log_bytes() if max_log_bytes is None else max_log_bytes
     metrics = Metrics(runner)
     setup = Setup()
     state = {"owned": False, "shutdown": on_shutdown}
@@ -251,7 +267,7 @@ def create_app(runner: Runner, *, token: str | None = None, host: str | None = "
         if webhook is not None and existing is None:
             try:
                 await webhooks.policy.resolve(webhook)
-            except WebhookRefused as exc:
+            except OutboundRefused as exc:
                 return _invalid([{"loc": ["body", "webhook"], "type": "value_error",
                                   "msg": str(exc)}])
         if existing is not None:  # idempotent: the same prediction, never run twice
@@ -280,7 +296,7 @@ def create_app(runner: Runner, *, token: str | None = None, host: str | None = "
             # The record shows a large data: URL as a placeholder, not its megabytes.
             inp = shown_inputs(inp, args)
 
-        queue: asyncio.Queue | None = asyncio.Queue() if wants_sse else None
+        queue = EventQueue(sse_log_bytes) if wants_sse else None
         listeners = (sse_listener(queue),) if queue is not None else ()
         secrets = state.get("secrets")  # Cog's x-cog-secret inputs, masked in the record
         if secrets is None:
@@ -403,6 +419,8 @@ def create_app(runner: Runner, *, token: str | None = None, host: str | None = "
             await service.aclose()
             await trainings.service.aclose()
             await webhooks.aclose()
+            if fetcher is not None:
+                await fetcher.aclose()
             if task is not None:
                 await task
             if state["owned"]:

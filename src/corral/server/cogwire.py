@@ -9,13 +9,12 @@ failed or was canceled. corral adds ``progress`` ``{"step", "total", "phase"}``.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 MASK = "**********"  # what cog.Secret prints
 
 
-def sse_listener(queue: asyncio.Queue) -> Callable[[str, Any], None]:
+def sse_listener(queue: Any) -> Callable[[str, Any], None]:
     """A record listener that puts coglet's ``(event, data)`` pairs on ``queue``."""
     index = 0
 
@@ -48,10 +47,18 @@ def masked(inp: dict[str, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
     return {k: (MASK if k in secrets and v is not None else v) for k, v in inp.items()}
 
 
-def cog_input(schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _same_enum(a: Any, b: dict[str, Any]) -> bool:
+    return isinstance(a, dict) and a.get("enum") == b["enum"] and a.get("type") == b["type"]
+
+
+def cog_input(schema: dict[str, Any], taken: Mapping[str, Any] | None = None,
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Input schema as Cog writes it, and the enum components it refers to: every
     property titled and ordered (``x-order``), and a property with an ``enum`` (choices)
-    as ``allOf`` a component named after it, with ``"description": "An enumeration."``."""
+    as ``allOf`` a component named after it, with ``"description": "An enumeration."``.
+    ``taken``: the components already named (name -> body); an enum whose name is taken
+    by anything else gets the first free ``<name>2``, ``<name>3``..."""
+    taken = taken or {}
     body = {**schema, "title": schema.get("title", "Input")}
     props = {}
     enums: dict[str, Any] = {}
@@ -63,9 +70,15 @@ def cog_input(schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
             kind = prop.pop("type", None) or ("integer" if all(
                 isinstance(v, int) for v in values) else "string")
             prop.pop("title", None)
-            enums[name] = {"title": name, "description": "An enumeration.", "enum": values,
-                           "type": kind}
-            prop["allOf"] = [{"$ref": f"#/components/schemas/{name}"}]
+            component = {"title": name, "description": "An enumeration.", "enum": values,
+                         "type": kind}
+            chosen, n = name, 1
+            while chosen in taken and not _same_enum(taken[chosen], component):
+                n += 1
+                chosen = f"{name}{n}"
+            component["title"] = chosen
+            enums[chosen] = component
+            prop["allOf"] = [{"$ref": f"#/components/schemas/{chosen}"}]
         else:
             prop.setdefault("title", name.replace("_", " ").title())
         props[name] = prop

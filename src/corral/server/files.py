@@ -7,12 +7,14 @@ One directory per app (``Files.root``, removed when the app shuts down)::
 
 **Inputs.** A parameter typed ``corral.File`` or ``pathlib.Path`` (the input schema says
 ``"format": "uri"``, also inside ``Optional``, lists, tuples, dicts and Structs) takes a ``data:`` URL in the
-JSON body, or a multipart upload (uploads.py). Either is written to a file of the
+JSON body, an http(s) URL, or a multipart upload (uploads.py). Either is written to a file of the
 prediction's workspace and reaches the worker as a ``corral.File`` with the upload's name
 and content type (a Path parameter gets its path). The client's filename is metadata only:
 the file on disk gets a sanitised copy of it inside a directory of its own. Any other
-string there is a 422: http(s) URLs are not fetched (a server that fetches what a client
-names can be made to reach addresses only it can see), and a server path is never read.
+http(s) URL is fetched into the workspace as Cog does (fetch.py: public addresses only,
+unless the operator allows networks; size-capped; every redirect checked), unless the app
+was made with ``fetch_inputs=False``. Any other string there is a 422: a server path is
+never read.
 
 **Outputs.** A File or Path in the output (also inside lists, tuples, dicts, and stream
 chunks) becomes a ``data:`` URL (``file_outputs="data"``, Cog's default), or a link
@@ -257,13 +259,15 @@ class Files:
 
     def __init__(self, *, mode: str = "data", inline_max: int = DEFAULT_INLINE_MAX,
                  retention: float = 600.0, max_files: int = 100_000,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, fetcher: Any = None):
         if mode not in FILE_OUTPUT_MODES:
             raise ValueError(f"file_outputs must be one of {FILE_OUTPUT_MODES}, not {mode!r}")
         self.mode = mode
         self.inline_max = inline_max
         self.root = self.work = ""
         self.store = FileStore("", Retention(retention, max_files, clock))
+        #: Fetches http(s) URL inputs (fetch.InputFetcher); None: they are refused.
+        self.fetcher = fetcher
         #: The file parameters (``file_fields``): set once the input schema is known.
         self.fields: dict[str, tuple[Any, dict]] | None = None
 
@@ -323,8 +327,7 @@ class Files:
     async def _resolve_one(self, value: str, ws: Workspace, loc: list[Any]) -> File:
         scheme = value.split(":", 1)[0].lower() if ":" in value else ""
         if scheme in ("http", "https"):
-            raise FileInputError(loc, "http(s) URLs are not fetched by this server; send the "
-                                      "file as a data: URL or a multipart upload")
+            return await self._fetch(value, ws, loc)
         if scheme != "data":
             raise FileInputError(loc, "a file input must be a data: URL or a multipart "
                                       "upload (a path on the server is never read)")
@@ -336,6 +339,25 @@ class Files:
         except ValueError as exc:
             raise FileInputError(loc, str(exc)) from None
         return File(path, name=os.path.basename(path), content_type=mime)
+
+    async def _fetch(self, url: str, ws: Workspace, loc: list[Any]) -> File:
+        from .outbound import OutboundRefused
+
+        if self.fetcher is None:
+            raise FileInputError(loc, "http(s) URLs are not fetched by this server; send the "
+                                      "file as a data: URL or a multipart upload")
+        name = self.fetcher.suggested_name(url)
+        path = ws.new_file(name or "input", "input")
+        try:
+            got = await self.fetcher.fetch(url, path)
+        except OutboundRefused as exc:
+            raise FileInputError(loc, str(exc)) from None
+        if not os.path.splitext(path)[1]:  # the URL named no extension: the media type's
+            typed = path + _extension(got.content_type)
+            if typed != path:
+                os.rename(path, typed)
+                path = typed
+        return File(path, name=os.path.basename(path), content_type=got.content_type)
 
     # -- outputs -----------------------------------------------------------------------
 

@@ -153,6 +153,9 @@ class Prediction:
             self.error = (error.message if remote else str(error)) or \
                 (error.type_name.rsplit(".", 1)[-1] if remote else type(error).__name__)
             self.error_type = type(error)
+            if remote and status == "failed" and error.remote_traceback:
+                # As Cog: the model's traceback ends the logs (the error is its message only)
+                self.add_log(error.remote_traceback)
             # Bad inputs, each as {"loc": ["body", "input", name, ...], "msg": ...}
             self.problems = [{"loc": ["body", "input", *p["loc"]], "msg": p["msg"],
                               "type": "value_error.missing"

@@ -15,13 +15,23 @@ from typing import Any
 from .._version import __version__
 from .cogwire import cog_input
 
+#: The document's own components: an enum named after an input never takes one of these.
+FIXED = ("Input", "Output", "Status", "HTTPValidationError", "ValidationError",
+         "PredictionRequest", "PredictionResponse", "TrainingInput", "TrainingOutput",
+         "TrainingRequest", "TrainingResponse")
 
-def _io(method_info: Any, schemas: Any, input_name: str,
-        output_name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """A method's Input and Output components (as Cog writes them) and its enums."""
+
+def _io(method_info: Any, schemas: Any, input_name: str, output_name: str,
+        taken: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A method's Input and Output components (as Cog writes them) and its enums, named
+    apart from the components ``taken`` (which the enums and nested types join)."""
     input_schema = getattr(schemas, "input", None) or {
         "title": input_name, "type": "object", "additionalProperties": True}
-    input_schema, enums = cog_input(input_schema)
+    for part in (input_schema, getattr(schemas, "output", None) or {}):
+        for def_name, body in (part.get("$defs") or {}).items():
+            taken.setdefault(def_name, body)
+    input_schema, enums = cog_input(input_schema, taken)
+    taken.update(enums)
     output_schema = dict(getattr(schemas, "output", None) or {})
     streams = method_info is not None and method_info.streams
     if streams:  # a generator: Cog describes the output as an iterator of its items
@@ -38,7 +48,8 @@ def openapi(method_info: Any, schemas: Any = None, title: str = "corral",
             train: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """The document; ``train`` is ``(method_info, schemas)`` of the train method, when the
     target has one (then the /trainings routes are in it)."""
-    inputs, outputs, enums = _io(method_info, schemas, "Input", "Output")
+    taken: dict[str, Any] = dict.fromkeys(FIXED)
+    inputs, outputs, enums = _io(method_info, schemas, "Input", "Output", taken)
     status = {"title": "Status", "description": "An enumeration.",
               "enum": ["starting", "processing", "succeeded", "canceled", "failed"],
               "type": "string"}
@@ -64,9 +75,9 @@ def openapi(method_info: Any, schemas: Any = None, title: str = "corral",
                          streams=method_info is not None and method_info.streams))
     if train is not None:
         t_inputs, t_outputs, t_enums = _io(train[0], train[1], "TrainingInput",
-                                           "TrainingOutput")
+                                           "TrainingOutput", taken)
         components.update({"TrainingInput": t_inputs, "TrainingOutput": t_outputs,
-                           **{k: v for k, v in t_enums.items() if k not in components}})
+                           **t_enums})
         components.update(_envelopes("Training", "TrainingInput", "TrainingOutput"))
         paths.update(_routes("training", "Train", "Run a single training on the model",
                              streams=False))

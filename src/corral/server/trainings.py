@@ -22,8 +22,8 @@ from ..exceptions import ArgumentError, InvalidState, MethodNotFound, QueueFull
 from .cogwire import masked, secret_fields
 from .files import FileInputError, file_fields
 from .jsonbody import NonFiniteNumber, strict_json
+from .outbound import OutboundRefused
 from .predictions import EVENTS, MAX_ID_LENGTH, Predictions
-from .webhook_urls import WebhookRefused
 
 if TYPE_CHECKING:
     from ..host.caller import Runner
@@ -122,9 +122,9 @@ class Trainings:
         tid = tid or body.get("id")
         existing = self.service.get(tid) if tid else None
         if body.get("webhook") is not None and existing is None:
-            try:  # the prediction routes' check: public addresses only (webhook_urls.py)
+            try:  # the prediction routes' check: public addresses only (outbound.py)
                 await self.webhooks.policy.resolve(body["webhook"])
-            except WebhookRefused as exc:
+            except OutboundRefused as exc:
                 return _invalid([{"loc": ["body", "webhook"], "type": "value_error",
                                   "msg": str(exc)}])
         if existing is not None:  # idempotent: the same training, never run twice

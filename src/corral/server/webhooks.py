@@ -10,7 +10,7 @@ sent (the latest state wins: a model printing 100,000 lines costs a handful of P
 prediction; with ``throttle=0`` every update is sent while fewer than that wait, and
 later ones are folded into the next send.
 
-Every POST goes to an address checked just before it (webhook_urls.py), and its body is
+Every POST goes to an address checked just before it (outbound.py), and its body is
 encoded by msgspec (a NaN in an output is ``null``, so the body is always valid JSON).
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from .webhook_urls import WebhookPolicy, WebhookRefused
+from .outbound import OutboundPolicy, OutboundRefused
 
 log = logging.getLogger("corral.server")
 
@@ -64,14 +64,14 @@ class _Hook:
 
 class WebhookSender:
     def __init__(self, *, retries: int = 5, backoff: float = 0.1, max_backoff: float = 5.0,
-                 timeout: float = 10.0, policy: WebhookPolicy | None = None,
+                 timeout: float = 10.0, policy: OutboundPolicy | None = None,
                  throttle: float = DEFAULT_THROTTLE,
                  max_pending: int = DEFAULT_MAX_PENDING):
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.timeout = timeout
-        self.policy = policy if policy is not None else WebhookPolicy()
+        self.policy = policy if policy is not None else OutboundPolicy()
         self.throttle = throttle
         self.max_pending = max_pending
         self.sent = 0  # POSTs made (tries, retries included): for tests and benchmarks
@@ -133,7 +133,7 @@ class WebhookSender:
         for attempt in range(self.retries + 1):
             try:
                 target, headers, extensions = await self.policy.pin(url)
-            except WebhookRefused as exc:
+            except OutboundRefused as exc:
                 log.warning("webhook not sent: %s", exc)
                 return False
             headers["Content-Type"] = "application/json"

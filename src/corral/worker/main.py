@@ -148,6 +148,8 @@ class WorkerProcess:
                 os._exit(0)
             if isinstance(msg, m.Release):
                 self.shm.apply(msg)
+            elif isinstance(msg, m.Credit):
+                runner.gates.grant(msg.id, msg.n)
             elif isinstance(msg, m.Cancel):
                 runner.cancel(msg.id)
             elif isinstance(msg, m.Describe):
@@ -208,6 +210,7 @@ class WorkerProcess:
         read = self.data_in.read
         on_call = runner.on_call
         releases, forgotten = self.importer.releases, self.exporter.forgotten
+        Call, deliver = m.Call, runner.inputs.deliver
         while True:
             frame = read()
             if frame is None:
@@ -217,6 +220,10 @@ class WorkerProcess:
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - an argument this side
                 # cannot rebuild (or whose rebuilding, user code, called sys.exit)
                 self._refuse(frame, exc)
+                continue
+            if type(call) is not Call:  # a chunk of a streamed argument (instream.py)
+                deliver(call, runner._last_seen)
+                del call
                 continue
             if call.release is not None:
                 self.shm.apply(call.release)
@@ -234,8 +241,15 @@ class WorkerProcess:
         import, values nested too deeply) instead of dying: its id is read from the
         frame's first bytes."""
         call_id = _call_id(frame)
-        if call_id is None:  # not even a call: the host is broken
-            raise exc
+        if call_id is None:
+            chunk_of = _call_id(frame, tag=22)
+            if chunk_of is None:  # neither a call nor a chunk: the host is broken
+                raise exc
+            # A streamed chunk this side cannot rebuild: the call reading it gets the error.
+            self.runner.inputs.refuse(chunk_of, TypeError(
+                f"cannot decode a chunk of a streamed argument of call {chunk_of} in the "
+                f"worker: {exc}"))
+            return
         if isinstance(exc, RecursionError):
             exc = ValueError("the arguments are nested too deeply")
         elif isinstance(exc, SystemExit):
@@ -248,15 +262,15 @@ class WorkerProcess:
         self.endpoint.flush_releases()
 
 
-def _call_id(frame: memoryview) -> int | None:
-    """The id of a Call frame (msgpack ``[21, id, ...]``) read by hand: the frame may be
-    too deep or too strange for any decoder."""
+def _call_id(frame: memoryview, tag: int = 21) -> int | None:
+    """The id of a Call frame (msgpack ``[21, id, ...]``; ``tag`` 22: an InChunk) read by
+    hand: the frame may be too deep or too strange for any decoder."""
     data = bytes(frame[:16])
     if not data:
         return None
     head = data[0]
     pos = 1 if 0x90 <= head <= 0x9F else 3 if head == 0xDC else 5 if head == 0xDD else None
-    if pos is None or len(data) < pos + 2 or data[pos] != 21:
+    if pos is None or len(data) < pos + 2 or data[pos] != tag:
         return None
     kind, pos = data[pos + 1], pos + 2
     if kind <= 0x7F:

@@ -27,6 +27,8 @@ from ..protocol.values import PLAIN_TYPES, to_wire
 from .cancel import CallCancelled, cancel, leave_user_code
 from .capture import Capture
 from .errors import error_info
+from .flow import Gates
+from .instream import Inputs
 from .loader import Loaded, Method
 from .scope import Scope, _current
 
@@ -55,6 +57,9 @@ class Runner:
         self._inline = slots == 1
         self._pool: queue.SimpleQueue | None = None
         self._loop: Any = None
+        #: Output credit of streaming calls (flow.py) and their streamed inputs (instream.py).
+        self.gates = Gates()
+        self.inputs = Inputs(send, flush_releases)
 
     # -- admission ------------------------------------------------------------------------
 
@@ -71,6 +76,8 @@ class Runner:
                 self._early_cancels.discard(call.id)
                 self._send(_cancelled(call.id))
                 return
+            if call.streams is not None and call.streams.inputs:
+                self.inputs.open(call)  # (its chunks may come before it runs)
             if self._admitted >= self.slots:
                 self._waiting.append(call)
                 return
@@ -101,12 +108,15 @@ class Runner:
                 for call in self._waiting:
                     if call.id == call_id:
                         self._waiting.remove(call)
+                        self.inputs.close(call_id)
                         self._send(_cancelled(call_id))
                         return
                 if call_id > self._last_seen:
                     self._early_cancels.add(call_id)
                 return
         cancel(scope)
+        self.gates.stop(call_id)  # a call waiting for credit or for input wakes, and stops
+        self.inputs.cancel(call_id)
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Block until no call is running or waiting (True), or the timeout passes (False)."""
@@ -133,7 +143,9 @@ class Runner:
         elif method.is_async:
             scope._loop = loop = self._ensure_loop()
             loop.call_soon_threadsafe(self._spawn_task, call, method, scope)
-        elif inline:
+        elif inline and (call.streams is None or not call.streams.inputs):
+            # (a call with streamed inputs runs on a slot thread: this thread must go on
+            # reading, to hand it its chunks)
             self._run_sync(call, method, scope)
         else:
             self._ensure_pool().put((call, method, scope))
@@ -182,6 +194,8 @@ class Runner:
             if method.streams:
                 it = iter(result)
                 result = None
+                gate = self.gates.open(call.id, call.streams.window) \
+                    if call.streams is not None and call.streams.window else None
                 while True:
                     try:
                         scope._in_user = True
@@ -192,6 +206,8 @@ class Runner:
                         break
                     finally:
                         leave_user_code(scope)
+                    if gate is not None:
+                        gate.take()  # (outside user code: a cancel wakes it, and stops)
                     send(m.Chunk(call.id, self._wire(item, call, "a chunk streamed by")))
                 it = None
             run_time = time.perf_counter() - t0
@@ -202,6 +218,9 @@ class Runner:
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
             self._fail(scope, call, exc)
         finally:
+            if call.streams is not None:
+                self.gates.close(call.id)
+                self.inputs.close(call.id)
             self._finished()
 
     # -- async ----------------------------------------------------------------------------
@@ -252,7 +271,11 @@ class Runner:
                 self._reraise_as_arguments_error(exc, call, method)
                 raise
             if method.streams:
+                gate = self.gates.open(call.id, call.streams.window) \
+                    if call.streams is not None and call.streams.window else None
                 async for item in result:
+                    if gate is not None:
+                        await gate.atake()
                     send(m.Chunk(call.id, self._wire(item, call, "a chunk streamed by")))
                 result = None
             else:
@@ -265,6 +288,9 @@ class Runner:
         except BaseException as exc:  # noqa: BLE001
             self._fail(scope, call, exc)
         finally:
+            if call.streams is not None:
+                self.gates.close(call.id)
+                self.inputs.close(call.id)
             self._finished()
 
     # -- shared ---------------------------------------------------------------------------

@@ -243,25 +243,11 @@ class ForkedProcess:
         self._signal(signal.SIGKILL)
         self.wait(None)
 
-    def kill_group(self) -> None:
-        if os.getpid() != self.host_pid:
-            return
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    kill_group = WorkerProcess.kill_group  # no keeper: its process group
 
     def close(self) -> None:
-        for s in (self.control, self.data, self.fds):
-            try:
-                s.close()
-            except OSError:
-                pass
-        pidfd, self._pidfd = self._pidfd, None
-        if pidfd is not None:
-            os.close(pidfd)
+        WorkerProcess.close(self)  # type: ignore[arg-type]
         self._zygote.forget(self.pid)
-        self._stderr_thread.join(2.0)
 
     def __repr__(self) -> str:
         return f"<ForkedProcess pid={self.pid}>"

@@ -98,13 +98,13 @@ def test_redirects_are_not_followed():
     ("::ffff:10.0.0.1", False), ("::ffff:8.8.8.8", True), ("ff02::1", False),
     ("192.0.2.1", False), ("255.255.255.255", False), ("198.18.0.1", False)])
 def test_is_public(text, public):
-    from corral.server.webhook_urls import is_public
+    from corral.server.outbound import is_public
 
     assert is_public(ipaddress.ip_address(text)) is public
 
 
 def test_bad_networks_are_named():
-    from corral.server.webhook_urls import parse_networks
+    from corral.server.outbound import parse_networks
 
     assert [str(n) for n in parse_networks(["127.0.0.0/8 10.0.0.1", "::1"])] == \
         ["127.0.0.0/8", "10.0.0.1/32", "::1/128"]

@@ -1,18 +1,22 @@
-"""Which webhook URLs the server may POST to: not an SSRF proxy.
+"""Which URLs the server may connect to (webhooks it POSTs to, file inputs it fetches):
+not an SSRF proxy.
 
-A client names the webhook URL, and the server connects to it from where it sits; left
-open, that lets any client reach the server's loopback services, the cloud metadata
-endpoint (169.254.169.254) or the private network. So a webhook URL must be http(s),
+A client names the URL, and the server connects to it from where it sits; left open, that
+lets any client reach the server's loopback services, the cloud metadata endpoint
+(169.254.169.254) or the private network. So such a URL must be http(s),
 without userinfo, and its host must resolve (after DNS, every address it resolves to) to
 public addresses only: loopback, link-local, private, shared (CGNAT), multicast,
 unspecified and reserved addresses are refused, also when spelled ``2130706433``,
 ``[::ffff:127.0.0.1]`` (an IPv4-mapped IPv6 address) or ``localhost.``. The operator can
 allow networks (``allow``: CIDRs, e.g. ``127.0.0.0/8`` for a receiver on this machine).
 
-The URL is checked when the prediction is created (a refused one is 422), and checked
-again before every POST, whose connection then goes to the very address that was checked
-(``pin``): a name that re-resolves to a private address in between (DNS rebinding) gains
-nothing. Redirects are never followed.
+Each use has its own policy (``what`` names it in every refusal, ``hint`` says how the
+operator allows networks): webhooks (``--webhook-allow``) and fetched inputs
+(``--fetch-allow``, fetch.py). A webhook URL is checked when the prediction is created (a
+refused one is 422), and checked again before every POST, whose connection then goes to the
+very address that was checked (``pin``): a name that re-resolves to a private address in
+between (DNS rebinding) gains nothing. Webhook redirects are never followed; a fetch checks
+and pins every hop of a redirect.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ RESOLVE_TIMEOUT = 5.0
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
-class WebhookRefused(ValueError):
-    """A webhook URL the server will not POST to; the message says why."""
+class OutboundRefused(ValueError):
+    """A URL the server will not connect to; the message says why."""
 
 
 def parse_networks(specs: Iterable[str]) -> tuple[Network, ...]:
@@ -67,39 +71,44 @@ def _unwrap(addr: Address) -> Address:
 
 
 def is_public(addr: Address) -> bool:
-    """Whether ``addr`` is a public unicast address (what a webhook may reach)."""
+    """Whether ``addr`` is a public unicast address (what a client's URL may reach)."""
     addr = _unwrap(addr)
     return addr.is_global and not addr.is_multicast
 
 
-class WebhookPolicy:
-    """The rule for one server: public addresses, plus the ``allow``ed networks."""
+class OutboundPolicy:
+    """The rule for one use in one server: public addresses, plus the ``allow``ed
+    networks. ``what`` names the URL in refusals ("the webhook"), ``hint`` how to allow
+    networks."""
 
-    def __init__(self, allow: Iterable[Network] = ()):
+    def __init__(self, allow: Iterable[Network] = (), *, what: str = "the webhook",
+                 hint: str = f"--webhook-allow or {ALLOW_ENV}"):
         self.allow = tuple(allow)
+        self.what = what
+        self.hint = hint
 
     def permitted(self, addr: Address) -> bool:
         return is_public(addr) or any(addr in net or _unwrap(addr) in net
                                       for net in self.allow)
 
     def parse(self, url: str) -> urllib.parse.SplitResult:
-        """The URL's parts; WebhookRefused when its form alone is unacceptable."""
+        """The URL's parts; OutboundRefused when its form alone is unacceptable."""
         try:
             parts = urllib.parse.urlsplit(url)
             parts.port  # noqa: B018 - raises ValueError for a bad port
         except ValueError as exc:
-            raise WebhookRefused(f"the webhook is not a valid URL: {exc}") from None
+            raise OutboundRefused(f"{self.what} is not a valid URL: {exc}") from None
         if parts.scheme not in ("http", "https"):
-            raise WebhookRefused("the webhook must be an http(s) URL")
+            raise OutboundRefused(f"{self.what} must be an http(s) URL")
         if "@" in parts.netloc:
-            raise WebhookRefused("the webhook URL must not hold a user name or password")
+            raise OutboundRefused(f"{self.what} URL must not hold a user name or password")
         if not parts.hostname:
-            raise WebhookRefused("the webhook URL has no host")
+            raise OutboundRefused(f"{self.what} URL has no host")
         return parts
 
     async def resolve(self, url: str) -> tuple[urllib.parse.SplitResult, list[Address]]:
         """Check ``url`` and resolve its host: every address it resolves to must be
-        permitted. Raises WebhookRefused naming the host and the address refused."""
+        permitted. Raises OutboundRefused naming the host and the address refused."""
         parts = self.parse(url)
         host = parts.hostname or ""
         name = host.rstrip(".")
@@ -110,14 +119,14 @@ class WebhookPolicy:
                 addrs = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
             else:
                 addrs = await _lookup(host, parts.port or (443 if parts.scheme == "https"
-                                                           else 80))
+                                                           else 80), self.what)
         for addr in addrs:
             if not self.permitted(addr):
-                raise WebhookRefused(
-                    f"the webhook host {host!r} resolves to {addr}, which is not a public "
-                    "address (loopback, private, link-local, multicast and unspecified "
-                    "addresses are refused; the operator can allow networks with "
-                    f"--webhook-allow or {ALLOW_ENV})")
+                raise OutboundRefused(
+                    f"{self.what}'s host {host!r} resolves to {addr}, which is not a "
+                    "public address (loopback, private, link-local, multicast and "
+                    "unspecified addresses are refused; the operator can allow networks "
+                    f"with {self.hint})")
         return parts, addrs
 
     async def pin(self, url: str) -> tuple[str, dict[str, str], dict[str, str]]:
@@ -134,18 +143,18 @@ class WebhookPolicy:
         return pinned, headers, extensions
 
 
-async def _lookup(host: str, port: int) -> list[Address]:
+async def _lookup(host: str, port: int, what: str) -> list[Address]:
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(
             loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT)
     except (OSError, asyncio.TimeoutError, UnicodeError) as exc:
-        raise WebhookRefused(f"the webhook host {host!r} cannot be resolved "
-                             f"({type(exc).__name__})") from None
+        raise OutboundRefused(f"{what}'s host {host!r} cannot be resolved "
+                              f"({type(exc).__name__})") from None
     out = []
     for info in infos:
         text = info[4][0].split("%", 1)[0]  # (an IPv6 scope id)
         out.append(ipaddress.ip_address(text))
     if not out:
-        raise WebhookRefused(f"the webhook host {host!r} resolves to no address")
+        raise OutboundRefused(f"{what}'s host {host!r} resolves to no address")
     return out
