@@ -41,7 +41,7 @@ from .placement import RayPlacement, explain_no_fit, node_fits
 #: The Worker settings a RayWorker hands to the local Worker on its node.
 WORKER_SETTINGS = ("slots", "prefetch", "restart", "cancel_grace", "max_calls", "max_rss",
                    "check_config", "env", "python", "cwd", "start_timeout", "oob_threshold",
-                   "allow_pickle", "max_frame")
+                   "allow_pickle", "max_frame", "stream_window")
 
 _encode = msgspec.msgpack.Encoder().encode
 
