@@ -357,3 +357,21 @@ def test_bench_streams_smoke(tmp_path):
         _positive(data["forward_keep_heap"]["1mb"][key], ("forward_keep_heap", key))
     assert len(data["rows"]) == 8
     assert data["leftover_children"] == []
+
+
+@pytest.mark.timeout(180)
+def test_bench_ray_smoke(tmp_path):
+    """bench_ray.py --smoke: a corral Ray worker against a bare Ray actor on a local
+    cluster (no-op, a big array), pool throughput on 1 and 2 nodes; tiny sizes."""
+    data = run_bench(tmp_path, "ray", "# corral Ray benchmark", 170)
+    assert data["meta"]["mode"] == "smoke"
+    raw = data["raw"]
+    for name in ("bare", "corral"):
+        _positive(raw["latency"]["p50_us"][name], ("latency", name))
+    for key in ("corral", "bare", "copy", "corral_rt", "bare_rt"):
+        _positive(raw["big_array"]["ms"][key], ("big_array", key))
+    for label in ("1 node", "2 nodes"):
+        for kind in ("noop", "wait"):
+            for key in ("corral_per_s", "bare_per_s", "ratio"):
+                _positive(raw["throughput"][label][kind][key], (label, kind, key))
+    assert data["leftover_children"] == []

@@ -56,3 +56,11 @@ def test_ci_runs_exactly_the_readme_test_command():
     with open(os.path.join(ROOT, ".ci", "run")) as f:
         ci = [line for line in f.read().splitlines() if line and not line.startswith("#")]
     assert ci[-1] == commands[1]
+
+
+def test_ray_example_runs_a_pool_on_a_local_cluster():
+    out = _run("examples/ray/run.py")
+    assert "workers on the node tagged ['gpu']" in out
+    assert "> HELLO FROM THE CLUSTER" in out
+    assert "  arrive\n" in out and "norm 3162.27" in out
+    assert "health ready" in out and out.endswith("done\n")

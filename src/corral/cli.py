@@ -454,6 +454,15 @@ def schema(target: str, method: str | None) -> None:
 @click.option("--requirements", "requirements", type=click.Path(exists=True, dir_okay=False),
               default=None, help="A requirements file: the worker runs in an environment "
                                  "built from it (uv, cached), as a plugin's does.")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run the workers on the Ray cluster at ADDRESS ('auto': RAY_ADDRESS or "
+                   "the local cluster); the HTTP front end stays here (docs/ray.md).")
+@click.option("--ray-tag", "ray_tags", multiple=True, metavar="TAG",
+              help="With --ray: a tag every worker's node must have (repeat for more).")
+@click.option("--ray-cpus", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="With --ray: CPUs each worker asks Ray for.")
+@click.option("--ray-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --ray: GPUs each worker asks Ray for.")
 @click.option("--python", "python", default=None, metavar="PATH",
               help="The interpreter the worker runs on (it need not have corral).")
 def serve(target: str | None, host: str, port: int, slots: int | None, workers: int,
@@ -464,7 +473,8 @@ def serve(target: str | None, host: str, port: int, slots: int | None, workers: 
           fetch_allow: tuple[str, ...], no_fetch_inputs: bool, max_log_bytes: int | None,
           header_timeout: float, body_timeout: float, keep_alive_timeout: float,
           max_connections: int, no_playground: bool, train: bool, requirements: str | None,
-          python: str | None) -> None:
+          ray_address: str | None, ray_tags: tuple[str, ...], ray_cpus: float,
+          ray_gpus: float, python: str | None) -> None:
     """Serve TARGET over HTTP with Cog's prediction API until SIGTERM/SIGINT.
 
     TARGET is file.py:Name, or a Cog project: a cog.yaml or a folder holding one
@@ -491,6 +501,7 @@ def serve(target: str | None, host: str, port: int, slots: int | None, workers: 
       CORRAL_TOKEN=secret corral serve model.py:Model --host 0.0.0.0
       corral serve model.py:Model --host 0.0.0.0 --token-file /run/secrets/token
       corral serve model.py:Model --webhook-allow 10.0.0.0/8 --allowed-origin https://app.example
+      corral serve mypkg.model:Model --ray auto --workers 8 --ray-gpus 1 --ray-tag gpu
 
     Protections (docs/security.md): Host and Origin headers are checked, webhooks reach
     public addresses only, slow clients are timed out, each prediction keeps at most
@@ -513,12 +524,28 @@ def serve(target: str | None, host: str, port: int, slots: int | None, workers: 
             raise Failure(f"{option}: {exc}", EXIT_USAGE) from None
     from . import Pool
 
-    plan = _serve_plan(target, train, requirements, python, slots)
+    on_ray = ray_address is not None
+    plan = _serve_plan(target, train, requirements, python, slots, build=not on_ray)
     # SIGTERM ends uvicorn's loop, whose shutdown stops the workers; make sure it does not
     # kill us first when it is delivered before uvicorn installs its handler.
     signal.signal(signal.SIGTERM, _interrupt)
-    runner = Pool(plan["target"], workers=workers, slots=plan["slots"], max_queue=max_queue,
-                  python=plan["python"], env=plan["env"] or None, cwd=plan["cwd"])
+    if on_ray:
+        # The workers on the cluster; their environment built on each node they land on.
+        try:
+            import corral.ray as cray
+
+            placement = cray.on(ray_address, num_cpus=ray_cpus, num_gpus=ray_gpus,
+                                tags=list(ray_tags))
+        except (ImportError, ValueError) as exc:
+            raise Failure(f"--ray: {exc}", EXIT_USAGE) from None
+        runner = Pool(plan["target"], workers=workers, slots=plan["slots"],
+                      max_queue=max_queue, runner=placement, python=plan["python"],
+                      env=plan["env"] or None, cwd=plan["cwd"],
+                      requirements=plan["requirements"] or None)
+    else:
+        runner = Pool(plan["target"], workers=workers, slots=plan["slots"],
+                      max_queue=max_queue, python=plan["python"], env=plan["env"] or None,
+                      cwd=plan["cwd"])
     try:
         run_server(runner, host=host, port=port, token=token, insecure=insecure,
                    file_outputs=file_outputs, public_url=public_url,
@@ -536,9 +563,10 @@ def serve(target: str | None, host: str, port: int, slots: int | None, workers: 
 
 
 def _serve_plan(target: str | None, train: bool, requirements: str | None,
-                python: str | None, slots: int | None) -> dict[str, Any]:
+                python: str | None, slots: int | None, build: bool = True) -> dict[str, Any]:
     """What `corral serve` runs: the reference, its interpreter and environment variables,
-    its slots and folder, from TARGET, a cog.yaml and the options."""
+    its slots and folder, from TARGET, a cog.yaml and the options. ``build``: build the
+    requirements' environment here (else they are returned, for Ray's nodes to build)."""
     from .cog.project import CogConfigError, CogProject, concurrent_max
     from .plugins.errors import EnvironmentBuildError, RequirementsError
     from .plugins.requirements import read_requirements
@@ -576,6 +604,9 @@ def _serve_plan(target: str | None, train: bool, requirements: str | None,
         raise Failure(str(exc), EXIT_USAGE) from None
     if slots is None:
         slots = concurrent_max(ref) or 1
+    if not build:
+        return {"target": ref, "python": python, "env": env, "slots": slots, "cwd": cwd,
+                "requirements": reqs}
     try:
         if reqs:
             from .plugins.envs import EnvironmentCache
@@ -592,7 +623,8 @@ def _serve_plan(target: str | None, train: bool, requirements: str | None,
             env = {**runtime_overlay(python), **env}
     except (EnvironmentBuildError, FileNotFoundError) as exc:
         raise Failure(f"cannot prepare the worker's environment: {exc}") from None
-    return {"target": ref, "python": python, "env": env, "slots": slots, "cwd": cwd}
+    return {"target": ref, "python": python, "env": env, "slots": slots, "cwd": cwd,
+            "requirements": []}
 
 
 def _read_token(token_file: str | None) -> str | None:
@@ -908,6 +940,65 @@ def plugins_call(paths: tuple[str, ...], plugins_dir: str | None, no_entry_point
         _run_method(handle.worker, name, method, inputs, as_json, timeout)
     finally:
         manager.close()
+
+
+# -- ray -----------------------------------------------------------------------------------
+
+
+@cli.group("ray", context_settings={"help_option_names": ["-h", "--help"]})
+def ray_group() -> None:
+    """Look at the Ray cluster corral runs on (docs/ray.md).
+
+    \b
+    Examples:
+      corral ray nodes --address auto
+      corral serve model.py:Model --ray auto --workers 4 --ray-tag gpu
+    """
+
+
+@ray_group.command("nodes", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--address", default=None, metavar="ADDRESS",
+              help="The cluster's address (default: RAY_ADDRESS, else the local cluster).")
+@click.option("--json", "as_json", is_flag=True, help="Print the nodes as JSON.")
+def ray_nodes(address: str | None, as_json: bool) -> None:
+    """Every node of the cluster: CPUs, memory, GPUs, tags, Python, corral environments
+    and live load (load average, memory in use, this process's calls)."""
+    try:
+        import corral.ray as cray
+
+        found = cray.nodes(address)
+    except ImportError as exc:
+        raise Failure(f"Ray workers need the ray extra (pip install 'corral[ray]'): {exc}") \
+            from None
+    except ConnectionError as exc:
+        raise Failure(f"cannot reach the Ray cluster: {exc}") from None
+    if as_json:
+        import msgspec
+
+        click.echo(_as_json(msgspec.to_builtins(found), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("node", "address", "alive", "cpus free/total", "memory free/total",
+                  "gpus", "tags", "python", "envs", "load", "mem used", "calls/queued",
+                  box=None, header_style="bold")
+    for n in found:
+        gpus = ", ".join(f"{g.name} {_gib(g.memory)}" for g in n.gpu_devices) or \
+            (f"{n.gpus_free:g}/{n.gpus:g}" if n.gpus else "-")
+        table.add_row(n.node_id[:12], n.address, "yes" if n.alive else "no",
+                      f"{n.cpus_free:g}/{n.cpus:g}",
+                      f"{_gib(n.memory_free)}/{_gib(n.memory)}", gpus,
+                      ", ".join(n.tags) or "-", n.python or "-", str(len(n.environments)),
+                      "-" if n.load is None else f"{n.load:.2f}",
+                      "-" if n.memory_used is None else _gib(n.memory_used),
+                      f"{n.active_calls}/{n.queued}")
+    # (a pipe gets every column whole: no terminal width to fit)
+    Console(highlight=False, width=None if sys.stdout.isatty() else 250).print(table)
+
+
+def _gib(nbytes: int | float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB"
 
 
 def _interrupt(signum: int, frame: Any) -> None:

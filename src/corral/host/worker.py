@@ -380,8 +380,10 @@ class Worker(Supervisor, CallSurface):
     # -- calls ------------------------------------------------------------------------------
 
     def dispatch(self, method: str, args: tuple, kwargs: dict, options: CallOptions,
-                 kind: CallKind) -> Any:
-        """Start one call (the Runner entry point; see ``host/caller.py``)."""
+                 kind: CallKind, on_sink: Any = None) -> Any:
+        """Start one call (the Runner entry point; see ``host/caller.py``). ``on_sink``, if
+        given, gets the call's sink before it is sent (to cancel a blocking call from
+        another thread: ``sink._cancel_with(sink._cancel_error())``)."""
         make = _SINKS[kind]
         blocking = kind is CallKind.CALL
         opts = options
@@ -407,6 +409,8 @@ class Worker(Supervisor, CallSurface):
                 sink = make(next(self._ids), method, info.streams, opts)
                 if info.streams and kind.streams:
                     sink._flow = OutCredit(sink.id, self.stream_window)
+                if on_sink is not None:
+                    on_sink(sink)
                 if blocking:
                     sink.prepare_to_wait()
                 else:
@@ -432,6 +436,8 @@ class Worker(Supervisor, CallSurface):
                 sink = make(call_id, method, info.streams, opts)
                 if window:
                     sink._flow = OutCredit(call_id, window, conn)
+                if on_sink is not None:
+                    on_sink(sink)
                 if not blocking:
                     sink.worker = self
                 if timeout is not None:
