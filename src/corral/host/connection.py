@@ -571,7 +571,13 @@ class Connection:
             if frame is None:
                 self._fail_all(None)
                 return False
-            msg = self._data_decode(frame)
+            ep = self._endpoint
+            try:
+                msg = self._data_decode(frame)
+            finally:
+                ep.decoded += 1
+            if ep.deferred:  # a Release that waited for this frame (endpoint.py)
+                ep.apply_deferred()
             unrebuilt = self._unrebuilt
             sink = self._pending.get(msg.id)
             if sink is None:
@@ -735,7 +741,7 @@ class Connection:
                 if type(msg) is m.WorkerLog:
                     self._on_worker_log(msg.stream, msg.text)
                 elif type(msg) is m.Release:
-                    self.shm.apply(msg)
+                    self._endpoint.on_release(msg)
                 elif type(msg) in (m.Pong, m.Ready, m.SetupFailed, m.Description):
                     fut, expected = self._requests.get(msg.seq, (None, ()))
                     if fut is None:

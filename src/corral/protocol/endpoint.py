@@ -10,6 +10,7 @@ those two.
 from __future__ import annotations
 
 import socket
+import threading
 from typing import Any
 
 from .framing import FrameReader, FrameWriter
@@ -30,6 +31,12 @@ class Endpoint:
         self.control_out = FrameWriter(control, encoder, max_send)
         self.data_out = FrameWriter(data, encoder, max_send)
         self.shm: Any = None
+        #: Data frames decoded so far; the data reader counts each (``decoded``), since
+        #: decoding is where a frame's references to shared memory are resolved.
+        self.decoded = 0
+        # Releases read on the control channel before the data frames sent ahead of them.
+        self.deferred: list[Any] = []
+        self._release_lock = threading.Lock()
 
     def link(self, oob_threshold: int) -> Any:
         """The shared memory of this connection (``shm.Link``), once the threshold is
@@ -45,7 +52,31 @@ class Endpoint:
         shm = self.shm
         release = shm.take_release() if shm is not None else None
         if release is not None:
+            out = self.data_out
             try:
+                if out.held:  # (they go first: the peer waits for them before applying it)
+                    out.flush()
+                release.after = out.sent
                 self.control_out.send(release)
             except OSError:
                 pass  # the peer is gone, and its segments with it
+
+    def on_release(self, release: Any) -> None:
+        """A Release read on the control channel (control reader's thread): applied once
+        the data channel has delivered the frames the peer sent before it, which may still
+        refer to these segments (each side reads the two channels on different threads)."""
+        if release.after <= self.decoded:
+            with self._release_lock:
+                self.shm.apply(release)
+            return
+        with self._release_lock:
+            self.deferred.append(release)
+        self.apply_deferred()  # (the data reader may have caught up meanwhile)
+
+    def apply_deferred(self) -> None:
+        """Apply the deferred Releases the data channel has caught up with (the data
+        reader calls it, after counting a frame, when ``deferred`` is not empty)."""
+        with self._release_lock:
+            frames, deferred = self.decoded, self.deferred
+            while deferred and deferred[0].after <= frames:
+                self.shm.apply(deferred.pop(0))

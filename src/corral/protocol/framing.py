@@ -133,6 +133,8 @@ class FrameWriter:
         self._buf = bytearray(_BUFFER_SIZE)
         #: Bytes of held frames at the start of the buffer (0: nothing held).
         self.held = 0
+        #: Frames sent (or held to send) so far, in order: a Release's ``after``.
+        self.sent = 0
 
     def send(self, msg: Any, hold: bool = False) -> int:
         """Encode and send one message (and whatever is held before it); returns the frame's
@@ -155,6 +157,7 @@ class FrameWriter:
                                     "and arrays cross through shared memory, other values "
                                     "must fit")
             HEADER.pack_into(buf, start, size)
+            self.sent += 1
             if hold and len(buf) <= HOLD_BYTES:
                 self.held = len(buf)
                 return size
@@ -176,10 +179,12 @@ class FrameWriter:
         """Send one already encoded body as a frame (a Call the host encoded ahead)."""
         data = HEADER.pack(len(body)) + body
         with self._lock:
+            self.sent += 1
             self._sock.sendall(data)
 
     def send_frames(self, bodies: list[bytes]) -> None:
         """Send already encoded bodies as frames with one system call (pipelined calls)."""
         data = b"".join(b for body in bodies for b in (HEADER.pack(len(body)), body))
         with self._lock:
+            self.sent += len(bodies)
             self._sock.sendall(data)

@@ -104,6 +104,10 @@ class Release(msgspec.Struct, tag=5, array_like=True):
 
     ids: list[int]
     forget: list[int] = []
+    #: Frames the sender had sent on the data channel before this one: a Release sent on
+    #: the control channel takes effect only once the receiver has read that many there,
+    #: so a frame that still refers to one of these segments is read first.
+    after: int = 0
 
 
 class Cancel(msgspec.Struct, tag=6, array_like=True):

@@ -150,7 +150,7 @@ class WorkerProcess:
             except Exception:  # noqa: BLE001 - a broken control channel means the host is gone
                 os._exit(0)
             if isinstance(msg, m.Release):
-                self.shm.apply(msg)
+                self.endpoint.on_release(msg)
             elif isinstance(msg, m.Credit):
                 runner.gates.grant(msg.id, msg.n)
             elif isinstance(msg, m.Cancel):
@@ -219,6 +219,7 @@ class WorkerProcess:
         releases, forgotten = self.importer.releases, self.exporter.forgotten
         Call, deliver = m.Call, runner.inputs.deliver
         has_frame, out = self.data_in.has_frame, self.data_out
+        ep = self.endpoint
         while True:
             if out.held and not has_frame():
                 out.flush()  # the burst is answered: write its replies before blocking
@@ -229,8 +230,12 @@ class WorkerProcess:
                 call = decode(frame)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - an argument this side
                 # cannot rebuild (or whose rebuilding, user code, called sys.exit)
+                ep.decoded += 1
                 self._refuse(frame, exc)
                 continue
+            ep.decoded += 1
+            if ep.deferred:  # a Release that waited for this frame (endpoint.py)
+                ep.apply_deferred()
             if type(call) is not Call:  # a chunk of a streamed argument (instream.py)
                 deliver(call, runner._last_seen)
                 del call
