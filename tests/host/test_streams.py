@@ -253,3 +253,22 @@ def test_big_streamed_chunks_reuse_a_window_of_segments(w):
     # Each credit the worker gives back carries the segments its method let go: the
     # feeder reuses them, so about a window of them ever exists, not one per chunk.
     assert shm.local_pool().stats()["segments"] - before <= 2 * 8 + 2
+
+
+def test_a_pool_never_retries_a_call_whose_streamed_argument_it_cannot_replay():
+    """idempotent=True retries a call after a crash, but a streamed argument is an iterator
+    the first attempt has consumed: sent again, the method would get only the rest."""
+    fed = []
+
+    def chunks():
+        for i in range(10):
+            fed.append(i)
+            yield i
+
+    with corral.Pool(TARGET, workers=2) as pool:
+        with pytest.raises(corral.WorkerCrashed):
+            pool.options(idempotent=True).call("die_after", chunks(), 3)
+        assert pool.stats().retries == 0
+        assert fed[:3] == [0, 1, 2]  # consumed by the first attempt only
+        # A plain idempotent call still retries as before.
+        assert pool.options(idempotent=True).call("total", iter([1, 2, 3])) == 6

@@ -176,6 +176,13 @@ class PoolStats(msgspec.Struct):
     recycles: int
 
 
+def _has_streamed(call: "_Call") -> bool:
+    """Whether the call has a streamed argument (an iterator: host/instream.py)."""
+    from .instream import is_streamed
+
+    return any(map(is_streamed, call.args)) or any(map(is_streamed, call.kwargs.values()))
+
+
 class _Call:
     """One pool call, from submit() to its end, across attempts."""
 
@@ -889,9 +896,12 @@ class Pool(CallSurface):
         worker's locks: this must never send a call itself)."""
         exc = inner.exception()
         retry = False
+        idempotent = call.opts.idempotent
+        if idempotent and exc is not None and _has_streamed(call):
+            idempotent = False  # its iterator is partly consumed: it cannot be sent again
         with self._lock:
             self._handed[index] -= 1
-            decision = policy.after_failure(exc, inner.sent, call.opts.idempotent, call.retries)
+            decision = policy.after_failure(exc, inner.sent, idempotent, call.retries)
             if isinstance(exc, WorkerCrashed) or decision is not policy.AfterFailure.FAIL:
                 crashed = exc.pid if exc.pid is not None else pid
                 if self._workers[index].pid == crashed:
