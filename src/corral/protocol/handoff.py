@@ -117,11 +117,9 @@ def own_array(exporter: Any, proxy_id: int, offset: int, nbytes: int, dtype: Any
         holds = list(proxy.holds) if proxy is not None else []
     if not holds:  # (an idle proxy: the peer holds no lease on it)
         raise ValueError(f"the peer referred to segment {proxy_id}, which it does not hold")
-    count = 1
-    for d in shape:
-        count *= d
-    if count * dtype.itemsize != nbytes:
-        raise ValueError(f"shape {shape} of {dtype} does not fill {nbytes} bytes")
+    from .shm import element_count
+
+    count = element_count(shape, dtype, nbytes)
     region = proxy.importer.region(proxy.foreign_id, offset, nbytes)
     flat = np.frombuffer(region, dtype=dtype, count=count)
     # (the host's array keeps the foreign lease: hold one while this one lives)

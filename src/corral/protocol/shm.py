@@ -328,11 +328,7 @@ class Exporter:
             raise ValueError(f"the peer referred to segment {seg_id}, which it does not hold")
         if offset < 0 or nbytes < 0 or offset + nbytes > seg.size:
             raise ValueError(f"region [{offset}, {offset + nbytes}) is outside segment {seg_id}")
-        count = 1
-        for d in shape:
-            count *= d
-        if count * dtype.itemsize != nbytes:
-            raise ValueError(f"shape {shape} of {dtype} does not fill {nbytes} bytes")
+        count = element_count(shape, dtype, nbytes)
         self._pool.retain(seg)
         try:
             flat = np.frombuffer(seg.view, dtype=dtype, count=count, offset=offset)
@@ -497,12 +493,11 @@ class Importer:
         import numpy as np
 
         region = self._region(seg_id, offset, nbytes)
-        count = 1
-        for d in shape:
-            count *= d
-        if count * dtype.itemsize != nbytes:
+        try:
+            count = element_count(shape, dtype, nbytes)
+        except ValueError:
             region.release()
-            raise ValueError(f"shape {shape} of {dtype} does not fill {nbytes} bytes")
+            raise
         flat = np.frombuffer(region, dtype=dtype, count=count)
         arr = flat.reshape(shape[::-1]).T if order == "F" else flat.reshape(shape)
         # On ``flat``, the first array above the buffer: numpy collapses every later view's
@@ -551,6 +546,17 @@ class Importer:
         for fd in fds:
             os.close(fd)
         handoff.forgotten(self, ids)
+
+
+def element_count(shape: tuple, dtype: Any, nbytes: int) -> int:
+    """The elements of an array of ``shape`` and ``dtype``; ValueError unless they fill
+    exactly ``nbytes`` (a peer's description of a region is untrusted)."""
+    count = 1
+    for d in shape:
+        count *= d
+    if count * dtype.itemsize != nbytes:
+        raise ValueError(f"shape {shape} of {dtype} does not fill {nbytes} bytes")
+    return count
 
 
 class Link:
