@@ -67,6 +67,25 @@ class Host:
         self._reader.join(10)
 
 
+def gone(pid):
+    """Whether process ``pid`` has ended (reaped, or a zombie)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def with_keeper(pid):
+    """The pids of a live worker and of its keeper (on Linux), which ends a reap after it:
+    wait for both before a test ends (its leftover check sees the keeper too)."""
+    import psutil
+
+    parent = psutil.Process(pid).parent()
+    return [pid] + ([parent.pid] if parent.name() == "corral-keeper" else [])
+
+
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     h = Host(str(tmp_path_factory.mktemp("store")), "--max-instances", "4", "--tag", "test-box",

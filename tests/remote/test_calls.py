@@ -7,7 +7,6 @@ import sys
 import time
 
 import numpy as np
-import psutil
 import pytest
 
 import corral
@@ -20,6 +19,7 @@ from corral.exceptions import (
     RemoteError,
     WorkerCrashed,
 )
+from remote.conftest import gone, with_keeper
 
 
 def test_call_returns_exact_values(model):
@@ -141,21 +141,11 @@ def test_100mb_array_both_ways(model):
 
 def test_stop_ends_the_processes_even_in_a_busy_loop(session, program):
     w = session.launch(program, target="remote_model.py:Model")
-    worker = psutil.Process(w.pid)
-    keeper = worker.parent()  # the worker's keeper (on Linux), which ends right after it
-    if keeper.name() != "corral-keeper":
-        keeper = worker
+    pids = with_keeper(w.pid)
     w.submit("busy")
     wait_until(lambda: w.stats().busy == 1, 30, "the busy call to run")
     w.stop(grace=0.5)
-
-    def ended(p):
-        try:
-            return p.status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-
-    wait_until(lambda: ended(worker) and ended(keeper), 10, "the worker and its keeper to end")
+    wait_until(lambda: all(map(gone, pids)), 10, "the worker and its keeper to end")
     with pytest.raises(corral.InvalidState):
         w.call("noop")
 

@@ -4,25 +4,11 @@ killed mid-call."""
 import signal
 import time
 
-import psutil
 import pytest
 
 from conftest import wait_until
 from corral.remote.errors import ConnectionLost, InstanceNotFound
-from remote.conftest import MODEL, Host
-
-
-def _gone(pid):
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _and_keeper(pid):
-    """The pids of a live worker and of its keeper (on Linux), which ends a reap after it."""
-    parent = psutil.Process(pid).parent()
-    return [pid] + ([parent.pid] if parent.name() == "corral-keeper" else [])
+from remote.conftest import MODEL, Host, gone, with_keeper
 
 
 def test_disconnect_ends_the_instances_launched_in_the_session(host, program):
@@ -30,16 +16,16 @@ def test_disconnect_ends_the_instances_launched_in_the_session(host, program):
     w = s.launch(program, target="remote_model.py:Model")
     pid = w.pid
     assert w.call("pid") == pid
-    pids = _and_keeper(pid)
+    pids = with_keeper(pid)
     s._link.close()  # the connection just ends (no goodbye)
-    wait_until(lambda: all(map(_gone, pids)), 30, "the instance (and keeper) to end")
+    wait_until(lambda: all(map(gone, pids)), 30, "the instance (and keeper) to end")
 
 
 def test_close_waits_until_the_instances_stopped(host, program):
     s = host.connect()
     pid = s.launch(program, target="remote_model.py:Model").pid
     s.close()
-    assert _gone(pid)
+    assert gone(pid)
 
 
 def test_detached_instances_live_on_and_can_be_attached_again(host, program):
@@ -48,13 +34,13 @@ def test_detached_instances_live_on_and_can_be_attached_again(host, program):
     w.call("set_state", {"kept": True})
     identity, iid, pid = s.identity, w.id, w.pid
     s.close()
-    assert not _gone(pid)
+    assert not gone(pid)
     with host.connect(identity=identity) as again:
         assert [i.id for i in again.instances()] == [iid]
         w2 = again.attach(iid)
         assert w2.call("get_state") == {"kept": True}
         w2.stop()
-    assert _gone(pid)
+    assert gone(pid)
 
 
 def test_session_detach_keeps_everything_running(host, program):
@@ -62,11 +48,11 @@ def test_session_detach_keeps_everything_running(host, program):
     pid = s.launch(program, target="remote_model.py:Model").pid
     identity = s.identity
     s.detach()
-    assert not _gone(pid)
+    assert not gone(pid)
     with host.connect(identity=identity) as again:
         (info,) = again.instances()
         again.attach(info.id).stop()
-    assert _gone(pid)
+    assert gone(pid)
 
 
 def test_two_clients_cannot_see_each_other(host, program):
@@ -114,7 +100,7 @@ def test_server_killed_mid_call_fails_calls_within_a_second(tmp_path):
         with pytest.raises(ConnectionLost):
             w.call("noop")
         s.close()
-        wait_until(lambda: _gone(pid), 10, "the workers to die with their host")
+        wait_until(lambda: gone(pid), 10, "the workers to die with their host")
     finally:
         h.stop()
 
@@ -126,7 +112,7 @@ def test_linger_ends_a_detached_instance_without_a_client(tmp_path):
         prog = s.upload(MODEL)
         pid = s.launch(prog, target="remote_model.py:Model", detached=True).pid
         s.close()
-        wait_until(lambda: _gone(pid), 30, "the lingering instance to end")
+        wait_until(lambda: gone(pid), 30, "the lingering instance to end")
     finally:
         h.stop()
 
@@ -173,7 +159,7 @@ def test_sigterm_drains_calls_in_flight_then_stops_every_instance(tmp_path):
         wait_until(refused, 10, "new sessions to be refused while draining")
         assert fut.result(30) == 1.0  # the call in flight finished
         assert h.proc.wait(30) in (0, -signal.SIGTERM)
-        wait_until(lambda: _gone(pid), 10, "the instance to stop")
+        wait_until(lambda: gone(pid), 10, "the instance to stop")
         s.close()
     finally:
         h.stop()
