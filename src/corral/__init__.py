@@ -9,6 +9,11 @@ the future types and the report Structs stay reachable here and in their modules
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
+from . import _workerstart
+
+if _workerstart.in_worker():
+    _workerstart.import_msgspec()
+
 from ._version import __version__
 from .exceptions import (
     ArgumentError,

@@ -22,6 +22,8 @@ import time
 import weakref
 from typing import Any, Callable
 
+from .._workerstart import XOPTION
+
 log = logging.getLogger("corral.worker")
 
 STDERR_TAIL_LINES = 40
@@ -139,7 +141,7 @@ class WorkerProcess:
         if env:
             full_env.update(env)
         argv = [
-            python or sys.executable, "-m", "corral.worker",
+            python or sys.executable, "-X", XOPTION, "-m", "corral.worker",
             "--control-fd", str(control_child.fileno()),
             "--data-fd", str(data_child.fileno()),
             "--fds-fd", str(fds_child.fileno()),

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import inspect
 import os
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..exceptions import problems_text
 from ..protocol.messages import MethodInfo, TargetSpec
+from . import introspect
 
 #: Lifecycle hooks: run by corral, never callable as methods.
 LIFECYCLE = frozenset({"setup", "teardown"})
@@ -49,16 +48,18 @@ class Method:
         return MethodSchema(inputs.schema(), inputs.output_schema(self.streams))
 
 
-@dataclass
 class Loaded:
     """A built target: the object, its methods, and a readable name for messages."""
 
-    obj: Any
-    name: str
-    methods: dict[str, Method]
+    __slots__ = ("obj", "name", "methods")
+
+    def __init__(self, obj: Any, name: str, methods: dict[str, Method]):
+        self.obj = obj
+        self.name = name
+        self.methods = methods
 
     def teardown(self) -> None:
-        hook = getattr(self.obj, "teardown", None) if not inspect.isfunction(self.obj) else None
+        hook = getattr(self.obj, "teardown", None) if not introspect.isfunction(self.obj) else None
         if callable(hook):
             hook()
 
@@ -137,20 +138,20 @@ def check_config(obj: Any, config: dict[str, Any]) -> dict[str, Any]:
     instance or a function) and converted as call inputs are (worker/inputs.py), before
     anything is built; raise ConfigProblems listing every unknown key, missing required
     value and value of the wrong type."""
-    from .inputs import InputError, Inputs
-
     if isinstance(obj, type):
-        setup = inspect.getattr_static(obj, "setup", None)
-        unbound = inspect.isfunction(setup)
+        setup = introspect.getattr_static(obj, "setup", None)
+        unbound = introspect.isfunction(setup)
         setup = getattr(obj, "setup", None)
     else:
-        setup = None if inspect.isfunction(obj) else getattr(obj, "setup", None)
+        setup = None if introspect.isfunction(obj) else getattr(obj, "setup", None)
         unbound = False
     if not callable(setup):
         if config:
             raise ConfigProblems([{"loc": [key], "msg": "unexpected config key (the target "
                                    "has no setup() to receive it)"} for key in config])
         return {}
+    from .inputs import InputError, Inputs  # here: a target without setup() never needs it
+
     try:
         return Inputs(setup, unbound=unbound).convert(config)
     except InputError as exc:
@@ -162,7 +163,7 @@ def check_config(obj: Any, config: dict[str, Any]) -> dict[str, Any]:
 def build(obj: Any, config: dict[str, Any], run_async: Callable[[Any], Any]) -> Loaded:
     """Build the target once and run its ``setup(**config)``; ``run_async`` runs a coroutine
     (an async ``setup``) to completion on the worker's event loop."""
-    if inspect.isfunction(obj) or inspect.isbuiltin(obj):
+    if introspect.isfunction(obj) or introspect.isbuiltin(obj):
         if config:
             raise TypeError(
                 f"config {sorted(config)} given, but the function target {obj.__name__!r} "
@@ -183,8 +184,11 @@ def build(obj: Any, config: dict[str, Any], run_async: Callable[[Any], Any]) -> 
 
             config = setup_config(setup)
         result = setup(**config)
-        if inspect.isawaitable(result):
-            run_async(result)
+        if result is not None:
+            import inspect
+
+            if inspect.isawaitable(result):
+                run_async(result)
     elif config:
         raise TypeError(
             f"config {sorted(config)} given, but {_describe(instance)} has no setup() to receive it"
@@ -211,9 +215,9 @@ def public_methods(instance: Any) -> dict[str, Method]:
     for name in dir(type(instance)):
         if name.startswith("_") or name in LIFECYCLE:
             continue
-        raw = inspect.getattr_static(instance, name, None)
-        if not isinstance(raw, (staticmethod, classmethod)) and not inspect.isfunction(raw) \
-                and not inspect.isbuiltin(raw) and not inspect.ismethoddescriptor(raw):
+        raw = introspect.getattr_static(instance, name, None)
+        if not isinstance(raw, (staticmethod, classmethod)) and not introspect.isfunction(raw) \
+                and not introspect.isbuiltin(raw) and not introspect.ismethoddescriptor(raw):
             continue
         fn = getattr(instance, name)
         if callable(fn):
@@ -222,23 +226,12 @@ def public_methods(instance: Any) -> dict[str, Method]:
 
 
 def _method(fn: Callable[..., Any], name: str) -> Method:
-    if inspect.isasyncgenfunction(fn):
-        kind = "asyncgen"
-    elif inspect.iscoroutinefunction(fn):
-        kind = "async"
-    elif inspect.isgeneratorfunction(fn):
-        kind = "generator"
-    else:
-        kind = "sync"
-    try:
-        signature = str(inspect.signature(fn))
-    except (TypeError, ValueError):
-        signature = "(...)"
-    doc = inspect.getdoc(fn) or ""
-    return Method(fn, MethodInfo(kind, signature, doc.split("\n\n")[0]))
+    info = MethodInfo(introspect.kind(fn), introspect.signature_text(fn),
+                      introspect.doc_summary(fn))
+    return Method(fn, info)
 
 
 def _describe(obj: Any) -> str:
-    if isinstance(obj, type) or inspect.isfunction(obj):
+    if isinstance(obj, type) or introspect.isfunction(obj):
         return f"{obj.__module__}.{obj.__qualname__}"
     return f"{type(obj).__module__}.{type(obj).__qualname__} instance"

@@ -14,7 +14,6 @@ Where a call runs:
 
 from __future__ import annotations
 
-import inspect
 import queue
 import threading
 import time
@@ -357,6 +356,8 @@ class Runner:
         if tb is None or tb.tb_next is not None:
             return
         try:
+            import inspect  # only on this error path: not on the start path (cold start)
+
             inspect.signature(method.fn).bind(*call.args, **call.kwargs)
         except TypeError as bind_error:
             err = TypeError(str(bind_error))
