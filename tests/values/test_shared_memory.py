@@ -109,6 +109,15 @@ def test_a_forged_shared_memory_reference_is_a_protocol_error(w):
         w.call("forged_shm_reply")
 
 
+@pytest.mark.parametrize("claim", [(1 << 16) + 1, (1 << 16) - 1, 0])
+def test_a_shape_that_does_not_fill_its_region_is_a_protocol_error(w, claim):
+    """A peer's array description is untrusted: a shape bigger than the region it names
+    would read past it, a smaller one is not what was sent either (shm.element_count)."""
+    with pytest.raises(corral.ProtocolError, match="does not fill"):
+        w.call("misshapen_shm_reply", claim)
+    assert w.call("echo", 1) == 1  # the worker was replaced; the next call works
+
+
 HOST_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
