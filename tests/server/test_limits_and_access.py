@@ -99,3 +99,50 @@ def test_each_request_is_one_json_line_on_corral_access_without_the_token():
         assert r.access == e and r.name == "corral.access"
         assert "\n" not in r.getMessage()
         assert token not in r.getMessage() and "Bearer" not in r.getMessage()
+
+
+class _CountingStream:
+    def __init__(self):
+        self.writes = []
+
+    def write(self, text):
+        self.writes.append(text)
+
+    def flush(self):
+        pass
+
+
+def test_serves_own_access_handler_writes_the_lines_of_one_loop_iteration_at_once():
+    """``corral serve``'s handler (access.Lines): the same JSON lines, one write per loop
+    iteration; another handler on the logger gets them as LogRecords, as before."""
+    import asyncio
+
+    from corral.server import access
+
+    logger = logging.getLogger("test.corral.access.lines")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    stream = _CountingStream()
+    logger.addHandler(access.Lines(stream))
+    fields = [{"method": "GET", "path": f"/p{i}", "status": 200} for i in range(3)]
+
+    async def three_requests():
+        for f in fields:
+            access.write(logger, f)
+        assert stream.writes == []  # (held to the end of this iteration)
+        await asyncio.sleep(0)
+
+    asyncio.run(three_requests())
+    assert len(stream.writes) == 1
+    assert [json.loads(line) for line in stream.writes[0].splitlines()] == fields
+    access.write(logger, fields[0])  # no loop running: written at once
+    assert len(stream.writes) == 2 and json.loads(stream.writes[1]) == fields[0]
+
+    records = Records()
+    logger.addHandler(records)
+    try:
+        access.write(logger, fields[1])
+    finally:
+        logger.handlers.clear()
+    assert json.loads(stream.writes[2]) == fields[1]  # through logging, to both handlers
+    assert records.records[0].access == fields[1]

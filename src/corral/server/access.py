@@ -10,7 +10,9 @@ The middleware that writes them is ``instrument.Instrument`` (with the metrics).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 from typing import Any
 
 import msgspec
@@ -21,7 +23,44 @@ PREDICTION_ID = "corral.prediction_id"
 _encode = msgspec.json.Encoder().encode
 
 
+class Lines(logging.Handler):
+    """``corral serve``'s own handler for ``corral.access``: each line as it is, on stderr,
+    the lines of one event-loop iteration in one write. While it is the logger's only
+    handler, ``write`` hands it the encoded line without a LogRecord: a record, the
+    handler's lock and a flush per request were ~8% of a no-op prediction's server CPU."""
+
+    def __init__(self, stream: Any = None):
+        super().__init__()
+        self.stream = stream if stream is not None else sys.stderr
+        self._waiting: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.line(record.getMessage())
+
+    def line(self, text: str) -> None:
+        self._waiting.append(text)
+        if len(self._waiting) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop here: at once
+                self.flush()
+
+    def flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        if waiting:
+            try:
+                self.stream.write("\n".join(waiting) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr closed: nowhere to log to
+                pass
+
+
 def write(logger: logging.Logger, fields: dict[str, Any]) -> None:
+    handlers = logger.handlers
+    if len(handlers) == 1 and type(handlers[0]) is Lines and not logger.propagate \
+            and not logger.filters and not handlers[0].filters:
+        handlers[0].line(_encode(fields).decode())
+        return
     logger.info(_encode(fields).decode(), extra={"access": fields})
 
 

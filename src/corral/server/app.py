@@ -555,9 +555,9 @@ def serve(runner: Runner, *, host: str = "127.0.0.1", port: int = 5000,
     app.state.set_shutdown(stop)
     access = logging.getLogger("corral.access")
     if not access.handlers:  # the JSON lines as they are, one a line, on stderr
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(handler)
+        from .access import Lines
+
+        access.addHandler(Lines())
         access.setLevel(logging.INFO)
         access.propagate = False
     from .gctune import tune
