@@ -57,6 +57,7 @@ def local_cluster(nodes: list[dict[str, Any]] = ({"num_cpus": 2},),
     from ray.cluster_utils import Cluster
 
     temp = tempfile.mkdtemp(prefix="corral-ray-")
+    address_file, made_dir = _address_file()
     cluster = None
     try:
         cluster = Cluster(initialize_head=True, head_node_args={
@@ -73,3 +74,36 @@ def local_cluster(nodes: list[dict[str, Any]] = ({"num_cpus": 2},),
         if cluster is not None:
             cluster.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
+        _forget_address(address_file, cluster, made_dir)
+
+
+def _address_file() -> tuple[str, bool]:
+    """Where ``Cluster`` writes the head's address (Ray's default temp folder, whatever
+    ``temp_dir`` says), made if missing: on a fresh machine nothing has made ``/tmp/ray``
+    yet and the write fails. True when this made the folder."""
+    try:
+        from ray._common.utils import get_ray_address_file
+    except ImportError:  # (older Ray)
+        from ray._private.utils import get_ray_address_file
+    path = get_ray_address_file(None)
+    folder = os.path.dirname(path)
+    made = not os.path.isdir(folder)
+    os.makedirs(folder, exist_ok=True)
+    return path, made
+
+
+def _forget_address(path: str, cluster: Any, made_dir: bool) -> None:
+    """Remove the address file if it still names this cluster, and the folder if this
+    made it and nothing else is in it: nothing is left behind."""
+    address = getattr(getattr(cluster, "head_node", None), "gcs_address", None)
+    try:
+        with open(path) as f:
+            if address is not None and f.read() == address:
+                os.remove(path)
+    except OSError:
+        pass
+    if made_dir:
+        try:
+            os.rmdir(os.path.dirname(path))
+        except OSError:  # (not empty: another Ray on this machine uses it)
+            pass
