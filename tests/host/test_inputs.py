@@ -60,3 +60,24 @@ def test_convert_enforces_constraints(w):
 
 def test_without_convert_arguments_go_as_they_are(w):
     assert w.call("predict", "p", steps=3) == "p:3:1.5::None"
+
+
+def test_typing_extensions_hints_are_described_and_converted_in_a_worker():
+    """A worker imports msgspec without typing_extensions (cold start, _workerstart.py);
+    a target's typing_extensions TypedDict, NotRequired and Annotated work as before."""
+    with corral.Worker(fixture_ref("extensions_typed:Extended")) as w:
+        schema = w.describe()["shape"].input
+        assert w.call("hints_module") == "typing"  # (the trimmed import did happen)
+        conv = w.options(convert=True)
+        assert conv.call("shape", options={"size": "3"}, scale="2") == "6.0:-:float"
+        assert conv.call("shape", options={"size": 1, "label": "x"}) == "1.0:x:float"
+        with pytest.raises(corral.ArgumentError) as info:
+            conv.call("shape", options={"label": "x"}, scale=-1)
+    assert info.value.problems == [
+        {"loc": ["options"], "msg": "Object missing required field `size`"},
+        {"loc": ["scale"], "msg": "Expected `float` > 0.0"}]
+    assert schema["properties"]["options"] == {"$ref": "#/$defs/Options"}
+    assert schema["$defs"]["Options"]["required"] == ["size"]  # label: NotRequired
+    assert set(schema["$defs"]["Options"]["properties"]) == {"size", "label"}
+    assert schema["properties"]["scale"] == {"type": "number", "exclusiveMinimum": 0,
+                                             "default": 1.0}
