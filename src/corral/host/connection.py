@@ -59,12 +59,6 @@ WINDOW_BYTES = 128 * 1024
 LEAD_GRACE = 0.001
 
 
-#: A reading event loop holds the calls its callbacks make until the end of the loop's
-#: iteration (one send for a burst), but sends once this many wait: the worker starts on
-#: them while the loop is still making the rest (2 CPUs working instead of taking turns).
-LOOP_BATCH = 16
-
-
 class Connection:
     def __init__(self, control: Any, data: Any, fds: Any, *, window: int, allow_pickle: bool,
                  oob_threshold: int,
@@ -447,7 +441,7 @@ class Connection:
                 if self._outbox:  # (they go first: calls reach the worker in id order)
                     to_send[:0] = self._outbox
                     self._outbox = []
-                if loop is not None and len(to_send) < LOOP_BATCH:
+                if loop is not None:
                     self._outbox = to_send
                     if not self._flush_soon:
                         self._flush_soon = True
