@@ -138,6 +138,11 @@ def test_serves_own_access_handler_writes_the_lines_of_one_loop_iteration_at_onc
     access.write(logger, fields[0])  # no loop running: written at once
     assert len(stream.writes) == 2 and json.loads(stream.writes[1]) == fields[0]
 
+    logger.handlers[0].setLevel(logging.WARNING)  # a level on the handler is obeyed
+    access.write(logger, fields[2])
+    assert len(stream.writes) == 2
+    logger.handlers[0].setLevel(logging.NOTSET)
+
     records = Records()
     logger.addHandler(records)
     try:

@@ -58,7 +58,8 @@ class Lines(logging.Handler):
 def write(logger: logging.Logger, fields: dict[str, Any]) -> None:
     handlers = logger.handlers
     if len(handlers) == 1 and type(handlers[0]) is Lines and not logger.propagate \
-            and not logger.filters and not handlers[0].filters:
+            and not logger.filters and not handlers[0].filters \
+            and handlers[0].level <= logging.INFO:
         handlers[0].line(_encode(fields).decode())
         return
     logger.info(_encode(fields).decode(), extra={"access": fields})
