@@ -335,11 +335,11 @@ class Connection:
             has_frame, done = self._data_reader.has_frame, sink.done
             while not done():
                 if not has_frame():
-                    # Before blocking: send the outbox once the worker has no more calls
-                    # left to run than wait in it (so they leave in batches, and the worker
-                    # answers each batch with one write).
+                    # Before blocking: send what the caller submitted meanwhile, in one
+                    # system call. (Held back until the worker ran dry, batches were bigger
+                    # but the two processes took turns instead of running side by side.)
                     out = self._outbox
-                    if out and self._in_flight <= 2 * len(out):
+                    if out:
                         with self._lock:
                             out, self._outbox = self._outbox, []
                         self._send_frames(out)

@@ -6,6 +6,9 @@ instead of written: the replies of a burst of pipelined calls go out together, w
 system call and one wake-up of the host. A single call is answered at once (nothing else is
 buffered). What is held is written:
 
+* once ``HOLD_MAX`` replies are held: the host works on those while this side runs the
+  rest of the burst (holding a whole burst made the two processes take turns, each idle
+  while the other worked: pipelined submit() ran at half the rate);
 * by the data loop, before it blocks reading (``flush``);
 * with the next message any thread sends on the data socket (order is kept);
 * by a watchdog thread ``HOLD_S`` after the first reply was held, should the next call take
@@ -21,6 +24,8 @@ from typing import Any
 
 #: How long a held reply may wait for the calls behind it.
 HOLD_S = 0.001
+#: The most replies held for one write (benchmarks/README.md: 4 to 16 measured alike).
+HOLD_MAX = 8
 
 
 class Replies:
@@ -31,6 +36,7 @@ class Replies:
         self._bell.acquire()
         self._rung = False
         self._batch = 0  # counts held batches, so the watchdog knows its batch went out
+        self._held = 0  # replies held now
         self._watchdog: threading.Thread | None = None
 
     def send(self, msg: Any) -> None:
@@ -40,6 +46,11 @@ class Replies:
             writer.send(msg)
             return
         empty = not writer.held
+        held = 1 if empty else self._held + 1
+        if held >= HOLD_MAX:
+            writer.send(msg)  # (with the held ones, in one write)
+            return
+        self._held = held
         writer.send(msg, hold=True)
         if empty and writer.held:
             self._batch += 1  # (under the GIL: only this thread writes it)
