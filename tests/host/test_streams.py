@@ -253,6 +253,8 @@ def test_big_streamed_chunks_reuse_a_window_of_segments(w):
     # Each credit the worker gives back carries the segments its method let go: the
     # feeder reuses them, so about a window of them ever exists, not one per chunk.
     assert shm.local_pool().stats()["segments"] - before <= 2 * 8 + 2
+    w.health()  # (a control round trip: any Release sent on its own has been read)
+    assert w._conn.exporter.lent() == 0  # every chunk's lease ended, none leaked
 
 
 def test_a_pool_never_retries_a_call_whose_streamed_argument_it_cannot_replay():

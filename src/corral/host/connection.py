@@ -578,6 +578,9 @@ class Connection:
                 ep.decoded += 1
             if ep.deferred:  # a Release that waited for this frame (endpoint.py)
                 ep.apply_deferred()
+            kind = type(msg)
+            if (kind is m.Done or kind is m.InCredit) and msg.release is not None:
+                self.shm.apply(msg.release)  # (also for a call that ended meanwhile)
             unrebuilt = self._unrebuilt
             sink = self._pending.get(msg.id)
             if sink is None:
@@ -588,9 +591,6 @@ class Connection:
             if not sink._sent:
                 raise ProtocolError(f"worker sent {type(msg).__name__} for call {msg.id}, "
                                     "which was not sent to it yet")
-            kind = type(msg)
-            if kind is m.Done and msg.release is not None:
-                self.shm.apply(msg.release)
             if unrebuilt:
                 self._refuse_unrebuilt(msg, sink)
             elif kind is m.Done:

@@ -8,7 +8,8 @@ argument is sent to the worker chunk by chunk while the caller's code produces i
         ▼
     feeder (a thread; a task on the caller's loop for an async iterator)
         next(source) ─► InChunk(id, slot, value) ─► data socket ─► worker/instream.py
-        ◄──────────────── InCredit(id, slot, n) ◄── as the method takes chunks
+        ◄──────── InCredit(id, slot, n, release) ◄── as the method takes chunks (with
+                                                     the leases of chunks it dropped)
         end of source ─► InEnd(id, slot)
 
 Each chunk goes through the value codec (big arrays and bytes through shared memory).

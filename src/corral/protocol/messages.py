@@ -288,6 +288,9 @@ class InCredit(msgspec.Struct, tag=37, array_like=True):
     id: int
     slot: int
     n: int
+    #: The leases the method let go of so far (chunks it dropped), applied before the
+    #: credit: the feeder then reuses those segments instead of making new ones.
+    release: Release | None = None
 
 
 WorkerData = Union[Log, Progress, Metric, Chunk, Done, Failed, InCredit]

@@ -31,11 +31,11 @@ class InputStream:
     of the chunks the caller produces, in order, ending when the caller's iterator ends."""
 
     def __init__(self, call_id: int, slot: int, window: int, send: Callable[[Any], Any],
-                 flush_releases: Callable[[], None]):
+                 take_release: Callable[[], Any]):
         self._id = call_id
         self._slot = slot
         self._send = send
-        self._flush = flush_releases
+        self._take_release = take_release
         self._items: deque = deque()
         self._cond = threading.Condition(threading.Lock())
         self._error: BaseException | None = None
@@ -105,9 +105,11 @@ class InputStream:
             await waiter
         return self._took(item, StopAsyncIteration)
 
-    def _grant(self, credit: m.InCredit) -> None:
-        self._send(credit)
-        self._flush()  # (chunks the method dropped free the host's segments for more)
+    def _grant(self, n: int) -> None:
+        # The chunks the method dropped ride on the credit, in the same frame: were they
+        # sent on their own (control channel), the feeder could take the credit first and
+        # make new segments while these still looked lent.
+        self._send(m.InCredit(self._id, self._slot, n, self._take_release()))
 
     def _took(self, item: Any, end: type[BaseException]) -> Any:
         if item is _END:
@@ -116,8 +118,7 @@ class InputStream:
         self._taken += 1
         if self._taken >= self._batch:
             n, self._taken = self._taken, 0
-            credit = m.InCredit(self._id, self._slot, n)
-            _outside_user_code(self._id, lambda: self._grant(credit))
+            _outside_user_code(self._id, lambda: self._grant(n))
         return item
 
 
@@ -147,9 +148,9 @@ def _outside_user_code(call_id: int, fn: Callable[[], Any]) -> None:
 class Inputs:
     """The streamed arguments of the calls read so far, by call id."""
 
-    def __init__(self, send: Callable[[Any], Any], flush_releases: Callable[[], None]):
+    def __init__(self, send: Callable[[Any], Any], take_release: Callable[[], Any]):
         self._send = send
-        self._flush = flush_releases
+        self._take_release = take_release
         self._calls: dict[int, list[InputStream]] = {}
         self._early: dict[int, list[Any]] = {}  # chunks that overtook their call
 
@@ -158,7 +159,8 @@ class Inputs:
         argument and hand it the chunks that came first."""
         streams = []
         for slot, (where, window) in enumerate(call.streams.inputs):
-            stream = InputStream(call.id, slot, int(window), self._send, self._flush)
+            stream = InputStream(call.id, slot, int(window), self._send,
+                                 self._take_release)
             if isinstance(where, int):
                 call.args[where] = stream
             else:

@@ -60,7 +60,7 @@ class Runner:
         self._loop: Any = None
         #: Output credit of streaming calls (flow.py) and their streamed inputs (instream.py).
         self.gates = Gates()
-        self.inputs = Inputs(send, flush_releases)
+        self.inputs = Inputs(send, take_release)
 
     # -- admission ------------------------------------------------------------------------
 
