@@ -117,9 +117,12 @@ def test_nothing_is_left_after_the_worker_dies_and_is_restarted(how, stage):
 
 
 def test_nothing_is_left_after_a_recycle():
-    with corral.Worker(PARENT, max_calls=1) as w:
+    # max_calls=2: spawn() checks the old process while it is sure to live; the second
+    # call is its last, and the recycle begins as it ends.
+    with corral.Worker(PARENT, max_calls=2) as w:
         first = w.pid
         pids = spawn(w)
+        assert w.call("pid") == first
         wait_until(lambda: w.state == "ready" and w.pid != first, what="the recycle")
         assert left(pids) == {}  # the old process is reaped before the new one starts
 

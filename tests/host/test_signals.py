@@ -108,6 +108,14 @@ HOST = textwrap.dedent("""
 """)
 
 
+def _default_signals() -> None:
+    """The host starts with SIGINT and SIGTERM at their defaults, as from a terminal: a
+    suite launched in the background by a non-interactive shell inherits SIGINT ignored,
+    and a host started that way rightly leaves an ignored signal alone."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class Host:
     """A host script running in a subprocess; ``out`` holds what it notes, ``log`` its
     log lines, ``err`` its stderr."""
@@ -121,7 +129,8 @@ class Host:
             self.proc = subprocess.Popen(
                 [sys.executable, str(script), str(self.out), how, *map(str, args)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})})
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})},
+                preexec_fn=_default_signals)
 
     def noted(self, prefix: str, path=None) -> str:
         """Wait for the line of ``path`` (default: the host's notes) that starts with
