@@ -53,3 +53,30 @@ def test_map_results_arrive_in_order_for_any_window(prefetch):
         n = 1000
         assert list(w.map("add", range(n), range(n))) == [2 * i for i in range(n)]
         assert w.call("add", 1, 2) == 3
+
+
+def test_an_event_loop_sends_its_calls_in_batches_while_it_makes_more(tmp_path):
+    """Calls made on an event loop wait for the end of its iteration to go out together,
+    but no more than LOOP_BATCH of them: the worker starts on those while the loop makes
+    the rest (the worker would otherwise idle through the whole iteration)."""
+    import asyncio
+
+    from corral.host.connection import LOOP_BATCH
+
+    side, gate = str(tmp_path / "side"), str(tmp_path / "gate")
+    os.mkfifo(gate)
+
+    async def main(w):
+        # (the first goes at once: the loop reads replies once it has calls out)
+        futs = [w.asubmit("quick", "first"), w.asubmit("gated", side, gate)]
+        futs += [w.asubmit("quick", str(i)) for i in range(LOOP_BATCH - 1)]
+        # Still inside the iteration that made them (no await yet): the first batch went.
+        wait_until(lambda: _lines(side) == ["started"], what="the first call to start")
+        with open(gate, "w") as f:
+            f.write("go")
+        futs.append(w.asubmit("quick", "last"))  # one in the outbox, sent at the end
+        return await asyncio.gather(*futs)
+
+    with corral.Worker(SLOW) as w:
+        results = asyncio.run(main(w))
+    assert results == ["first", "done", *map(str, range(LOOP_BATCH - 1)), "last"]

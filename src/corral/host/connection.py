@@ -57,6 +57,11 @@ WINDOW_BYTES = 128 * 1024
 #: How long the reader thread stands by after a caller last read replies itself, before it
 #: takes over (and the longest a call from ``submit()`` waits in the outbox meanwhile).
 LEAD_GRACE = 0.001
+#: Calls an event loop queues in one iteration before they go out without waiting for its
+#: end: the worker starts on the first ones while the loop makes the rest (measured: 64
+#: calls sent once at the end of the iteration left the worker idle meanwhile).
+LOOP_BATCH = 16
+
 
 
 class Connection:
@@ -442,6 +447,8 @@ class Connection:
                     to_send[:0] = self._outbox
                     self._outbox = []
                 if loop is not None:
+                    if len(to_send) >= LOOP_BATCH:
+                        return to_send
                     self._outbox = to_send
                     if not self._flush_soon:
                         self._flush_soon = True
