@@ -179,3 +179,26 @@ def test_map_alongside_other_threads(basic):
     assert list(basic.map("predict", range(300))) == [2 * i for i in range(300)]
     t.join(30)
     assert out["calls"] == [i + 1 for i in range(200)]
+
+
+def test_a_lone_awaited_call_is_read_by_its_own_event_loop(monkeypatch):
+    """One call awaited at a time (an HTTP handler's): its loop reads the reply itself,
+    never handed over by the connection's reader thread (a thread wake-up and a
+    cross-thread call per call, which cost more than the call)."""
+    from corral.host.calls import AsyncCallFuture
+
+    handed: list = []
+    original = AsyncCallFuture._handed
+
+    def counting(self, result, exc):
+        handed.append(self.id)
+        original(self, result, exc)
+
+    monkeypatch.setattr(AsyncCallFuture, "_handed", counting)
+
+    async def main(w):
+        return [await w.acall("add", i) for i in range(50)]
+
+    with corral.Worker(fixture_ref("basic:Basic")) as w:
+        assert asyncio.run(main(w)) == [i + 1 for i in range(50)]
+    assert handed == []

@@ -186,7 +186,7 @@ class Connection:
         window has room); the reader thread delivers its messages."""
         loop = getattr(sink, "_lead_loop", None)
         if loop is not None:
-            self.attach_loop(loop)
+            self.attach_loop(loop, calling=True)
             if self._loop_lead is not loop:
                 loop = None
         self._send_frames(self._admit([(call_id, payload, sink)], defer=True, loop=loop))
@@ -196,12 +196,13 @@ class Connection:
                 and not self._wake.is_set():
             self._wake.set()
 
-    def attach_loop(self, loop: Any) -> None:
+    def attach_loop(self, loop: Any, calling: bool = False) -> None:
         """Let ``loop`` (running, on this thread) read replies when the socket is readable:
         asyncio callers then get theirs without a hand-off from the reader thread. One
-        loop at a time; another loop's calls are delivered as before."""
+        loop at a time; another loop's calls are delivered as before. ``calling``: the
+        loop is about to make a call (else it attaches only while calls are pending)."""
         current = self._loop_lead
-        if current is loop or self._failed_all or not self._pending:
+        if current is loop or self._failed_all or not (calling or self._pending):
             return
         if current is not None and current.is_running() and not current.is_closed():
             return
