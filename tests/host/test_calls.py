@@ -202,3 +202,19 @@ def test_a_lone_awaited_call_is_read_by_its_own_event_loop(monkeypatch):
     with corral.Worker(fixture_ref("basic:Basic")) as w:
         assert asyncio.run(main(w)) == [i + 1 for i in range(50)]
     assert handed == []
+
+
+def test_a_big_call_awaited_on_uvloop_goes_through_whole():
+    """uvloop makes a watched descriptor non-blocking (libuv's uv_poll_init): the data
+    socket must stay blocking, or a call bigger than the socket buffer is cut off
+    half-way by EAGAIN and the worker waits for the rest of its frame forever."""
+    uvloop = pytest.importorskip("uvloop")
+    text = "x" * (20 << 20)  # (a str travels inline: one frame far beyond the buffer)
+
+    async def main(w):
+        # (bounded: the defect this guards against hangs rather than fails)
+        return [len(await asyncio.wait_for(w.acall("greet", text), 60)) for _ in range(2)]
+
+    with corral.Worker(fixture_ref("basic:Basic"), max_frame=64 << 20) as w:
+        expected = len(w.call("greet", text))
+        assert uvloop.run(main(w)) == [expected, expected]

@@ -206,8 +206,14 @@ class Connection:
             return
         if current is not None and current.is_running() and not current.is_closed():
             return
+        fd = self._data.fileno()
         try:
-            loop.add_reader(self._data.fileno(), self._loop_readable, loop)
+            loop.add_reader(fd, self._loop_readable, loop)
+            # uvloop (libuv's uv_poll_init) makes the descriptor non-blocking, for every
+            # thread: a big call's sendall would then stop half-way with EAGAIN, and the
+            # worker wait for the rest of its frame. The loop reads with MSG_DONTWAIT.
+            if not os.get_blocking(fd):
+                os.set_blocking(fd, True)
         except Exception:  # noqa: BLE001 - a loop that cannot watch sockets: not a leader
             return
         self._loop_lead = loop
