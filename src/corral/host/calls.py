@@ -58,28 +58,33 @@ class CallRecord:
     id: int
     method: str
     metrics: dict[str, Any]
-    run_time: float | None
     #: The runner it was sent to (set by its runner for futures and streams).
     worker: Any = None
     #: Output credit (host/flow.py) of a flow-controlled stream, and the feeder of the
     #: call's streamed arguments (host/instream.py); class-level None for every other call.
     _flow: Any = None
     _feed: Any = None
+    # The rest start as these class-level values (each call sets only what differs: a sink
+    # is made per call, and every attribute set in its __init__ is measurable).
+    run_time: float | None = None
+    _sent = False  # set by the connection once the Call is on the wire
+    _size = 0  # bytes of its frame, counted in the connection's window
+    _owner: Any = None  # who can cancel it now: its Connection, or the deferral queue
+    _timer: Any = None  # its deadline (host/timers.py), if it has a timeout
+    _events: EventLog | None = None  # made by the first event (most calls have none)
+    _on_event: EventCallback | None = None
+    #: A streaming method called for one result: its chunks, collected into a list.
+    _chunks: list | None = None
 
     def _init_record(self, call_id: int, method: str, on_event: EventCallback | None,
                      streams: bool = False) -> None:
         self.id = call_id
         self.method = method
-        self._sent = False  # set by the connection once the Call is on the wire
-        self._size = 0  # bytes of its frame, counted in the connection's window
-        self._owner: Any = None  # who can cancel it now: its Connection, or the deferral queue
-        self._timer: Any = None  # its deadline (host/timers.py), if it has a timeout
-        self._events: EventLog | None = None  # made by the first event (most calls have none)
         self.metrics = {}
-        self.run_time = None
-        self._on_event = on_event
-        # A streaming method called for one result: its chunks, collected into a list.
-        self._chunks: list | None = [] if streams else None
+        if on_event is not None:
+            self._on_event = on_event
+        if streams:
+            self._chunks = []
 
     @property
     def sent(self) -> bool:
