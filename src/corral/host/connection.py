@@ -63,7 +63,6 @@ LEAD_GRACE = 0.001
 LOOP_BATCH = 16
 
 
-
 class Connection:
     def __init__(self, control: Any, data: Any, fds: Any, *, window: int, allow_pickle: bool,
                  oob_threshold: int,
@@ -209,13 +208,13 @@ class Connection:
         fd = self._data.fileno()
         try:
             loop.add_reader(fd, self._loop_readable, loop)
-            # uvloop (libuv's uv_poll_init) makes the descriptor non-blocking, for every
-            # thread: a big call's sendall would then stop half-way with EAGAIN, and the
-            # worker wait for the rest of its frame. The loop reads with MSG_DONTWAIT.
-            if not os.get_blocking(fd):
-                os.set_blocking(fd, True)
         except Exception:  # noqa: BLE001 - a loop that cannot watch sockets: not a leader
             return
+        # uvloop (libuv's uv_poll_init) makes the descriptor non-blocking, for every
+        # thread: a big call's sendall would then stop half-way with EAGAIN, and the
+        # worker wait for the rest of its frame. The loop reads with MSG_DONTWAIT.
+        if not os.get_blocking(fd):
+            os.set_blocking(fd, True)
         self._loop_lead = loop
 
     def _detach_loop(self, loop: Any) -> None:
