@@ -218,3 +218,71 @@ def test_a_big_call_awaited_on_uvloop_goes_through_whole():
     with corral.Worker(fixture_ref("basic:Basic"), max_frame=64 << 20) as w:
         expected = len(w.call("greet", text))
         assert uvloop.run(main(w)) == [expected, expected]
+
+
+def test_a_settle_callback_runs_before_the_awaiting_code_resumes():
+    """add_settle_callback: called the moment the call settles, so what it records is
+    there when the awaiting code resumes (asyncio's done callbacks run a turn later),
+    for a result, an error and a cancellation, and at once on a settled call."""
+    async def main(w):
+        seen: list = []
+
+        def note(fut):
+            seen.append(("result", fut.result()) if not fut.cancelled()
+                        and fut.exception() is None else
+                        ("cancelled",) if fut.cancelled() else ("error", str(fut.exception())))
+
+        fut = w.asubmit("add", 1)
+
+        async def waiter():
+            value = await fut
+            return value, list(seen)
+
+        task = asyncio.ensure_future(waiter())
+        await asyncio.sleep(0)  # the task awaits first: it is woken before any callback
+        fut.add_done_callback(lambda f: seen.append(("done callback",)))
+        fut.add_settle_callback(note)
+        # Resumed, it sees what the settle callback noted, and not the done callback's.
+        assert await task == (2, [("result", 2)])
+        assert seen == [("result", 2), ("done callback",)]
+
+        seen.clear()
+        fut = w.asubmit("boom")
+        fut.add_settle_callback(note)
+        with pytest.raises(ValueError):
+            await fut
+        assert seen == [("error", "builtins.ValueError: bad value")]
+
+        seen.clear()
+        fut = w.asubmit("sleep", 30)
+        fut.add_settle_callback(note)
+        fut.cancel()
+        assert seen == [("cancelled",)]
+
+        seen.clear()
+        fut.add_settle_callback(note)  # settled already: at once
+        assert seen == [("cancelled",)]
+
+    with corral.Worker(fixture_ref("basic:Basic"), slots=2) as w:
+        asyncio.run(main(w))
+    with corral.Pool(fixture_ref("basic:Basic"), workers=1, slots=2) as pool:
+        asyncio.run(main(pool))
+
+
+def test_a_failing_settle_callback_fails_nothing_else():
+    """An error in a settle callback goes to the loop's exception handler; the call's
+    result and the callbacks after it are unharmed."""
+    async def main(w):
+        reported: list = []
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, ctx: reported.append(ctx["exception"]))
+        after: list = []
+        fut = w.asubmit("add", 3)
+        fut.add_settle_callback(lambda f: 1 / 0)
+        fut.add_settle_callback(lambda f: after.append(f.result()))
+        assert await fut == 4
+        assert after == [4]
+        assert [type(e) for e in reported] == [ZeroDivisionError]
+
+    with corral.Worker(fixture_ref("basic:Basic")) as w:
+        asyncio.run(main(w))

@@ -103,6 +103,26 @@ def test_asyncio_task_cancellation_cancels_the_call(w, tmp_path):
     assert lines(marker) == ["started", "cancelled", "stopped"]
 
 
+def test_cancelling_an_asubmit_future_reads_as_cancelled_and_stops_the_call(w, tmp_path):
+    """asyncio's convention for Future.cancel(): True, cancelled(), and awaiting it raises
+    asyncio.CancelledError (it used to answer False and fail with corral.Cancelled,
+    because stopping the call settled the future first)."""
+    marker = tmp_path / "marker"
+
+    async def main():
+        fut = w.asubmit("asleep", 60, str(marker))
+        await asyncio.to_thread(started, marker)
+        assert fut.cancel() is True
+        assert fut.cancelled()
+        with pytest.raises(asyncio.CancelledError):
+            await fut
+        await asyncio.to_thread(wait_until, lambda: "stopped" in lines(marker))
+        return await w.acall("echo", "after")
+
+    assert asyncio.run(main()) == "after"
+    assert lines(marker) == ["started", "cancelled", "stopped"]
+
+
 def test_closing_a_stream_stops_the_generator(w, tmp_path):
     marker = tmp_path / "marker"
     stream = w.stream("ticks", str(marker))

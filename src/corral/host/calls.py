@@ -425,6 +425,46 @@ class AsyncCallFuture(CallRecord, asyncio.Future):
         self._lead_loop = loop
         self._tid = threading.get_ident()  # the loop's thread (made by a running loop)
 
+    _settle_callbacks: tuple[Callable[[Any], None], ...] = ()
+
+    def add_settle_callback(self, fn: Callable[[Any], None]) -> None:
+        """Call ``fn(self)`` the moment the call settles (a result, an error or a
+        cancellation), on the loop's thread, before anything awaiting it resumes; at once
+        if it has settled. asyncio's ``add_done_callback`` runs a turn of the loop later:
+        this is for bookkeeping that the awaiting code reads as soon as it resumes (the
+        HTTP server finishes a prediction's record here, so its handler answers one loop
+        iteration sooner and no task follows each call). ``fn`` must be quick; an error
+        in it goes to the loop's exception handler, as a done callback's would."""
+        if self.done():
+            self._run_settle_callback(fn)
+        else:
+            self._settle_callbacks = (*self._settle_callbacks, fn)
+
+    def _run_settle_callbacks(self) -> None:
+        callbacks = self._settle_callbacks
+        if callbacks:
+            self._settle_callbacks = ()
+            for fn in callbacks:
+                self._run_settle_callback(fn)
+
+    def _run_settle_callback(self, fn: Callable[[Any], None]) -> None:
+        try:
+            fn(self)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - as asyncio treats a failing done callback
+            self.get_loop().call_exception_handler({
+                "message": f"settle callback {fn!r} of {self!r} failed",
+                "exception": exc, "future": self})
+
+    def set_result(self, result: Any) -> None:
+        super().set_result(result)
+        self._run_settle_callbacks()
+
+    def set_exception(self, exception: Any) -> None:
+        super().set_exception(exception)
+        self._run_settle_callbacks()
+
     def _event(self, event: Any) -> None:
         self._record(event)
         if self._on_event is not None:
@@ -458,8 +498,12 @@ class AsyncCallFuture(CallRecord, asyncio.Future):
         the call too."""
         if self.done():
             return False
+        # Cancelled first: stopping the call settles it with corral's Cancelled on this
+        # thread, and then this future would not read as cancelled (cancel() was False).
+        super().cancel(msg)
         self._cancel_with(self._cancel_error())
-        return super().cancel(msg)
+        self._run_settle_callbacks()
+        return True
 
     def _settle(self, result: Any, exc: BaseException | None) -> None:
         if self.done():

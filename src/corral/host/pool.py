@@ -351,6 +351,7 @@ class AsyncPoolFuture(AsyncCallFuture):
         source = self.source
         if source.cancelled():
             asyncio.Future.cancel(self)
+            self._run_settle_callbacks()
             return
         exc = source.exception()
         if exc is not None:
@@ -362,7 +363,9 @@ class AsyncPoolFuture(AsyncCallFuture):
         if self.done():
             return False
         self.source.cancel()
-        return asyncio.Future.cancel(self, msg)
+        cancelled = asyncio.Future.cancel(self, msg)
+        self._run_settle_callbacks()
+        return cancelled
 
     def add_sent_callback(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` once the call has left the pool's queue (see PoolFuture)."""

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .._jsonable import jsonable
 from ..exceptions import Cancelled, QueueFull
 from ..host.logbuffer import LogBuffer, default_max_log_bytes
+from .files import has_files
 from .retention import Retention
 
 if TYPE_CHECKING:
@@ -191,31 +192,39 @@ class Prediction:
                                  "mode": event.mode})
 
 
-def _handoff(loop: asyncio.AbstractEventLoop, handle: Callable[[Any], None]
-             ) -> Callable[[Any], None]:
-    """An on_event callback for the connection's reader thread that hands events to
-    ``handle`` on ``loop`` in batches: one wake-up of the loop per batch, not per line (a
-    model printing 100,000 lines would otherwise queue 100,000 callbacks). Order is kept,
-    and every event reaches the loop before the call's result does (the first event of a
-    batch schedules the drain, ahead of the result's own callback)."""
-    lock = threading.Lock()
-    pending: list[Any] = []
+class _Handoff:
+    """The on_event callback of a prediction's call: hands events to ``handle`` on
+    ``loop``. Events read on another thread (the connection's reader) are handed over in
+    batches: one wake-up of the loop per batch, not per line (a model printing 100,000
+    lines would otherwise queue 100,000 callbacks). Events read on the loop itself (it
+    reads its own replies when it can) are handled at once, after any batch still waiting.
+    Order is kept, and the record drains what waits before it finishes (``drain()`` from
+    the settle callback), so every event is in the record before its result."""
 
-    def drain() -> None:
-        with lock:
-            batch = pending[:]
-            pending.clear()
+    __slots__ = ("loop", "handle", "lock", "pending", "tid")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, handle: Callable[[Any], None]):
+        self.loop = loop
+        self.handle = handle
+        self.lock = threading.Lock()
+        self.pending: list[Any] = []
+        self.tid = threading.get_ident()  # the loop's thread (made on the loop)
+
+    def drain(self) -> None:
+        with self.lock:
+            batch = self.pending[:]
+            self.pending.clear()
         for event in batch:
-            handle(event)
+            self.handle(event)
 
-    def on_event(event: Any) -> None:
-        with lock:
-            pending.append(event)
-            first = len(pending) == 1
-        if first:
-            loop.call_soon_threadsafe(drain)
-
-    return on_event
+    def __call__(self, event: Any) -> None:
+        with self.lock:
+            self.pending.append(event)
+            first = len(self.pending) == 1
+        if threading.get_ident() == self.tid:
+            self.drain()
+        elif first:
+            self.loop.call_soon_threadsafe(self.drain)
 
 
 class Predictions:
@@ -285,11 +294,11 @@ class Predictions:
         else:
             # asubmit: a Worker's event loop then reads the reply itself (no hand-off
             # from the connection's reader thread).
-            fut = self.runner.options(on_event=_handoff(loop, pred.on_event),
-                                      convert=True,
+            handoff = _Handoff(loop, pred.on_event)
+            fut = self.runner.options(on_event=handoff, convert=True,
                                       context=context).asubmit(self.method, **args)
             pred.handle = fut
-            coro = self._follow_future(pred, fut)
+            coro = None
             sent = not fut.queued  # queued: waiting in a Pool's queue
         self.records[pred.id] = pred
         pred.workspace = workspace
@@ -308,10 +317,17 @@ class Predictions:
         else:
             pred.handle.add_sent_callback(
                 lambda: loop.call_soon_threadsafe(pred.mark_started))
-        task = loop.create_task(coro)
+        if coro is None:
+            # The record finishes the moment the call settles (no task per prediction; a
+            # handler awaiting pred.done resumes on the next turn of the loop).
+            pred.handle.add_settle_callback(lambda fut: self._settled(pred, fut, handoff))
+        else:
+            self._track(loop.create_task(coro))
+        return pred
+
+    def _track(self, task: asyncio.Task) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return pred
 
     def _check_room(self) -> None:
         capacity = self.runner.capacity
@@ -322,21 +338,36 @@ class Predictions:
             raise QueueFull(f"the pool is full: {load} calls in flight or queued "
                             f"(capacity {capacity}: slots={self.runner.slots} and its queue)")
 
-    async def _follow_future(self, pred: Prediction, fut: Any) -> None:
-        try:
-            value = await fut
-        except (Cancelled, asyncio.CancelledError):
+    def _settled(self, pred: Prediction, fut: Any, handoff: _Handoff) -> None:
+        """The call of ``pred`` settled (on the loop): finish its record, after its
+        events and after turning output files into data: URLs or links (in a task: that
+        reads files)."""
+        handoff.drain()
+        if fut.cancelled():
             pred.finish("canceled")
-        except Exception as exc:  # noqa: BLE001 - the prediction failed: reported in it
+            return
+        exc = fut.exception()
+        if isinstance(exc, Cancelled):
+            pred.finish("canceled")
+            return
+        if exc is not None:
             pred.finish("failed", error=exc)
+            return
+        value = fut.result()
+        if self.files is not None and has_files(value):
+            self._track(asyncio.get_running_loop().create_task(
+                self._finish_with_files(pred, value, fut.run_time)))
         else:
-            if self.files is not None:
-                try:
-                    value = await self.files.outputs(value, pred.workspace)
-                except Exception as exc:  # noqa: BLE001 - an output file that cannot be sent
-                    pred.finish("failed", error=exc)
-                    return
             pred.finish("succeeded", value, run_time=fut.run_time)
+
+    async def _finish_with_files(self, pred: Prediction, value: Any,
+                                 run_time: float | None) -> None:
+        try:
+            value = await self.files.outputs(value, pred.workspace)
+        except Exception as exc:  # noqa: BLE001 - an output file that cannot be sent
+            pred.finish("failed", error=exc)
+            return
+        pred.finish("succeeded", value, run_time=run_time)
 
     async def _follow_stream(self, pred: Prediction, stream: Any) -> None:
         try:
