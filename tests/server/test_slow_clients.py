@@ -124,3 +124,34 @@ def test_headers_over_the_limit_are_431():
             assert read_all(s).startswith(b"HTTP/1.1 431 ")
         r = c.post("/predictions", json={"input": {"text": "c"}}, headers={"X-Ok": "a" * 4000})
         assert r.status_code == 200
+
+
+def test_a_body_that_keeps_coming_is_not_cut_off_and_a_later_head_is_timed_from_its_start():
+    """The timers are lazy (armed once, checked when they fire): a body whose pieces come
+    closer together than body_timeout is read however long it takes in all, and on a
+    keep-alive connection the next request's head gets its whole header_timeout from its
+    own first byte, not from the first request's timer."""
+    import time
+
+    with serving(worker("Typed"), config=limited(header_timeout=1.0, body_timeout=1.0,
+                                                  keep_alive_timeout=10.0)) as srv, \
+            connect(srv) as s:
+        body = b'{"input": {"text": "slow body"}}'
+        s.sendall(HEAD + b"Content-Length: %d\r\n\r\n" % len(body))
+        t0 = time.monotonic()
+        for i in range(0, len(body), 4):  # ~2.4 s in all, 0.3 s between pieces
+            s.sendall(body[i:i + 4])
+            time.sleep(0.3)
+        assert time.monotonic() - t0 > 2 * 1.0
+        answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 ") and b'"output":"slow body"' in answer
+
+        # A second request whose head starts 0.6 s later and never ends: its 408 comes a
+        # whole header_timeout after its first byte.
+        time.sleep(0.6)
+        t1 = time.monotonic()
+        s.sendall(HEAD[:20])
+        answer = read_all(s)
+        waited = time.monotonic() - t1
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+        assert 0.95 <= waited < BOUND, waited

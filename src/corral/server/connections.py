@@ -70,8 +70,15 @@ def protocol_class(limits: ConnectionLimits) -> type:
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            # Lazy timers: a deadline is a start time (``_head_since``/``_body_since``,
+            # None when nothing is timed), and its timer, once armed, stays armed; when it
+            # fires it checks the time and arms again for what is left. Arming and
+            # cancelling a timer for every request and every piece of a body cost more
+            # than the rest of this class (3 timers and 3 cancels per keep-alive request).
             self._head_timer: Any = None
             self._body_timer: Any = None
+            self._head_since: float | None = None
+            self._body_since: float | None = None
             self._head_bytes = 0
             self._too_large = False
 
@@ -88,32 +95,43 @@ def protocol_class(limits: ConnectionLimits) -> type:
             self._arm_head()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel_head()
-            self._cancel_body()
+            self._stop_timers()
             super().connection_lost(exc)
 
         def _close_with(self, answer: bytes | None) -> None:
-            self._cancel_head()
-            self._cancel_body()
+            self._stop_timers()
             if not self.transport.is_closing():
                 if answer is not None:
                     self.transport.write(answer)
                 self.transport.close()
 
+        def _stop_timers(self) -> None:
+            self._head_since = self._body_since = None
+            for timer in (self._head_timer, self._body_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._head_timer = self._body_timer = None
+
         # -- the head: request line and headers ---------------------------------------
 
         def _arm_head(self) -> None:
+            self._head_since = now = self.loop.time()
             if self._head_timer is None:
-                self._head_timer = self.loop.call_later(limits.header_timeout,
-                                                        self._head_expired)
+                self._head_timer = self.loop.call_at(now + limits.header_timeout,
+                                                     self._head_check)
 
         def _cancel_head(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+            self._head_since = None  # (its timer, if armed, finds nothing to time)
 
-        def _head_expired(self) -> None:
+        def _head_check(self) -> None:
             self._head_timer = None
+            since = self._head_since
+            if since is None:
+                return
+            deadline = since + limits.header_timeout
+            if self.loop.time() < deadline:  # (a later request's head: time what is left)
+                self._head_timer = self.loop.call_at(deadline, self._head_check)
+                return
             self._close_with(_answer(408, "Request Timeout",
                                      f"the request's headers did not arrive within "
                                      f"{limits.header_timeout:g} s"))
@@ -157,16 +175,20 @@ def protocol_class(limits: ConnectionLimits) -> type:
         # -- the body ------------------------------------------------------------------
 
         def _arm_body(self) -> None:
-            self._cancel_body()
-            self._body_timer = self.loop.call_later(limits.body_timeout, self._body_expired)
+            self._body_since = now = self.loop.time()
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_at(now + limits.body_timeout,
+                                                     self._body_check)
 
-        def _cancel_body(self) -> None:
-            if self._body_timer is not None:
-                self._body_timer.cancel()
-                self._body_timer = None
-
-        def _body_expired(self) -> None:
+        def _body_check(self) -> None:
             self._body_timer = None
+            since = self._body_since
+            if since is None:
+                return
+            deadline = since + limits.body_timeout
+            if self.loop.time() < deadline:  # a piece came since: time what is left
+                self._body_timer = self.loop.call_at(deadline, self._body_check)
+                return
             if self.flow is not None and self.flow.read_paused:
                 self._arm_body()  # the app is not reading: not the client's delay
                 return
@@ -178,11 +200,11 @@ def protocol_class(limits: ConnectionLimits) -> type:
 
         def on_body(self, body: bytes) -> None:
             super().on_body(body)
-            if self._body_timer is not None:
-                self._arm_body()
+            if self._body_since is not None:
+                self._body_since = self.loop.time()
 
         def on_message_complete(self) -> None:
-            self._cancel_body()
+            self._body_since = None
             super().on_message_complete()
 
     return GuardedHttpToolsProtocol
