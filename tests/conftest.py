@@ -33,11 +33,24 @@ def basic():
         yield w
 
 
-def _our_children() -> list:
+def live_descendants(pid: int | None = None) -> list:
+    """The running (not zombie) descendants of ``pid`` (default: this process). A process
+    that ends between the listing and the status check is simply not running: the race
+    with an exiting worker must not fail the test that waits for it to exit."""
     import psutil
 
-    return [p for p in psutil.Process().children(recursive=True)
-            if p.status() != psutil.STATUS_ZOMBIE]
+    live = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                live.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return live
+
+
+def _our_children() -> list:
+    return live_descendants()
 
 
 @pytest.fixture(autouse=True)
@@ -48,13 +61,16 @@ def no_leftovers():
     yield
     import psutil
 
-    leftover = [p for p in _our_children() if p.pid not in before]
-    for p in leftover:  # do not let one test's leak fail the next ones too
-        try:
+    leftover = []
+    for p in _our_children():
+        if p.pid in before:
+            continue
+        try:  # do not let one test's leak fail the next ones too
+            leftover.append(p.cmdline())
             p.kill()
         except psutil.Error:
-            pass
-    assert not leftover, f"test left processes running: {[p.cmdline() for p in leftover]}"
+            pass  # it ended on its own meanwhile
+    assert not leftover, f"test left processes running: {leftover}"
     if os.path.isdir("/dev/shm"):
         new = {n for n in set(os.listdir("/dev/shm")) - shm_before if "corral" in n}
         assert not new, f"test left shared memory segments: {new}"

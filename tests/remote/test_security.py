@@ -39,7 +39,7 @@ import msgspec
 import pytest
 
 import corral
-from conftest import wait_until
+from conftest import live_descendants, wait_until
 from corral.protocol.values import PICKLE
 from corral.remote import protocol as p
 from corral.remote.errors import (
@@ -217,10 +217,7 @@ def test_a_frame_over_the_limit_closes_the_connection(strict):
 
 
 def _processes_under(pid):
-    import psutil
-
-    return [c for c in psutil.Process(pid).children(recursive=True)
-            if c.status() != psutil.STATUS_ZOMBIE]
+    return live_descendants(pid)
 
 
 def test_instances_over_the_cap_are_refused(strict):
