@@ -47,6 +47,35 @@ def test_a_held_reply_does_not_wait_for_the_slow_call_behind_it(tmp_path):
         assert second.result(timeout=30) == "done"
 
 
+def test_an_async_reply_held_for_the_loop_is_sent_when_the_loop_blocks(tmp_path):
+    """The replies of async calls wait for the event loop to run what is ready (one write
+    for calls that finish together). The wake-up of the call that then blocks the loop is
+    ready before that write: the reply must go out anyway (the watchdog writes it)."""
+    gate = str(tmp_path / "gate")
+    os.mkfifo(gate)
+    with corral.Worker(SLOW, slots=2) as w:
+        blocker = w.submit("await_trigger_then_block", gate)
+        trigger = w.submit("trigger")
+        assert trigger.result(timeout=30) == "triggered"  # while the loop is blocked
+        assert not blocker.done()
+        with open(gate, "w") as f:
+            f.write("go")
+        assert blocker.result(timeout=30) == "unblocked"
+
+
+def test_async_calls_in_bursts_all_answer_in_order():
+    """Async calls reach the event loop in batches (one wake-up of its thread per batch)
+    and their replies leave in batches: every one arrives, with its own result."""
+    import asyncio
+
+    async def main(w):
+        return await asyncio.gather(*[w.acall("aadd", i, i) for i in range(2000)])
+
+    with corral.Worker(BASIC, slots=8) as w:
+        assert asyncio.run(main(w)) == [2 * i for i in range(2000)]
+        assert list(w.map("aadd", range(500))) == [i + 1 for i in range(500)]
+
+
 @pytest.mark.parametrize("prefetch", [0, 1, 5, 63, 128])
 def test_map_results_arrive_in_order_for_any_window(prefetch):
     with corral.Worker(BASIC, prefetch=prefetch) as w:

@@ -88,7 +88,7 @@ class WorkerProcess:
         self.replies = Replies(self.data_out, self.data_in)
         self.runner = Runner(init.slots, self.data_out.send, self.capture, init.allow_pickle,
                              self.exporter, self.flush_releases, self.shm.take_release,
-                             reply=self.replies.send)
+                             reply=self.replies.send, reply_soon=self.replies.send_soon)
         self.allow_pickle = init.allow_pickle
         loaded = self._setup(0, lambda: self._resolve(init), init.config, init.check_config,
                              init.check_only)

@@ -14,6 +14,11 @@ buffered). What is held is written:
 * by a watchdog thread ``HOLD_S`` after the first reply was held, should the next call take
   longer than that: a finished call's reply never waits for a slow one behind it (beyond
   ``HOLD_S`` plus, while the running call holds the GIL, the interpreter's switch interval).
+
+The event loop thread that runs async calls holds their replies the same way
+(``send_soon``): until the loop has run the callbacks that are ready, so that the async calls
+of one burst, which finish in the same loop iteration, are answered with one write. The loop
+writes them itself, one callback later, and the watchdog covers a loop that blocks first.
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ class Replies:
     def __init__(self, writer: Any, reader: Any):
         self._writer, self._reader = writer, reader
         self._main = threading.get_ident()  # the thread that reads the data socket
-        self._bell = threading.Lock()  # released to wake the watchdog
-        self._bell.acquire()
+        # Set to wake the watchdog. An Event, not a held Lock: two threads ring (the main
+        # thread and the event loop's), and a Lock released twice raises.
+        self._bell = threading.Event()
         self._rung = False
         self._batch = 0  # counts held batches, so the watchdog knows its batch went out
         self._held = 0  # replies held now
         self._watchdog: threading.Thread | None = None
+        self._start_lock = threading.Lock()  # the watchdog starts once
+        self._loop_flush = False  # a flush is scheduled on the event loop (send_soon)
 
     def send(self, msg: Any) -> None:
         """Send a call's final reply, holding it when the next call is already here."""
@@ -53,14 +61,45 @@ class Replies:
         self._held = held
         writer.send(msg, hold=True)
         if empty and writer.held:
-            self._batch += 1  # (under the GIL: only this thread writes it)
-            if self._watchdog is None:
-                self._watchdog = threading.Thread(target=self._watch, name="corral-replies",
-                                                  daemon=True)
-                self._watchdog.start()
-            if not self._rung:
-                self._rung = True
-                self._bell.release()
+            self._batch += 1
+            self._ring()
+
+    def send_soon(self, msg: Any, loop: Any) -> None:
+        """Send a reply made on the event loop thread (an async call's): held until the loop
+        has run the callbacks that are ready now, so that the replies of async calls that
+        finish together go out in one write. Should the loop block first (a task calling
+        ``time.sleep``), the watchdog writes it ``HOLD_S`` later."""
+        writer = self._writer
+        empty = not writer.held
+        writer.send(msg, hold=True)
+        if not writer.held:
+            return  # too big to hold: written
+        if not self._loop_flush:
+            self._loop_flush = True
+            loop.call_soon(self._flush_from_loop)
+        if empty:
+            self._batch += 1
+        self._ring()
+
+    def _flush_from_loop(self) -> None:
+        self._loop_flush = False
+        try:
+            self.flush()
+        except OSError:
+            pass  # the host is gone: the data loop sees the end of its socket and exits
+
+    def _ring(self) -> None:
+        # (the main thread and the loop thread both ring: _batch and _rung race only in
+        # when the watchdog looks, never in whether a held reply is written)
+        if self._watchdog is None:
+            with self._start_lock:
+                if self._watchdog is None:
+                    self._watchdog = threading.Thread(target=self._watch,
+                                                      name="corral-replies", daemon=True)
+                    self._watchdog.start()
+        if not self._rung:
+            self._rung = True
+            self._bell.set()
 
     def flush(self) -> None:
         """Write what is held (the data loop, before it blocks reading)."""
@@ -72,7 +111,8 @@ class Replies:
         # after a quiet HOLD_S: a burst of bursts costs it no wake-up per burst.
         writer = self._writer
         while True:
-            self._bell.acquire()
+            self._bell.wait()
+            self._bell.clear()  # (a ring lost here is harmless: the checks below follow)
             while True:
                 batch = self._batch
                 time.sleep(HOLD_S)

@@ -37,11 +37,14 @@ class Runner:
                  allow_pickle: bool, exporter: Any = None,
                  flush_releases: Callable[[], None] = lambda: None,
                  take_release: Callable[[], Any] = lambda: None,
-                 reply: Callable[[Any], Any] | None = None):
+                 reply: Callable[[Any], Any] | None = None,
+                 reply_soon: Callable[[Any, Any], Any] | None = None):
         self.slots = slots
         self.loaded: Loaded | None = None
         self._send = send
         self._reply = reply or send  # a sync call's Done (replies.py may hold it)
+        # an async call's Done, sent from the loop thread (replies.py holds it for the loop)
+        self._reply_soon = reply_soon or (lambda msg, loop: send(msg))
         self._capture = capture
         self._allow_pickle = allow_pickle
         self._exporter = exporter
@@ -58,6 +61,10 @@ class Runner:
         self._inline = slots == 1
         self._pool: queue.SimpleQueue | None = None
         self._loop: Any = None
+        # Async calls waiting to become tasks: handed to the loop in batches, with one
+        # wake-up of its thread per batch instead of one call_soon_threadsafe per call.
+        self._inbox: deque[tuple[m.Call, Method, Scope]] = deque()
+        self._inbox_scheduled = False
         #: Output credit of streaming calls (flow.py) and their streamed inputs (instream.py).
         self.gates = Gates()
         self.inputs = Inputs(send, take_release)
@@ -143,7 +150,12 @@ class Runner:
             self._finished()
         elif method.is_async:
             scope._loop = loop = self._ensure_loop()
-            loop.call_soon_threadsafe(self._spawn_task, call, method, scope)
+            self._inbox.append((call, method, scope))
+            # (set before the drain clears it, read before the drain pops: a call appended
+            # while a drain runs is either popped by it or schedules the next one)
+            if not self._inbox_scheduled:
+                self._inbox_scheduled = True
+                loop.call_soon_threadsafe(self._spawn_tasks)
         elif inline and (call.streams is None or not call.streams.inputs):
             # (a call with streamed inputs runs on a slot thread: this thread must go on
             # reading, to hand it its chunks)
@@ -250,9 +262,16 @@ class Runner:
 
         return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop()).result()
 
-    def _spawn_task(self, call: m.Call, method: Method, scope: Scope) -> None:
-        task = scope._task = self._loop.create_task(self._run_async(call, method, scope))
-        task.add_done_callback(lambda _: self._flush_releases())
+    def _spawn_tasks(self) -> None:
+        self._inbox_scheduled = False
+        inbox, create_task = self._inbox, self._loop.create_task
+        while inbox:
+            call, method, scope = inbox.popleft()
+            task = scope._task = create_task(self._run_async(call, method, scope))
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, _task: Any) -> None:
+        self._flush_releases()
 
     async def _run_async(self, call: m.Call, method: Method, scope: Scope) -> None:
         _current.set(scope)
@@ -285,7 +304,8 @@ class Runner:
             value = self._wire(result, call, "the return value of")
             result = None  # (an echo's result is its argument: let both go)
             self._leave(scope)
-            send(m.Done(call.id, value, run_time, self._release_args(call)))
+            self._reply_soon(m.Done(call.id, value, run_time, self._release_args(call)),
+                             self._loop)
         except BaseException as exc:  # noqa: BLE001
             self._fail(scope, call, exc)
         finally:
