@@ -1,7 +1,7 @@
 """The worker process: handshake, load the target, then serve calls until told to stop.
 
 Threads: the main thread reads the data socket and runs sync calls inline when there is one
-slot; ``corral-control`` reads the control socket (reload, ping, cancel, shutdown; its end of stream
+slot (when every method is async, the event loop that runs them reads it instead); ``corral-control`` reads the control socket (reload, ping, cancel, shutdown; its end of stream
 means the host is gone, and the worker exits at once); ``corral-capture`` forwards fd-level
 output. The worker also asks the kernel to kill it when its parent dies (Linux). On Linux the
 process the host starts first splits in two (keeper.py): the parent stays as the keeper,
@@ -17,12 +17,12 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .. import _version
 from ..protocol import messages as m
 from ..protocol.endpoint import Endpoint
-from ..protocol.framing import DEFAULT_MAX_FRAME
+from ..protocol.framing import DEFAULT_MAX_FRAME, NOT_READY
 from ..protocol.values import make_decoder
 from ..protocol.version import PROTOCOL_VERSION
 from .cancel import CallCancelled
@@ -99,7 +99,10 @@ class WorkerProcess:
 
         install_handler(_current.get)  # before any call can run, and on the main thread
         threading.Thread(target=self._control_loop, name="corral-control", daemon=True).start()
-        self._data_loop()
+        if self.runner.all_async():
+            self._data_on_loop()
+        else:
+            self._data_loop()
 
     def _resolve(self, init: m.Init) -> Any:
         self.found = resolve(init.target, init.allow_pickle)
@@ -208,38 +211,33 @@ class WorkerProcess:
             pass
         os._exit(0)
 
-    def _data_loop(self) -> None:
+    def _frame_handler(self) -> Callable[[memoryview], None]:
+        """What to do with each frame read from the data socket (a Call, or a chunk of a
+        streamed argument), whichever thread reads it."""
         runner = self.runner
         assert runner is not None
         decode = make_decoder(m.HostData, allow_pickle=self.allow_pickle,
                               importer=self.importer, may_import=True,
                               exporter=self.exporter).decode
-        read = self.data_in.read
         on_call = runner.on_call
         releases, forgotten = self.importer.releases, self.exporter.forgotten
         Call, deliver = m.Call, runner.inputs.deliver
-        has_frame, out = self.data_in.has_frame, self.data_out
         ep = self.endpoint
-        while True:
-            if out.held and not has_frame():
-                out.flush()  # the burst is answered: write its replies before blocking
-            frame = read()
-            if frame is None:
-                os._exit(0)
+
+        def handle(frame: memoryview) -> None:
             try:
                 call = decode(frame)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - an argument this side
                 # cannot rebuild (or whose rebuilding, user code, called sys.exit)
                 ep.decoded += 1
                 self._refuse(frame, exc)
-                continue
+                return
             ep.decoded += 1
             if ep.deferred:  # a Release that waited for this frame (endpoint.py)
                 ep.apply_deferred()
             if type(call) is not Call:  # a chunk of a streamed argument (instream.py)
                 deliver(call, runner._last_seen)
-                del call
-                continue
+                return
             if call.release is not None:
                 self.shm.apply(call.release)
                 call.release = None
@@ -250,6 +248,54 @@ class WorkerProcess:
             del call
             if releases or forgotten:  # the call's big arguments were just collected
                 self.flush_releases()
+
+        return handle
+
+    def _data_loop(self) -> None:
+        """The main thread reads the data socket (and runs one slot's sync calls inline)."""
+        handle = self._frame_handler()
+        read, has_frame, out = self.data_in.read, self.data_in.has_frame, self.data_out
+        while True:
+            if out.held and not has_frame():
+                out.flush()  # the burst is answered: write its replies before blocking
+            frame = read()
+            if frame is None:
+                os._exit(0)
+            handle(frame)
+
+    def _data_on_loop(self) -> None:
+        """Every method is async: the event loop that runs them reads the data socket too,
+        so that a call becomes a task with no hand-off from the main thread (a wake-up of
+        each thread per call cost as much as the call). The main thread parks; the loop
+        ends the process at the end of the stream, as the main thread would."""
+        loop = self.runner.read_on_loop()
+        handle = self._frame_handler()
+        read, fd = self.data_in.read, self.data.fileno()
+
+        def readable() -> None:
+            try:
+                while True:
+                    frame = read(nowait=True)
+                    if frame is NOT_READY:
+                        return
+                    if frame is None:
+                        os._exit(0)
+                    handle(frame)
+            except BaseException:  # noqa: BLE001 - as an exception out of _data_loop would
+                sys.excepthook(*sys.exc_info())
+                os._exit(1)
+
+        def watch() -> None:
+            loop.add_reader(fd, readable)
+            # uvloop (a target may install it) makes the socket non-blocking for every
+            # thread: other threads' sendall must not stop half-way. Reads here pass
+            # MSG_DONTWAIT.
+            if not os.get_blocking(fd):
+                os.set_blocking(fd, True)
+            readable()  # what came before the watch began (read ahead into the buffer)
+
+        loop.call_soon_threadsafe(watch)
+        threading.Event().wait()
 
     def _refuse(self, frame: memoryview, exc: Exception) -> None:
         """Fail a call whose arguments cannot be decoded here (a type the worker cannot

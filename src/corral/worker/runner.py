@@ -65,6 +65,8 @@ class Runner:
         # wake-up of its thread per batch instead of one call_soon_threadsafe per call.
         self._inbox: deque[tuple[m.Call, Method, Scope]] = deque()
         self._inbox_scheduled = False
+        self._loop_tid: int | None = None
+        self._loop_reads = False  # the loop's thread reads the data socket (read_on_loop)
         #: Output credit of streaming calls (flow.py) and their streamed inputs (instream.py).
         self.gates = Gates()
         self.inputs = Inputs(send, take_release)
@@ -140,6 +142,21 @@ class Runner:
         scopes = list(self._running.values())  # one C call: safe while slots mutate it
         return scopes[0] if len(scopes) == 1 else None
 
+    def all_async(self) -> bool:
+        """Whether every method of the loaded target is async (and there is one)."""
+        methods = self.loaded.methods if self.loaded is not None else None
+        return bool(methods) and all(meth.is_async for meth in methods.values())
+
+    def read_on_loop(self) -> Any:
+        """The event loop's thread reads the data socket from now on (``all_async``): the
+        loop that async setup ran on, or a new one. Its calls become tasks at once. A sync
+        method (none now; a reload could bring one) would run on a slot thread, never on
+        the loop's."""
+        loop = self._ensure_loop()
+        self._inline = False
+        self._loop_reads = True
+        return loop
+
     def _start(self, call: m.Call, scope: Scope, inline: bool) -> None:
         loaded = self.loaded
         method = loaded.methods.get(call.method) if loaded is not None else None
@@ -149,8 +166,11 @@ class Runner:
                                                      kind="method")))
             self._finished()
         elif method.is_async:
-            scope._loop = loop = self._ensure_loop()
+            scope._loop = loop = self._loop or self._ensure_loop()
             self._inbox.append((call, method, scope))
+            if self._loop_reads and get_ident() == self._loop_tid:
+                self._spawn_tasks()  # read on the loop: a task now, in arrival order
+                return
             # (set before the drain clears it, read before the drain pops: a call appended
             # while a drain runs is either popped by it or schedules the next one)
             if not self._inbox_scheduled:
@@ -247,6 +267,7 @@ class Runner:
                 started = threading.Event()
 
                 def run() -> None:
+                    self._loop_tid = get_ident()
                     asyncio.set_event_loop(loop)
                     loop.call_soon(started.set)
                     loop.run_forever()
