@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import _common as c
@@ -166,7 +167,7 @@ class Server:
                 self.stop()
                 raise RuntimeError(f"{argv[1:3]} did not boot; see {log_path}")
             time.sleep(0.05)
-        text = open(url_file).read().strip()
+        text = Path(url_file).read_text().strip()
         self.url = f"ws://127.0.0.1:{text}" if port_only else text
 
     def stop(self) -> None:

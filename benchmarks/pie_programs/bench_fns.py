@@ -13,6 +13,7 @@ async def ret_dict(x: int = 1):
 @inferlet
 async def recv_file_len(expect: int = 0):
     import hashlib
+
     from inferlet import session
     session.send("ready")
     data = session.receive_file()
