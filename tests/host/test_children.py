@@ -249,3 +249,23 @@ def test_a_host_with_more_than_1024_descriptors_gets_a_keeper_too():
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def ignored_signals(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("SigIgn:"))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_sigint_to_the_keeper_is_ignored_before_and_after_it_execs(stage):
+    # Ignored, not handled: a handler would be reset by the exec, an ignored signal stays
+    # ignored across it (and the kernel drops it as it is sent: nothing is left pending).
+    with corral.Worker(PARENT) as w:
+        worker = w.pid
+        keeper = psutil.Process(worker).ppid()
+        if stage == "exec'd":
+            wait_until(lambda: execd(keeper), what="the keeper to exec")
+        assert ignored_signals(keeper) & (1 << (signal.SIGINT - 1))
+        os.kill(keeper, signal.SIGINT)
+        assert not gone(keeper)
+        assert w.call("pid") == worker  # the same worker, answering
