@@ -219,14 +219,13 @@ def test_capabilities_describe_the_machine_and_its_load(session, model):
 
 
 def test_the_http_server_serves_a_remote_worker_unchanged(session, tmp_path):
-    from starlette.testclient import TestClient
-
     from corral.server.app import create_app
+    from http_serving import run_server
 
     (tmp_path / "m.py").write_text(
         "class M:\n    def predict(self, x: int) -> int:\n        return x * 2\n")
     with session.launch(session.upload(tmp_path), target="m.py:M") as w:
-        with TestClient(create_app(w), base_url="http://127.0.0.1") as c:
+        with run_server(create_app(w)) as srv, srv.client() as c:
             assert c.get("/health-check").json()["status"] == "READY"
             r = c.post("/predictions", json={"input": {"x": "21"}})  # converted there
             assert r.status_code == 200 and r.json()["output"] == 42
