@@ -79,8 +79,9 @@ def test_big_values_cross_by_shared_memory_and_big_frames_in_full(w):
 
 
 def test_on_uvloop_big_frames_still_cross_whole():
-    """uvloop makes a socket it watches non-blocking, for every thread of the process:
-    the worker sets it back, or a reply bigger than the socket buffer stops half-way."""
+    """uvloop makes a socket it watches non-blocking, for every thread of the process: a
+    reply bigger than the socket buffer must still cross whole (the worker sets the socket
+    back to blocking, and framing.py waits out EAGAIN should it not be)."""
     pytest.importorskip("uvloop")
     with corral.Worker(ALL_ASYNC, slots=2, env={"CORRAL_TEST_UVLOOP": "1"}) as w:
         assert w.call("where")["loop"].startswith("uvloop")

@@ -286,3 +286,15 @@ def test_a_failing_settle_callback_fails_nothing_else():
 
     with corral.Worker(fixture_ref("basic:Basic")) as w:
         asyncio.run(main(w))
+
+
+def test_big_calls_pass_when_the_hosts_socket_was_made_non_blocking_behind_its_back():
+    # As uvloop's add_reader does to a descriptor, for every thread (framing.py).
+    with corral.Worker(fixture_ref("basic:Basic"), timeout=30) as w:
+        os.set_blocking(w._conn._data.fileno(), False)
+        name = "n" * (8 * 1024 * 1024)  # frames far beyond the socket's buffers, both ways
+        assert w.call("greet", name) == "hello, " + name
+        futures = [w.submit("greet", str(i) * 1_000_000) for i in range(4)]
+        assert [f.result() for f in futures] == ["hello, " + str(i) * 1_000_000
+                                                 for i in range(4)]
+        assert w.call("add", 1) == 2

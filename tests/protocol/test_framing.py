@@ -6,6 +6,7 @@ never come fails the test (``socket.timeout``) instead of hanging it.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -422,3 +423,49 @@ def test_has_frame_says_whether_read_would_block(pair):
     assert bytes(reader.read()) == b"defgh"
     assert reader.has_frame()
     assert bytes(reader.read()) == b"i"
+
+
+def test_a_descriptor_another_library_made_non_blocking_still_reads_and_writes_whole_frames():
+    # uvloop's add_reader makes a socket's descriptor non-blocking for every thread, while
+    # Python still takes the socket for a blocking one: EAGAIN must wait, not cut a frame.
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    os.set_blocking(a.fileno(), False)
+    os.set_blocking(b.fileno(), False)
+    big = 4 * 1024 * 1024  # far beyond what the socket buffers hold
+    msgs = [m.Chunk(i, "z" * (big + i)) for i in range(3)] + [m.Done(9, None, 0.0)]
+    bodies = [body_of(i, big + i) for i in range(2)]
+    writer = FrameWriter(a, make_encoder())
+    errors: list[BaseException] = []
+    got: list = []
+
+    def send() -> None:
+        try:
+            for msg in msgs:
+                writer.send(msg)
+            writer.send(m.Done(10, None, 0.0), hold=True)
+            writer.flush()
+            writer.send_frame(bodies[0])
+            writer.send_frames(bodies)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    def receive() -> None:
+        decode, reader = make_decoder(m.WorkerData).decode, FrameReader(b)
+        try:
+            got.extend(decode(reader.read()) for _ in range(len(msgs) + 1))
+            got.extend(bytes(reader.read()) for _ in range(3))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (receive, send)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    try:
+        assert not errors, errors
+        assert not any(t.is_alive() for t in threads), "a read or a write never ended"
+        assert got == [*msgs, m.Done(10, None, 0.0), bodies[0], *bodies]
+    finally:
+        a.close()
+        b.close()

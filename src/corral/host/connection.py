@@ -211,8 +211,9 @@ class Connection:
         except Exception:  # noqa: BLE001 - a loop that cannot watch sockets: not a leader
             return
         # uvloop (libuv's uv_poll_init) makes the descriptor non-blocking, for every
-        # thread: a big call's sendall would then stop half-way with EAGAIN, and the
-        # worker wait for the rest of its frame. The loop reads with MSG_DONTWAIT.
+        # thread: blocking again, other threads' big writes and reads go straight through
+        # instead of waiting out EAGAIN in poll (framing.py). The loop reads with
+        # MSG_DONTWAIT.
         if not os.get_blocking(fd):
             os.set_blocking(fd, True)
         self._loop_lead = loop

@@ -4,10 +4,15 @@ A frame is a 4-byte little-endian length followed by that many bytes of msgpack.
 reader buffers: one ``recv`` may deliver many small frames (pipelined calls), and a frame
 larger than the buffer is read straight into its own allocation. Frames above
 ``max_frame`` are refused from the header alone, before anything is allocated.
+
+Reads and writes block, even on a descriptor that another library made non-blocking
+(uvloop's ``add_reader`` does, for every thread): EAGAIN waits for the socket, as a
+blocking call would, instead of cutting a frame in two or reading as a peer gone.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 import threading
@@ -26,6 +31,38 @@ HOLD_BYTES = 64 * 1024
 
 #: What ``FrameReader.read(nowait=True)`` returns when no whole frame has arrived yet.
 NOT_READY = memoryview(b"")
+
+
+def _wait_for(sock: socket.socket, events: int) -> None:
+    poll = select.poll()  # (not select(): the descriptor may be numbered above 1023)
+    poll.register(sock.fileno(), events)
+    poll.poll()
+
+
+def _recv_into(sock: socket.socket, view: memoryview) -> int:
+    """``sock.recv_into(view)``, blocking whatever the descriptor's mode."""
+    while True:
+        try:
+            return sock.recv_into(view)
+        except BlockingIOError:
+            _wait_for(sock, select.POLLIN)
+
+
+def _send_all(sock: socket.socket, data: Any) -> None:
+    """``sock.sendall(data)``, blocking whatever the descriptor's mode (sendall cannot say
+    how much it sent before EAGAIN, so the rest could not be resent)."""
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    if sent == len(data):
+        return
+    view = memoryview(data).cast("B")
+    while sent < len(view):
+        try:
+            sent += sock.send(view[sent:])
+        except BlockingIOError:
+            _wait_for(sock, select.POLLOUT)
 
 
 class FrameError(Exception):
@@ -84,7 +121,11 @@ class FrameReader:
                 except BlockingIOError:
                     return NOT_READY
             else:
-                got = self._sock.recv_into(view[self._end :])
+                try:
+                    got = self._sock.recv_into(view[self._end :])
+                except BlockingIOError:  # (made non-blocking by another: wait, as blocking)
+                    _wait_for(self._sock, select.POLLIN)
+                    continue
             if got == 0:
                 if self._end == self._start:
                     return None
@@ -105,7 +146,7 @@ class FrameReader:
         fview[:have] = self._view[self._start + 4 : self._end]
         self._start = self._end = 0
         while have < size:
-            got = self._sock.recv_into(fview[have:])
+            got = _recv_into(self._sock, fview[have:])
             if got == 0:
                 raise TruncatedFrame(f"stream ended inside a frame ({have} of {size} bytes received)")
             have += got
@@ -162,7 +203,7 @@ class FrameWriter:
                 self.held = len(buf)
                 return size
             self.held = 0
-            self._sock.sendall(buf)
+            _send_all(self._sock, buf)
             if len(buf) > _BUFFER_SIZE:
                 # Don't keep a huge buffer alive after one big message.
                 self._buf = bytearray(_BUFFER_SIZE)
@@ -173,18 +214,18 @@ class FrameWriter:
         with self._lock:
             if self.held:
                 self.held = 0
-                self._sock.sendall(self._buf)
+                _send_all(self._sock, self._buf)
 
     def send_frame(self, body: bytes) -> None:
         """Send one already encoded body as a frame (a Call the host encoded ahead)."""
         data = HEADER.pack(len(body)) + body
         with self._lock:
             self.sent += 1
-            self._sock.sendall(data)
+            _send_all(self._sock, data)
 
     def send_frames(self, bodies: list[bytes]) -> None:
         """Send already encoded bodies as frames with one system call (pipelined calls)."""
         data = b"".join(b for body in bodies for b in (HEADER.pack(len(body)), body))
         with self._lock:
             self.sent += len(bodies)
-            self._sock.sendall(data)
+            _send_all(self._sock, data)

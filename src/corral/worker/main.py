@@ -288,7 +288,8 @@ class WorkerProcess:
         def watch() -> None:
             loop.add_reader(fd, readable)
             # uvloop (a target may install it) makes the socket non-blocking for every
-            # thread: other threads' sendall must not stop half-way. Reads here pass
+            # thread: blocking again, other threads' big writes go straight through
+            # instead of waiting out EAGAIN in poll (framing.py). Reads here pass
             # MSG_DONTWAIT.
             if not os.get_blocking(fd):
                 os.set_blocking(fd, True)
