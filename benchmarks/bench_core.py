@@ -38,6 +38,8 @@ import corral  # noqa: E402
 
 TARGETS_FILE = os.path.join(HERE, "targets.py")
 NOOP_REF = f"{TARGETS_FILE}:Noop"
+ASYNC_NOOP_REF = f"{TARGETS_FILE}:AsyncNoop"
+ASYNC_SLOTS = 8  # the async target's calls in progress at once (the rest wait in prefetch)
 EMPTY_REF = f"{TARGETS_FILE}:Empty"
 
 #: Counts of a full run (~45-60 s on 2 vCPUs) and of a smoke run (a few seconds).
@@ -149,10 +151,10 @@ class Corral:
 
     name = "corral"
 
-    def __init__(self, window: int = 64):
+    def __init__(self, window: int = 64, ref: str = NOOP_REF, slots: int = 1):
         # The worker's own window (slots + prefetch) matches the benchmark's, so that both
         # sides keep the same number of requests in flight.
-        self.worker = corral.Worker(NOOP_REF, prefetch=window - 1).start()
+        self.worker = corral.Worker(ref, slots=slots, prefetch=window - slots).start()
         self.pid = self.worker.pid
         call = self.worker.call
 
@@ -396,6 +398,22 @@ def steady_state(cfg: dict[str, Any], request_size: int, reply_size: int,
             lambda s, n: (s.pipelined_gather if s.name == "corral" else s.pipelined)(n, window),
             "pipelined (gather)")
 
+        log(f"pipelined calls/s, an all-async target ({ASYNC_SLOTS} slots, {window} in flight)")
+        acor = Corral(window, ASYNC_NOOP_REF, ASYNC_SLOTS)
+        stack.callback(acor.close)
+        acor.cpu = c.cpu_clock(acor.pid)
+        if pin:
+            c.pin_process(acor.pid, {1})
+        n = max(4 * window, int(prates["corral"] * 0.05))
+        t0 = time.perf_counter()
+        acor.pipelined(n, window)
+        async_rates = {**prates, "corral": n / (time.perf_counter() - t0)}
+        res["pipelined_async"] = throughput_rounds(
+            {"pipe": pipe, "ppe": ppe, "corral": acor}, cfg["tput_rounds"],
+            cfg["tput_block_s"], async_rates, lambda s, n: s.pipelined(n, window),
+            "pipelined (async target)")
+        res["pipelined_async"]["slots"] = ASYNC_SLOTS
+
         time.sleep(0.2)
         res["rss_running"] = {
             "pipe_child_mib": c.proc_memory(pipe.pid)["VmRSS"] / MIB,
@@ -548,7 +566,7 @@ def idle_rss(cfg: dict[str, Any]) -> dict[str, Any]:
 def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
     lat, lat_ppe, runs = res["latency"], res["latency_vs_ppe"], res["latency_runs"]
     seq, pip, cold, rss = res["sequential"], res["pipelined"], res["cold_start"], res["rss"]
-    run_rss = res["rss_running"]
+    run_rss, pa = res["rss_running"], res["pipelined_async"]
     w = pip["window"]
 
     def row(metric, unit, cor, base_name, base, ratio, target="-", met=None):
@@ -585,6 +603,11 @@ def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
               c.ratio(d[f"corral_{side}_cpu_us_per_call"], d[f"pipe_{side}_cpu_us_per_call"]))
           for kind, d in (("sequential", seq), ("pipelined", pip))
           for who, side in (("host", "host"), ("worker (child)", "child"))],
+        row(f"pipelined calls/s, all-async target ({ASYNC_SLOTS} slots, {w} in flight)", "/s",
+            pa["corral_calls_per_s"], "Pipe loop", pa["pipe_calls_per_s"], pa["ratio_vs_pipe"]),
+        row("worker (child) CPU per pipelined call, all-async target", "us",
+            pa["corral_child_cpu_us_per_call"], "Pipe loop", pa["pipe_child_cpu_us_per_call"],
+            c.ratio(pa["corral_child_cpu_us_per_call"], pa["pipe_child_cpu_us_per_call"])),
         row("cold start to ready (empty target)", "ms", cold["corral_ready_ms"],
             "`python -c pass`", cold["python_pass_ms"], cold["ratio_vs_python_pass"],
             f"<= {TARGET_COLD_MS:g} ms and <= {TARGET_COLD_RATIO:g}x",

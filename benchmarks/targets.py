@@ -17,6 +17,14 @@ class Noop:
         """Do nothing: measures the cost of a call."""
 
 
+class AsyncNoop:
+    """The no-op target with an async method: every method async, so the worker's event
+    loop reads the calls (worker/main.py)."""
+
+    async def noop(self):
+        """Do nothing, as a task on the worker's loop."""
+
+
 def noop():
     """The ProcessPoolExecutor's no-op task."""
 

@@ -41,6 +41,8 @@ POSITIVE = {
                   "ratio_vs_pipe", "ratio_vs_ppe", "window"],
     "pipelined_submit": ["pipe_calls_per_s", "corral_calls_per_s", "ratio_vs_pipe"],
     "pipelined_gather": ["pipe_calls_per_s", "corral_calls_per_s", "ratio_vs_pipe"],
+    "pipelined_async": ["pipe_calls_per_s", "corral_calls_per_s", "ratio_vs_pipe",
+                        "corral_child_cpu_us_per_call", "pipe_child_cpu_us_per_call"],
     "cold_start": ["corral_ready_ms", "python_pass_ms", "corral_first_reply_ms",
                    "mp_spawn_first_reply_ms", "python_import_corral_worker_ms",
                    "ratio_vs_python_pass", "ratio_first_reply_vs_mp_spawn"],
