@@ -9,12 +9,14 @@ those two.
 
 from __future__ import annotations
 
-import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .framing import FrameReader, FrameWriter
 from .values import make_encoder
+
+if TYPE_CHECKING:
+    import socket
 
 
 class Endpoint:

@@ -8,17 +8,25 @@ larger than the buffer is read straight into its own allocation. Frames above
 Reads and writes block, even on a descriptor that another library made non-blocking
 (uvloop's ``add_reader`` does, for every thread): EAGAIN waits for the socket, as a
 blocking call would, instead of cutting a frame in two or reading as a peer gone.
+
+The protocol (and the worker, which makes its sockets from the descriptors it inherits)
+uses ``_socket``, the C module under ``socket``: the methods are the same, and importing
+``socket`` itself costs a worker ~3.5 ms of its cold start (it turns its constants into
+enums, and imports ``selectors``), for nothing the protocol needs (issue 19).
 """
 
 from __future__ import annotations
 
+import _socket  # (not socket: see above)
 import select
-import socket
 import struct
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+if TYPE_CHECKING:
+    import socket
 
 HEADER = struct.Struct("<I")
 #: Largest frame accepted by default. Big arrays and bytes travel out of band, so a bigger
@@ -117,7 +125,7 @@ class FrameReader:
                 self._compact()
             if nowait:
                 try:
-                    got = self._sock.recv_into(view[self._end :], 0, socket.MSG_DONTWAIT)
+                    got = self._sock.recv_into(view[self._end :], 0, _socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     return NOT_READY
             else:

@@ -19,7 +19,6 @@ A's segment. A that dies leaves B's mapping valid: a memfd lives while anyone ma
 
 from __future__ import annotations
 
-import socket
 import threading
 import weakref
 from typing import Any
@@ -65,10 +64,10 @@ def hand_over(exporter: Any, arr: Any, address: int, nbytes: int,
             proxy = next((p for p in exporter._proxies.values()
                           if p.importer is importer and p.foreign_id == foreign_id), None)
             if proxy is None:
-                from .shm import _ANNOUNCE, local_pool
+                from .shm import _ANNOUNCE, local_pool, send_fd
 
                 proxy = Proxy(next(local_pool()._ids), importer, foreign_id, size)
-                socket.send_fds(exporter._sock, [_ANNOUNCE.pack(proxy.id, size)], [fd])
+                send_fd(exporter._sock, _ANNOUNCE.pack(proxy.id, size), fd)
                 exporter._proxies[proxy.id] = proxy
             proxy.holds.append(arr)
         return proxy.id, offset, nbytes, False

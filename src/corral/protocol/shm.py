@@ -24,18 +24,21 @@ reading a reply, after each call in the worker).
 
 from __future__ import annotations
 
+import _socket  # (not socket: see framing.py)
 import bisect
 import collections
 import itertools
 import mmap
 import os
-import socket
 import struct
 import threading
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import handoff
+
+if TYPE_CHECKING:
+    import socket
 
 #: Values at least this big travel out of band.
 DEFAULT_THRESHOLD = 64 * 1024
@@ -43,6 +46,7 @@ DEFAULT_THRESHOLD = 64 * 1024
 MAX_IDLE_BYTES = 1 << 30
 _PAGE = mmap.PAGESIZE
 _ANNOUNCE = struct.Struct("<QQ")  # segment id, size
+_FD = struct.Struct("i")
 
 
 class Segment:
@@ -263,7 +267,7 @@ class Exporter:
             if self._closed:
                 raise OSError("the connection is closed")
             if seg.id not in self._announced:
-                socket.send_fds(self._sock, [_ANNOUNCE.pack(seg.id, seg.size)], [seg.fd])
+                send_fd(self._sock, _ANNOUNCE.pack(seg.id, seg.size), seg.fd)
                 self._announced.add(seg.id)
             self._pool.retain(seg)
             self._lent[seg.id] += 1
@@ -384,6 +388,11 @@ def _address_of_mmap(mm: mmap.mmap) -> int:
     return address
 
 
+def send_fd(sock: socket.socket, data: bytes, fd: int) -> None:
+    """``socket.send_fds(sock, [data], [fd])``, for a socket from ``_socket`` too."""
+    sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _FD.pack(fd))])
+
+
 def _recv_announcement(sock: socket.socket) -> tuple[bytes, list[int]]:
     """One queued announcement, without blocking: (b"", []) when there is none.
     (Not socket.recv_fds: before Python 3.12 it ignores its flags and would block.)"""
@@ -392,11 +401,11 @@ def _recv_announcement(sock: socket.socket) -> tuple[bytes, list[int]]:
     fds = array.array("i")
     try:
         data, ancdata, _flags, _addr = sock.recvmsg(
-            _ANNOUNCE.size, socket.CMSG_LEN(fds.itemsize), socket.MSG_DONTWAIT)
+            _ANNOUNCE.size, _socket.CMSG_LEN(fds.itemsize), _socket.MSG_DONTWAIT)
     except BlockingIOError:
         return b"", []
     for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
     return data, list(fds)
 

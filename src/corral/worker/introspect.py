@@ -190,13 +190,38 @@ def _inspect_signature(fn: Callable[..., Any]) -> str:
 def doc_summary(fn: Callable[..., Any]) -> str:
     """The first paragraph of ``inspect.getdoc(fn)``."""
     doc = getattr(fn, "__doc__", None)
-    if isinstance(doc, str):
-        doc = _cleandoc(doc)
-    else:  # None: inspect looks for it up the class's bases
-        import inspect
+    if doc is None:  # inspect looks for it up the class's bases
+        doc = _inherited_doc(fn)
+    return (_cleandoc(doc) if isinstance(doc, str) else "").split("\n\n")[0]
 
-        doc = inspect.getdoc(fn)
-    return (doc or "").split("\n\n")[0]
+
+def _inherited_doc(fn: Callable[..., Any]) -> Any:
+    """``inspect._finddoc(fn)`` as ``inspect.getdoc`` calls it, for a bound method and a
+    module-level function (the cases a target's methods are); the rest asks inspect."""
+    try:
+        if isinstance(fn, _MethodType):
+            name, owner = fn.__func__.__name__, fn.__self__
+            # (inspect's own test for a classmethod; its AttributeError means no doc)
+            if isinstance(owner, type) and \
+                    getattr(getattr(owner, name, None), "__func__") is fn.__func__:
+                cls = owner
+            else:
+                cls = owner.__class__
+            for base in cls.__mro__:
+                try:
+                    doc = getattr(base, name).__doc__
+                except AttributeError:
+                    continue
+                if doc is not None:
+                    return doc
+            return None
+        if isinstance(fn, _FunctionType) and "." not in fn.__qualname__:
+            return None  # inspect looks for a class named by the qualname: there is none
+    except (AttributeError, TypeError):
+        return None
+    import inspect
+
+    return inspect.getdoc(fn)
 
 
 def _cleandoc(doc: str) -> str:

@@ -11,9 +11,9 @@ worker, and its parent (the one it dies with) is the keeper.
 
 from __future__ import annotations
 
+import _socket  # (not socket: protocol/framing.py says why)
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -49,9 +49,9 @@ def _die_with_parent(parent_pid: int, pdeathsig: bool) -> None:
 
 class WorkerProcess:
     def __init__(self, control_fd: int, data_fd: int, fds_fd: int, max_frame: int):
-        self.endpoint = ep = Endpoint(socket.socket(fileno=control_fd),
-                                      socket.socket(fileno=data_fd),
-                                      socket.socket(fileno=fds_fd), max_frame, max_frame)
+        self.endpoint = ep = Endpoint(_socket.socket(fileno=control_fd),
+                                      _socket.socket(fileno=data_fd),
+                                      _socket.socket(fileno=fds_fd), max_frame, max_frame)
         self.control, self.data, self.fds = ep.control, ep.data, ep.fds
         self.control_in, self.data_in = ep.control_in, ep.data_in
         self.control_out, self.data_out = ep.control_out, ep.data_out

@@ -14,9 +14,9 @@ Where a call runs:
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from _queue import SimpleQueue  # (what queue.SimpleQueue is, without queue.py: cold start)
 from collections import deque
 from threading import get_ident
 from typing import Any, Callable
@@ -59,7 +59,7 @@ class Runner:
         self._admitted = 0
         self._waiting: deque[m.Call] = deque()
         self._inline = slots == 1
-        self._pool: queue.SimpleQueue | None = None
+        self._pool: SimpleQueue | None = None
         self._loop: Any = None
         # Async calls waiting to become tasks: handed to the loop in batches, with one
         # wake-up of its thread per batch instead of one call_soon_threadsafe per call.
@@ -185,10 +185,10 @@ class Runner:
 
     # -- sync -----------------------------------------------------------------------------
 
-    def _ensure_pool(self) -> queue.SimpleQueue:
+    def _ensure_pool(self) -> SimpleQueue:
         with self._lock:
             if self._pool is None:
-                self._pool = queue.SimpleQueue()
+                self._pool = SimpleQueue()
                 for i in range(self.slots):
                     threading.Thread(target=self._pool_thread, name=f"corral-slot-{i}",
                                      daemon=True).start()
