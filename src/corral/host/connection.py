@@ -234,8 +234,12 @@ class Connection:
             self._detach_loop(loop)
             return
         self._reader = threading.get_ident()
+        has_frame = self._data_reader.has_frame
         try:
-            while self._read_one(nowait=True):
+            # One recv a wake-up: once the frames it brought are routed, back to the loop
+            # instead of a recv that would only say EAGAIN (the loop's readiness is level-
+            # triggered: it calls again while the socket has more).
+            while self._read_one(nowait=True) and has_frame():
                 pass
         finally:
             self._let_go(wake=False)
