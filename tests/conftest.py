@@ -13,6 +13,17 @@ def fixture_ref(name: str) -> str:
     return f"{os.path.join(FIXTURES, file)}.py:{attr}"
 
 
+def open_fds() -> set[str]:
+    """What this process has open, by target (sockets show as socket:[inode])."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.add(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            pass  # the listing's own descriptor
+    return out
+
+
 def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
     """Poll ``predicate`` until it holds; fail the test if it does not within ``timeout``.
     For state that has no event to wait on (another process's state, a worker's status)."""

@@ -8,21 +8,10 @@ import psutil
 import pytest
 
 import corral
-from conftest import fixture_ref, wait_until
+from conftest import fixture_ref, open_fds, wait_until
 
 SPAWNER = fixture_ref("supervised:Spawner")
 CRASHY = fixture_ref("supervised:Crashy")
-
-
-def open_fds() -> set[str]:
-    """What this process has open, by target (sockets show as socket:[inode])."""
-    out = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            out.add(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
-        except OSError:
-            pass  # the listing's own descriptor
-    return out
 
 
 def gone(pid: int) -> bool:

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 import corral
-from conftest import fixture_ref
+from conftest import fixture_ref, open_fds
 
 BASIC = fixture_ref("basic:Basic")
 
@@ -212,3 +212,83 @@ def test_a_loop_that_ends_with_calls_in_flight_leaves_the_worker_usable():
         assert w.call("add", 2, 3) == 5
         assert w.submit("add", 3, 4).result() == 7
         assert w.pid is not None and not w.crashes  # stopped by the cancel, not killed
+
+
+# A Worker stopped from its loop's own thread, right after a call went out while that loop
+# watched the socket (the loop's next turn finds the descriptor closed), then another
+# Worker on the same loop. Before the loop watched a descriptor of its own, uvloop (libuv)
+# aborted the whole process there and asyncio's loop lost a later call: run in a child, so
+# that an abort fails this test instead of ending pytest.
+_STOPPED_ON_ITS_LOOP = """
+import asyncio, sys
+import corral
+
+async def main():
+    for _ in range(5):
+        w = corral.Worker(sys.argv[2]).start()
+        fut = w.asubmit("add", 1, 2)
+        w.stop()  # on the loop's thread, before it turns
+        try:
+            print(await asyncio.wait_for(fut, 30))
+        except corral.CorralError as exc:
+            print(type(exc).__name__)
+    w = corral.Worker(sys.argv[2]).start()
+    print(await asyncio.wait_for(w.acall("add", 2, 3), 30))
+    w.stop()
+
+if sys.argv[1] == "uvloop":
+    import uvloop
+    uvloop.run(main())
+else:
+    asyncio.run(main())
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_worker_stopped_on_its_loop_with_a_call_out_leaves_the_loop_sound(loop):
+    import subprocess
+    import sys
+
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    out = subprocess.run([sys.executable, "-c", _STOPPED_ON_ITS_LOOP, loop, BASIC],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.split()
+    # (stop() lets a call in flight finish, or fails it: either way the waiter completes)
+    assert len(lines) == 7 and all(x in ("3", "WorkerStopped") for x in lines[:5])
+    assert lines[5:] == ["5", "ok"]
+
+
+@pytest.mark.parametrize("stop_from", ["the loop", "after the loop", "another thread"])
+def test_the_loops_own_descriptor_is_closed_however_the_worker_stops(stop_from):
+    """The loop keeps watching between calls (attach_loop): its descriptor is closed when
+    the worker stops, whether on the loop's thread, after the loop has closed, or from
+    another thread while the loop runs on."""
+    import asyncio
+    import threading
+
+    with corral.Worker(BASIC) as w:  # what a first Worker opens once per process
+        w.call("add", 1, 1)
+    before = open_fds()
+    w = corral.Worker(BASIC).start()
+
+    async def main():
+        for i in range(3):
+            assert await w.acall("add", i, 1) == i + 1
+        if stop_from == "the loop":
+            w.stop()
+        elif stop_from == "another thread":
+            t = threading.Thread(target=w.stop)
+            t.start()
+            while t.is_alive():  # the loop goes on turning meanwhile
+                await asyncio.sleep(0.01)
+            for _ in range(3):
+                await asyncio.sleep(0)  # (the turn that reads the end of stream)
+
+    asyncio.run(main())
+    if stop_from == "after the loop":
+        assert w.call("add", 2, 2) == 4  # a thread's call, with the loop gone
+        w.stop()
+    assert open_fds() == before

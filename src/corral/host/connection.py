@@ -137,6 +137,7 @@ class Connection:
         # An event loop awaiting calls reads replies itself too, when the socket is
         # readable (attach_loop), and sends its calls once per loop iteration.
         self._loop_lead: Any = None
+        self._loop_fd: int | None = None  # the descriptor it watches (attach_loop)
         self._flush_soon = False
         self._poll: Any = None
 
@@ -199,32 +200,72 @@ class Connection:
         """Let ``loop`` (running, on this thread) read replies when the socket is readable:
         asyncio callers then get theirs without a hand-off from the reader thread. One
         loop at a time; another loop's calls are delivered as before. ``calling``: the
-        loop is about to make a call (else it attaches only while calls are pending)."""
+        loop is about to make a call (else it attaches only while calls are pending).
+
+        The loop watches a descriptor of its own (a dup of the data socket's), closed only
+        once the loop has let go of it: a descriptor closed under a watching loop (the
+        worker stopped from the loop's thread, a restart on another) could otherwise come
+        back under the same number, and libuv aborts the process on the stale watch. So
+        the loop may stay attached between calls (an attach and a detach cost ~15 us a
+        call); it lets go when another thread reads, or the connection ends."""
         current = self._loop_lead
         if current is loop or self._failed_all or not (calling or self._pending):
             return
-        if current is not None and current.is_running() and not current.is_closed():
-            return
-        fd = self._data.fileno()
+        if current is not None:
+            if current.is_running() and not current.is_closed():
+                return
+            self._release_loop()  # a loop that has stopped: the new one leads
+        try:
+            fd = os.dup(self._data.fileno())
+        except OSError:
+            return  # closed meanwhile
         try:
             loop.add_reader(fd, self._loop_readable, loop)
         except Exception:  # noqa: BLE001 - a loop that cannot watch sockets: not a leader
+            os.close(fd)
             return
         # uvloop (libuv's uv_poll_init) makes the descriptor non-blocking, for every
-        # thread: blocking again, other threads' big writes and reads go straight through
-        # instead of waiting out EAGAIN in poll (framing.py). The loop reads with
-        # MSG_DONTWAIT.
+        # thread (the flag belongs to the socket, not to the descriptor): blocking again,
+        # other threads' big writes and reads go straight through instead of waiting out
+        # EAGAIN in poll (framing.py). The loop reads with MSG_DONTWAIT.
         if not os.get_blocking(fd):
             os.set_blocking(fd, True)
-        self._loop_lead = loop
+        self._loop_lead, self._loop_fd = loop, fd
 
     def _detach_loop(self, loop: Any) -> None:
+        """On ``loop``'s thread: stop watching, and close its descriptor."""
         if self._loop_lead is loop:
-            self._loop_lead = None
+            self._release_loop()
+
+    def _release_loop(self) -> None:
+        """Stop the leading loop's watch and close its descriptor: on the loop's thread, or
+        while that loop runs nowhere (stopped, or closed: a closed loop has let go)."""
+        loop, fd = self._loop_lead, self._loop_fd
+        self._loop_lead = self._loop_fd = None
+        if loop is None:
+            return
+        if not loop.is_closed():
             try:
-                loop.remove_reader(self._data.fileno())
-            except Exception:  # noqa: BLE001 - the socket is closed already
+                loop.remove_reader(fd)
+            except Exception:  # noqa: BLE001 - a loop closing meanwhile has let go
                 pass
+        os.close(fd)
+
+    def _release_loop_at_close(self) -> None:
+        """``close()``: a loop running on another thread lets go itself, on the end of
+        stream it reads next (the sockets are shut down); any other, now."""
+        loop = self._loop_lead
+        if loop is None:
+            return
+        if loop.is_running() and not loop.is_closed():
+            import asyncio
+
+            try:
+                if asyncio.get_running_loop() is not loop:
+                    return
+            except RuntimeError:  # no loop runs on this thread
+                return
+        self._release_loop()
 
     def _loop_readable(self, loop: Any) -> None:
         """On the loop: read and route what has arrived, without blocking."""
@@ -243,7 +284,7 @@ class Connection:
                 pass
         finally:
             self._let_go(wake=False)
-        if not self._pending or self._failed_all:
+        if self._failed_all:
             self._detach_loop(loop)
 
     def _flush_outbox(self) -> None:
@@ -845,6 +886,7 @@ class Connection:
             except OSError:
                 pass
         self._fail_all(error)
+        self._release_loop_at_close()
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(5.0)
