@@ -435,3 +435,33 @@ def test_bad_arguments():
         corral.Pool(POOLED, slots=0)
     with pytest.raises(corral.InvalidState, match="not started"):
         corral.Pool(POOLED).call("echo", 1)
+
+
+@pytest.mark.parametrize("runner", ["pool", "worker"])
+def test_a_finished_future_leaves_nothing_for_the_garbage_collector(runner):
+    """A future lets go of its done callbacks once they ran (a callback that refers to its
+    future made a cycle), and a pool's future of its pool call (the two referred to each
+    other): a dropped future is freed by reference counting. A server makes thousands a
+    second, and cycles pile up for the collector's long pauses (server/gctune.py)."""
+    import gc
+    import weakref
+
+    make = (lambda: corral.Pool(POOLED, workers=1)) if runner == "pool" else \
+        (lambda: corral.Worker(POOLED))
+    with make() as r:
+        r.call("echo", 0)
+        gc.collect()
+        gc.disable()
+        try:
+            refs = []
+            for i in range(20):
+                fut = r.submit("echo", i)
+                fut.add_done_callback(lambda f, fut=fut: None)  # (it refers to the future)
+                assert fut.result() == i
+                assert (fut.attempts, fut.logs) == (1, [])
+                refs.append(weakref.ref(fut))
+                del fut
+            alive = sum(ref() is not None for ref in refs)
+        finally:
+            gc.enable()
+    assert alive == 0

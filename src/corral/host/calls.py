@@ -228,6 +228,16 @@ class CallFuture(CallRecord, concurrent.futures.Future):
     def _failed(self, exc: BaseException) -> None:
         self.set_exception(exc)
 
+    def _invoke_callbacks(self) -> None:
+        # Future's, letting go of the callbacks once they ran (a callback that refers back
+        # to its future, as most do, would otherwise leave a cycle for the collector).
+        callbacks, self._done_callbacks = self._done_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:  # noqa: BLE001 - as Future: a callback's error is logged
+                log.exception("exception calling callback for %r", self)
+
     def result(self, timeout: float | None = None) -> Any:
         """The call's result (as ``concurrent.futures.Future.result``). Without a timeout
         the waiting thread reads the worker's replies itself when nobody else does (no

@@ -211,6 +211,18 @@ class _Call:
         self.on_sent: list[Callable[[], None]] | None = None  # PoolFuture.add_sent_callback
 
 
+class _Ended:
+    """A finished ``_Call`` as its future goes on showing it."""
+
+    __slots__ = ("id", "method", "attempts", "worker", "inner", "state", "on_sent")
+
+    def __init__(self, call: _Call):
+        self.id, self.method, self.attempts = call.id, call.method, call.attempts
+        self.worker, self.inner = call.worker, call.inner
+        self.state = "done"
+        self.on_sent: list[Callable[[], None]] | None = None  # (never called: it ended)
+
+
 class PoolFuture(CallFuture):
     """A ``concurrent.futures.Future`` for one pool call: a ``CallFuture`` (the worker
     futures' family) across attempts.
@@ -322,6 +334,9 @@ class PoolFuture(CallFuture):
                     self.set_result(value)
         except concurrent.futures.InvalidStateError:
             return False
+        # What the properties read from here on, without the call itself: the call refers
+        # to this future, and the two would stay a cycle for the collector.
+        self._call = _Ended(self._call)
         return True
 
     def __repr__(self) -> str:
