@@ -135,7 +135,8 @@ class Connection:
         self._wanting: set = set()  # futures whose waiters wait for the socket to be free
         self._kick: tuple[int, int] | None = None  # a pipe that wakes the leader's poll
         # An event loop awaiting calls reads replies itself too, when the socket is
-        # readable (attach_loop), and sends its calls once per loop iteration.
+        # readable (attach_loop), and sends its calls once per loop iteration (at once
+        # to an idle worker).
         self._loop_lead: Any = None
         self._loop_fd: int | None = None  # the descriptor it watches (attach_loop)
         self._flush_soon = False
@@ -476,7 +477,8 @@ class Connection:
         """Register calls as pending; return the payloads the window lets go now (the rest
         wait in order for replies to free room). ``defer``: while the reader thread stands
         by, leave them in the outbox instead; ``loop``: leave them there until the end of
-        this iteration of the (reading) event loop."""
+        this iteration of the (reading) event loop, unless nothing else is in flight (an
+        idle worker gets them at once)."""
         to_send: list[bytes] = []
         with self._lock:
             broken = self._broken
