@@ -268,6 +268,7 @@ def test_the_loops_own_descriptor_is_closed_however_the_worker_stops(stop_from):
     another thread while the loop runs on."""
     import asyncio
     import threading
+    import time
 
     with corral.Worker(BASIC) as w:  # what a first Worker opens once per process
         w.call("add", 1, 1)
@@ -284,8 +285,11 @@ def test_the_loops_own_descriptor_is_closed_however_the_worker_stops(stop_from):
             t.start()
             while t.is_alive():  # the loop goes on turning meanwhile
                 await asyncio.sleep(0.01)
-            for _ in range(3):
-                await asyncio.sleep(0)  # (the turn that reads the end of stream)
+            # The loop lets go on the turn that reads the end of stream: wait for that
+            # (bounded), rather than for a number of turns.
+            deadline = time.monotonic() + 10
+            while open_fds() != before and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
 
     asyncio.run(main())
     if stop_from == "after the loop":
