@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import subprocess
 import sys
 import typing
@@ -132,6 +133,24 @@ def test_getattr_static_matches(name):
     t.__dict__["count"] = 4  # an instance attribute shadows a plain class attribute
     assert introspect.getattr_static(t, name) is inspect.getattr_static(t, name)
     assert introspect.getattr_static(Target, name) is inspect.getattr_static(Target, name)
+
+
+def test_a_stand_in_that_does_not_fit_falls_back_to_the_plain_import():
+    """Should a later uuid ask the platform stand-in for more than ``system()``, msgspec is
+    imported the plain way instead of failing the worker's start (_workerstart.py)."""
+    import corral
+
+    path = os.path.join(os.path.dirname(corral.__file__), "_workerstart.py")
+    code = ("import importlib.util, sys; "
+            f"spec = importlib.util.spec_from_file_location('ws', {path!r}); "
+            "ws = importlib.util.module_from_spec(spec); spec.loader.exec_module(ws); "
+            "del ws._PlatformStandIn.system; ws.import_msgspec(); "
+            "import msgspec, platform, uuid; "
+            "print(msgspec.json.decode(b'[1]'), platform.system() == platform.uname().system, "
+            "uuid.uuid4().version)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["[1]", "True", "4"]
 
 
 def test_a_started_worker_has_not_imported_what_it_does_not_need():
