@@ -114,6 +114,65 @@ def test_async_api():
     asyncio.run(main())
 
 
+
+def test_acall_hands_out_its_future_which_every_asyncio_entry_point_takes(basic):
+    """acall() on a running loop is the call's future and a coroutine at once: gather and
+    wait_for take it as it is (no Task each), create_task, TaskGroup and
+    run_until_complete drive it as a coroutine."""
+    async def main():
+        call = basic.acall("add", 1, b=2)
+        assert isinstance(call, corral.AsyncCallFuture)
+        assert asyncio.isfuture(call) and asyncio.iscoroutine(call)
+        assert await call == 3
+        assert await asyncio.create_task(basic.acall("add", 2)) == 3
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(basic.acall("aadd", i)) for i in range(10)]
+        assert [t.result() for t in tasks] == [i + 1 for i in range(10)]
+        assert await asyncio.wait_for(basic.acall("add", 5), 30) == 6
+        assert await asyncio.shield(basic.acall("add", 6)) == 7
+        assert await asyncio.gather(*(basic.acall("add", i) for i in range(64))) == \
+            [i + 1 for i in range(64)]
+        with pytest.raises(ValueError, match="bad value"):
+            await asyncio.create_task(basic.acall("boom"))  # the error, through the task
+    asyncio.run(main())
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(basic.acall("add", 3)) == 4  # (no loop running)
+    finally:
+        loop.close()
+
+
+def test_acall_raises_an_error_in_making_the_call_where_it_is_awaited(basic):
+    """As from an async def: acall() itself does not raise; gather with
+    return_exceptions=True gets the error in its list, and the other calls run."""
+    async def main():
+        missing = basic.acall("no_such_method")
+        unsendable = basic.acall("add", object())
+        got = await asyncio.gather(missing, unsendable, basic.acall("add", 1),
+                                   return_exceptions=True)
+        assert isinstance(got[0], corral.MethodNotFound)
+        assert isinstance(got[1], TypeError) and "args[0]" in str(got[1])
+        assert got[2] == 2
+        with pytest.raises(corral.MethodNotFound):
+            await asyncio.create_task(basic.acall("no_such_method"))
+    asyncio.run(main())
+
+
+def test_acall_from_a_thread_with_no_loop_runs_on_the_loop_it_is_handed_to(basic):
+    """With no loop running where acall() is called, it is a coroutine that starts the
+    call where it runs: here on a loop in another thread (run_coroutine_threadsafe)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    try:
+        call = basic.acall("add", 2, b=3)
+        assert not asyncio.isfuture(call)
+        assert asyncio.run_coroutine_threadsafe(call, loop).result(timeout=30) == 5
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
 def test_unsendable_argument_is_refused_before_sending(basic):
     with pytest.raises(TypeError, match=r"kwargs\['b'\]\[1\]"):
         basic.call("add", 1, b=[1, object()])

@@ -103,6 +103,41 @@ def test_asyncio_task_cancellation_cancels_the_call(w, tmp_path):
     assert lines(marker) == ["started", "cancelled", "stopped"]
 
 
+
+def test_a_task_of_acall_cancelled_before_its_first_step_stops_the_call(w, tmp_path):
+    """acall() started the call at once; a Task made of it and cancelled before it ran
+    throws the cancel into it, which stops the call in the worker: the next call gets the
+    only slot (it would wait out the 60 s sleep otherwise)."""
+    marker = tmp_path / "marker"
+
+    async def main():
+        call = w.acall("asleep", 60, str(marker))
+        task = asyncio.create_task(call)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert call.cancelled()
+        return await asyncio.wait_for(w.acall("echo", "after"), 30)
+
+    assert asyncio.run(main()) == "after"
+    assert lines(marker) in ([], ["started", "cancelled", "stopped"])
+
+
+def test_wait_for_an_acall_that_times_out_stops_the_call(w, tmp_path):
+    marker = tmp_path / "marker"
+
+    async def main():
+        call = w.acall("asleep", 60, str(marker))
+        await asyncio.to_thread(started, marker)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(call, 0.2)
+        assert call.cancelled()
+        await asyncio.to_thread(wait_until, lambda: "stopped" in lines(marker))
+        return await w.acall("echo", "after")
+
+    assert asyncio.run(main()) == "after"
+    assert lines(marker) == ["started", "cancelled", "stopped"]
+
 def test_cancelling_an_asubmit_future_reads_as_cancelled_and_stops_the_call(w, tmp_path):
     """asyncio's convention for Future.cancel(): True, cancelled(), and awaiting it raises
     asyncio.CancelledError (it used to answer False and fail with corral.Cancelled,

@@ -148,7 +148,7 @@ class Runner(Protocol):
 
     def map(self, method: str, /, *iterables: Any) -> Iterator[Any]: ...
 
-    async def acall(self, method: str, /, *args: Any, **kwargs: Any) -> Any: ...
+    def acall(self, method: str, /, *args: Any, **kwargs: Any) -> Any: ...
 
     def asubmit(self, method: str, /, *args: Any, **kwargs: Any) -> Any: ...
 
@@ -209,7 +209,27 @@ class CallOptions:
         """Like ``map``, with each item a tuple of positional arguments."""
         return self._runner.dispatch_map(method, iter(iterable), self)
 
-    async def acall(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+    def acall(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """``await acall(method, ...)`` for the result. Called on a running event loop,
+        the call starts at once and this returns its ``AsyncCallFuture``, which is also a
+        coroutine: asyncio.gather and wait_for take it with no Task each, create_task and
+        TaskGroup take it as a coroutine. An error in making the call (an unknown method,
+        a value that cannot be sent, a stopped worker) is raised where it is awaited, as
+        from an ``async def``. With no loop running (``asyncio.run(w.acall(...))``) this
+        returns a coroutine that starts the call when it first runs."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._acall_when_run(method, args, kwargs)
+        try:
+            future = self._runner.dispatch(method, args, kwargs, self, CallKind.ASUBMIT)
+        except Exception as exc:  # noqa: BLE001 - raised where it is awaited
+            return _raise(exc)
+        if not asyncio.iscoroutine(future):  # a runner whose future is not a coroutine
+            return _await(future)
+        return future
+
+    async def _acall_when_run(self, method: str, args: tuple, kwargs: dict) -> Any:
         return await self._runner.dispatch(method, args, kwargs, self, CallKind.ASUBMIT)
 
     def asubmit(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -220,6 +240,14 @@ class CallOptions:
 
     def awatch(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         return self._runner.dispatch(method, args, kwargs, self, CallKind.AWATCH)
+
+
+async def _raise(exc: BaseException) -> Any:
+    raise exc
+
+
+async def _await(future: Any) -> Any:
+    return await future
 
 
 class CallSurface(CallOptions):
