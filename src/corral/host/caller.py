@@ -55,6 +55,10 @@ class CallKind(enum.Enum):
     ASTREAM = "astream"  #: an AsyncCallStream of the chunks
     AWATCH = "awatch"  #: an AsyncCallStream of every event
 
+    # Members are singletons compared by identity: hashed by identity too, in C (Enum's
+    # own __hash__ is a Python call, paid by every call's lookup of its kind).
+    __hash__ = object.__hash__
+
     @property
     def streams(self) -> bool:
         """Its caller reads a stream (never queued nor retried by a Pool)."""

@@ -421,9 +421,15 @@ class Worker(Supervisor, CallSurface):
                     return sink
                 leading = False
             else:
-                conn, info = self._callable(method)
+                # (the checks of _callable, inline for a ready worker and a known method)
+                conn = held
+                info = self.methods.get(method) if type(method) is str else None
+                if info is None or conn is None or (state is not READY
+                                                    and state is not RELOADING):
+                    conn, info = self._callable(method)
                 call_id = next(self._ids)
-                window = self.stream_window if info.streams and kind.streams else 0
+                streams = info.streams
+                window = self.stream_window if streams and kind.streams else 0
                 feed = None
                 try:
                     payload = conn.encode_call(call_id, method, args, kwargs, opts, window)
@@ -433,7 +439,7 @@ class Worker(Supervisor, CallSurface):
                         raise
                     payload = conn.encode_call(call_id, method, feed.args, feed.kwargs, opts,
                                                window, feed.inputs)
-                sink = make(call_id, method, info.streams, opts)
+                sink = make(call_id, method, streams, opts)
                 if window:
                     sink._flow = OutCredit(call_id, window, conn)
                 if on_sink is not None:
