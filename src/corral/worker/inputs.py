@@ -67,6 +67,7 @@ class Inputs:
 
             self.cog = CogInputs(self.fields)
             self.fields = self.cog.wire_fields()
+        self._known = frozenset(name for name, _, _ in self.fields)
 
     def schema(self) -> dict[str, Any] | None:
         """The inputs as a JSON Schema object (None if the hints cannot be described)."""
@@ -122,7 +123,7 @@ class Inputs:
         listing every problem (unknown, missing, ill-typed, out of range)."""
         problems: list[dict[str, Any]] = []
         out: dict[str, Any] = {}
-        known = {name for name, _, _ in self.fields}
+        known = self._known
         for name, value in kwargs.items():
             if name not in known:
                 if self.cog is not None:
@@ -154,7 +155,7 @@ class Inputs:
 
 
 def _convert(value: Any, hint: Any) -> Any:
-    if hint is Any:
+    if hint is Any or (type(value) is hint and hint in _AS_THEY_ARE):
         return value
     if hint in (pathlib.Path, File) and isinstance(value, (str, File)):
         return _path_hook(hint, value)
@@ -162,6 +163,10 @@ def _convert(value: Any, hint: Any) -> Any:
         return msgspec.convert(value, hint, strict=False, dec_hook=_path_hook)
     except TypeError:  # a type msgspec does not handle: passed on as given
         return value
+
+
+#: A value of exactly one of these types, where that type is the hint, converts to itself.
+_AS_THEY_ARE = frozenset({str, int, float, bool})
 
 
 def _path_hook(hint: Any, value: Any) -> Any:
