@@ -474,12 +474,14 @@ class AsyncCallFuture(CallRecord, asyncio.Future):
                 "exception": exc, "future": self})
 
     def set_result(self, result: Any) -> None:
-        super().set_result(result)
-        self._run_settle_callbacks()
+        asyncio.Future.set_result(self, result)
+        if self._settle_callbacks:
+            self._run_settle_callbacks()
 
     def set_exception(self, exception: Any) -> None:
-        super().set_exception(exception)
-        self._run_settle_callbacks()
+        asyncio.Future.set_exception(self, exception)
+        if self._settle_callbacks:
+            self._run_settle_callbacks()
 
     def _event(self, event: Any) -> None:
         self._record(event)
@@ -491,10 +493,12 @@ class AsyncCallFuture(CallRecord, asyncio.Future):
 
     def _done(self, value: Any, run_time: float) -> None:
         self.run_time = run_time
+        result = self._chunks if self._chunks is not None else value  # (_outcome)
         if threading.get_ident() == self._tid:
-            self._settle(self._outcome(value), None)
+            if not self.done():  # (_settle, inline: every reply the loop reads ends here)
+                self.set_result(result)
         else:
-            self.get_loop().call_soon_threadsafe(self._handed, self._outcome(value), None)
+            self.get_loop().call_soon_threadsafe(self._handed, result, None)
 
     def _failed(self, exc: BaseException) -> None:
         if threading.get_ident() == self._tid:

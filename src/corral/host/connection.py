@@ -490,15 +490,20 @@ class Connection:
                     sink._size = size
                     if call_id > self._last_id:
                         self._last_id = call_id
-                    if self._waiting or not self._fits(size):
+                    in_flight = self._in_flight  # (_fits, inline: once per call)
+                    if self._waiting or in_flight and (
+                            in_flight >= self._window
+                            or self._in_flight_bytes + size > WINDOW_BYTES):
                         self._waiting.append((call_id, payload))
                         continue
                     self._in_flight += 1
                     self._in_flight_bytes += size
                     sink._sent = True
                     to_send.append(payload)
-                if self._outbox:  # (they go first: calls reach the worker in id order)
-                    to_send[:0] = self._outbox
+                outbox = self._outbox
+                if outbox:  # (they go first: calls reach the worker in id order)
+                    outbox.extend(to_send)  # (not to_send[:0] =: a copy of it per call)
+                    to_send = outbox
                     self._outbox = []
                 if loop is not None:
                     # An idle worker gets the call at once (a sequential caller waits on
