@@ -215,12 +215,13 @@ class CallOptions:
 
     def acall(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """``await acall(method, ...)`` for the result. Called on a running event loop,
-        the call starts at once and this returns its ``AsyncCallFuture``, which is also a
-        coroutine: asyncio.gather and wait_for take it with no Task each, create_task and
-        TaskGroup take it as a coroutine. An error in making the call (an unknown method,
-        a value that cannot be sent, a stopped worker) is raised where it is awaited, as
-        from an ``async def``. With no loop running (``asyncio.run(w.acall(...))``) this
-        returns a coroutine that starts the call when it first runs."""
+        the call starts at once and this returns its ``AsyncCallFuture`` (of that loop),
+        which is also a coroutine: asyncio.gather and wait_for take it with no Task each,
+        create_task and TaskGroup take it as a coroutine. An error in making the call (an
+        unknown method, a value that cannot be sent, a stopped worker) is raised where it
+        is awaited, as from an ``async def``. With no loop running
+        (``asyncio.run(w.acall(...))``) this returns a coroutine that starts the call when
+        it first runs."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
