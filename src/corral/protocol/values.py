@@ -49,7 +49,6 @@ REMOTE_FILE = 23
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _SCALARS = frozenset({str, float, bool, type(None), bytes})
-_PLAIN = frozenset({str, float, bool, type(None)})  # (bytes may go to shared memory)
 #: Types that cross as they are, whatever their value: a caller may skip ``to_wire``.
 PLAIN_TYPES = frozenset({str, float, bool, type(None)})
 
@@ -99,16 +98,16 @@ def args_to_wire(args: tuple, kwargs: dict, allow_pickle: bool = False,
     """``to_wire`` for a call's arguments, with locations such as ``args[0]``/``kwargs['x']``."""
     if not args and not kwargs:
         return [], {}
-    # Most calls carry only strings, floats, bools, None and small ints: nothing to
-    # replace, so no walk (and no context) per value.
+    # Most calls carry only plain values and small ints: nothing to replace, so no walk
+    # (and no context) per value. (Not bytes: big ones go to shared memory.)
     for v in args:
         t = type(v)
-        if t not in _PLAIN and (t is not int or not _INT_MIN <= v <= _INT_MAX):
+        if t not in PLAIN_TYPES and (t is not int or not _INT_MIN <= v <= _INT_MAX):
             break
     else:
         for v in kwargs.values():
             t = type(v)
-            if t not in _PLAIN and (t is not int or not _INT_MIN <= v <= _INT_MAX):
+            if t not in PLAIN_TYPES and (t is not int or not _INT_MIN <= v <= _INT_MAX):
                 break
         else:
             return list(args), kwargs
