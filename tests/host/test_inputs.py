@@ -39,6 +39,10 @@ def test_convert_turns_strings_into_the_hinted_types(w):
     assert conv.call("path_of", where="/tmp/x") == "PosixPath"
     assert asyncio.run(conv.acall("aecho", when="2026-11-26")) == "2026-11-26"
     assert list(conv.stream("count", n="3")) == [0, 1, 2]
+    # values that already have their hinted type (taken as they are), and an int where a
+    # float is hinted (converted)
+    assert conv.call("predict", prompt="p", steps=3, scale=2.5) == "p:3:2.5::None"
+    assert conv.call("predict", prompt="p", scale=2) == "p:10:2.0::None"
 
 
 def test_convert_lists_every_problem(w):
