@@ -431,13 +431,7 @@ class AsyncCallFuture(CallRecord, asyncio.Future):
     def __init__(self, call_id: int, method: str, streams: bool,
                  on_event: EventCallback | None, loop: asyncio.AbstractEventLoop):
         asyncio.Future.__init__(self, loop=loop)
-        self.id = call_id  # (_init_record's, inline: a sink per call)
-        self.method = method
-        self.metrics = {}
-        if on_event is not None:
-            self._on_event = on_event
-        if streams:
-            self._chunks = []
+        self._init_record(call_id, method, on_event, streams)
         self._lead_loop = loop
         self._tid = threading.get_ident()  # the loop's thread (made by a running loop)
 
