@@ -490,10 +490,7 @@ class Connection:
                     sink._size = size
                     if call_id > self._last_id:
                         self._last_id = call_id
-                    in_flight = self._in_flight  # (_fits, inline: once per call)
-                    if self._waiting or in_flight and (
-                            in_flight >= self._window
-                            or self._in_flight_bytes + size > WINDOW_BYTES):
+                    if self._waiting or not self._fits(size):
                         self._waiting.append((call_id, payload))
                         continue
                     self._in_flight += 1

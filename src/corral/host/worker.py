@@ -424,8 +424,7 @@ class Worker(Supervisor, CallSurface):
                 # (the checks of _callable, inline for a ready worker and a known method)
                 conn = held
                 info = self.methods.get(method) if type(method) is str else None
-                if info is None or conn is None or (state is not READY
-                                                    and state is not RELOADING):
+                if info is None or conn is None or state not in CALLABLE:
                     conn, info = self._callable(method)
                 call_id = next(self._ids)
                 streams = info.streams
