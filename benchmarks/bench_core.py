@@ -22,6 +22,8 @@ import gc
 import itertools
 import multiprocessing as mp
 import os
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -95,6 +97,7 @@ class PipeLoop:
         child.close()
         self.pid = self.proc.pid
         self.request = b"q" * request_size
+        self.reply_size = reply_size
         send, recv, req = self.conn.send_bytes, self.conn.recv_bytes, self.request
 
         def call() -> None:
@@ -121,6 +124,74 @@ class PipeLoop:
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join()
+
+
+class AsyncioFloor:
+    """Information: what ``asyncio.gather`` costs with nothing else in the way, the floor
+    for corral's gather row. A bare reader (``add_reader``) on the Pipe loop's own
+    connection settles one future per request, 64 at a time like the gather of ``acall``;
+    ``tasks``: each future is awaited in a coroutine of its own, as gather wraps a
+    coroutine in a Task (what ``async def acall`` cost corral before it handed out its
+    future). Same child, same frames (``multiprocessing``'s 4-byte header)."""
+
+    def __init__(self, pipe: PipeLoop, tasks: bool):
+        self.pipe, self.tasks, self.pid = pipe, tasks, pipe.pid
+        self.name = "asyncio floor (" + ("a Task per call" if tasks else "futures") + ")"
+
+    def pipelined_gather(self, n: int, window: int) -> None:
+        import asyncio
+
+        # A descriptor of its own, non-blocking while the loop reads (the flag is the
+        # socket's: set back before the Pipe loop reads with it again).
+        sock = socket.socket(fileno=os.dup(self.pipe.conn.fileno()))
+        sock.setblocking(False)
+        try:
+            asyncio.run(self._gathers(sock, n, window))
+        finally:
+            sock.setblocking(True)
+            sock.close()
+
+    async def _gathers(self, sock: socket.socket, n: int, window: int) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        request = struct.pack("!i", len(self.pipe.request)) + self.pipe.request
+        frame = 4 + self.pipe.reply_size
+        pending: collections.deque = collections.deque()
+        buf = bytearray()
+
+        def readable() -> None:
+            try:
+                data = sock.recv(1 << 16)
+            except BlockingIOError:
+                return
+            if not data:
+                raise EOFError("the Pipe loop's child is gone")
+            buf.extend(data)
+            k = len(buf) // frame
+            del buf[: k * frame]
+            for _ in range(k):
+                pending.popleft().set_result(None)
+
+        def submit() -> Any:
+            fut = loop.create_future()
+            pending.append(fut)
+            sock.send(request)
+            return fut
+
+        async def call() -> None:
+            await submit()
+
+        make = call if self.tasks else submit
+        loop.add_reader(sock.fileno(), readable)
+        try:
+            left = n
+            while left:
+                k = min(window, left)
+                left -= k
+                await asyncio.gather(*[make() for _ in range(k)])
+        finally:
+            loop.remove_reader(sock.fileno())
 
 
 class PoolExecutor:
@@ -392,11 +463,22 @@ def steady_state(cfg: dict[str, Any], request_size: int, reply_size: int,
             systems, cfg["tput_rounds"], cfg["tput_block_s"], prates,
             lambda s, n: (s.pipelined_submit if s.name == "corral" else s.pipelined)(n, window),
             "pipelined (submit)")
-        log(f"pipelined calls/s through asyncio.gather of acall() ({window} at a time)")
+        log(f"pipelined calls/s through asyncio.gather of acall() ({window} at a time), "
+            "with asyncio's own floor")
+        floors = {"floor_futures": AsyncioFloor(pipe, False),
+                  "floor_tasks": AsyncioFloor(pipe, True)}
+        for f in floors.values():
+            f.cpu = pipe.cpu
         res["pipelined_gather"] = throughput_rounds(
-            systems, cfg["tput_rounds"], cfg["tput_block_s"], prates,
-            lambda s, n: (s.pipelined_gather if s.name == "corral" else s.pipelined)(n, window),
+            {**systems, **floors}, cfg["tput_rounds"], cfg["tput_block_s"],
+            {**prates, **{k: prates["pipe"] for k in floors}},
+            lambda s, n: (s.pipelined_gather if hasattr(s, "pipelined_gather")
+                          else s.pipelined)(n, window),
             "pipelined (gather)")
+        for k in floors:
+            res["pipelined_gather"][f"{k}_ratio_vs_pipe"] = c.median(
+                r[f"{k}_calls_per_s"] / r["pipe_calls_per_s"]
+                for r in res["pipelined_gather"]["rounds"])
 
         log(f"pipelined calls/s, an all-async target ({ASYNC_SLOTS} slots, {window} in flight)")
         acor = Corral(window, ASYNC_NOOP_REF, ASYNC_SLOTS)
@@ -566,7 +648,7 @@ def idle_rss(cfg: dict[str, Any]) -> dict[str, Any]:
 def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
     lat, lat_ppe, runs = res["latency"], res["latency_vs_ppe"], res["latency_runs"]
     seq, pip, cold, rss = res["sequential"], res["pipelined"], res["cold_start"], res["rss"]
-    run_rss, pa = res["rss_running"], res["pipelined_async"]
+    run_rss, pa, pg = res["rss_running"], res["pipelined_async"], res["pipelined_gather"]
     w = pip["window"]
 
     def row(metric, unit, cor, base_name, base, ratio, target="-", met=None):
@@ -598,6 +680,11 @@ def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
                            res["pipelined_submit"]),
                           (f"pipelined calls/s through asyncio.gather of acall() ({w} at a time)",
                            res["pipelined_gather"]))],
+        *[row(f"(the floor) asyncio.gather on a bare reader over the Pipe, {how} ({w} at a "
+              "time)", "/s", pg[f"{key}_calls_per_s"], "Pipe loop", pg["pipe_calls_per_s"],
+              pg[f"{key}_ratio_vs_pipe"])
+          for key, how in (("floor_futures", "futures"),
+                           ("floor_tasks", "a coroutine (a Task) per call"))],
         *[row(f"{who} CPU per {kind} call", "us", d[f"corral_{side}_cpu_us_per_call"],
               "Pipe loop", d[f"pipe_{side}_cpu_us_per_call"],
               c.ratio(d[f"corral_{side}_cpu_us_per_call"], d[f"pipe_{side}_cpu_us_per_call"]))
